@@ -1,0 +1,99 @@
+//! Typed configuration: built-in defaults, then an optional TOML file, then `COALITION_*`
+//! environment variables (nested keys with `__`, e.g. `COALITION_LIMITS__REQUEST_BODY_BYTES`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The whole server configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Directory for the embedded database, compiled plugin artifacts and demo keys.
+    pub data_dir: PathBuf,
+    /// `sqlite://path` or `postgres://…`; empty means `sqlite://<data_dir>/coalition.db`.
+    pub database_url: String,
+    /// Log filter in `tracing` env-filter syntax.
+    pub log_filter: String,
+    /// Emit logs as JSON lines instead of human-readable text.
+    pub log_json: bool,
+    /// Hard limits, each with its reason.
+    pub limits: Limits,
+}
+
+/// Limits on what one request or one process may consume.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted request body; purchases of 500 lines fit in well under 1 MiB.
+    pub request_body_bytes: usize,
+    /// Largest accepted body for batch imports, which stream many members at once.
+    pub import_body_bytes: usize,
+    /// A request that takes longer is cut off with a 503 so clients can retry with the same key.
+    pub request_timeout_ms: u64,
+    /// Database connections per pool; PostgreSQL's default max is 100 shared by all nodes.
+    pub db_max_connections: u32,
+    /// How long a request waits for a database connection before it is told the server is busy.
+    pub db_acquire_timeout_ms: u64,
+    /// Cached API key lookups; bounded so a key-guessing client cannot grow memory.
+    pub auth_cache_entries: u64,
+    /// How long a revoked key may still be served from the cache.
+    pub auth_cache_ttl_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            request_body_bytes: 1024 * 1024,
+            import_body_bytes: 64 * 1024 * 1024,
+            request_timeout_ms: 10_000,
+            db_max_connections: 16,
+            db_acquire_timeout_ms: 5_000,
+            auth_cache_entries: 10_000,
+            auth_cache_ttl_ms: 5_000,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            database_url: String::new(),
+            log_filter: "info,sqlx=warn,wasmtime=warn,cranelift=warn".to_owned(),
+            log_json: false,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then `COALITION_*` environment variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                anyhow::bail!("configuration file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("COALITION_").split("__"));
+        let config: Config = figment.extract()?;
+        Ok(config)
+    }
+
+    /// The database URL, defaulting to a SQLite file under the data directory.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("coalition.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! Coalition host server: one member identity, one points wallet and one tier ladder shared by a
+//! coalition of brands, with each brand's business logic running as a sandboxed plugin.
+//!
+//! # Layout
+//! - [`cli`]: the `coalition` command line (serve, admin, members import/export, jobs).
+//! - [`config`]: typed configuration from a TOML file plus `COALITION_*` environment overrides.
+//! - [`clock`]: the injected clock (tests move time instead of sleeping).
+//! - [`store`]: database connection (SQLite or PostgreSQL by URL), pools and migrations.
+//! - [`idempotency`]: client keys that make every write safe to retry.
+//! - [`error`]: the one API error type, rendered as `application/problem+json`.
+//! - [`auth`]: API keys, roles (admin, brand, counter, member) and scope checks.
+//! - [`brands`]: the coalition's brands and their earn rules.
+//! - [`members`]: member profiles, tags, blocking, masking, import/export.
+//! - [`tiers`]: the tier ladder, upgrades, scheduled re-evaluation with retention.
+//! - [`ledger`]: double-entry points postings, lots with expiry, holds.
+//! - [`purchases`]: purchases and refunds at brand counters (earn and pay with points).
+//! - [`api`]: the HTTP router, middleware and OpenAPI document; one file per resource under `api/`.
+//! - [`demo`]: the demo coalition seeded by `coalition serve --demo`.
+//! - [`server`]: starting and gracefully stopping the HTTP server.
+
+pub mod api;
+pub mod auth;
+pub mod brands;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod idempotency;
+pub mod ledger;
+pub mod members;
+pub mod purchases;
+pub mod server;
+pub mod store;
+pub mod tiers;

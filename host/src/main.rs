@@ -1,0 +1,14 @@
+//! The `coalition` binary: parses flags and hands over to [`coalition::cli::run`].
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = coalition::cli::Cli::parse();
+    match coalition::cli::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
