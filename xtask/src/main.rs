@@ -1,0 +1,42 @@
+//! Project automation, run as `cargo xtask <command>` (alias in `.cargo/config.toml`).
+//!
+//! # Layout
+//! - `main.rs`: flag parsing and dispatch only; one module per subcommand.
+//! - `paths`: where the repository, the guest workspace and the built components live.
+//! - `build_plugins`: `cargo xtask build-plugins`, every guest into `target/plugins/`.
+//! - `test`: `cargo xtask test`, the whole test suite (what CI runs).
+//! - `demo`: `cargo xtask demo`, the server with the demo coalition and its plugins.
+
+use clap::{Parser, Subcommand};
+
+mod build_plugins;
+mod demo;
+mod paths;
+mod test;
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Coalition project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build every example plugin and hostile fixture into WebAssembly components
+    /// (`target/plugins/<name>.wasm` + `<name>.toml`).
+    BuildPlugins(build_plugins::Args),
+    /// Run every test: plugin builds, native plugin tests, SDK, runtime and host (SQLite and
+    /// PostgreSQL).
+    Test(test::Args),
+    /// Run the host server with the demo coalition and the example plugins installed.
+    Demo(demo::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::BuildPlugins(args) => build_plugins::run(&args),
+        Command::Test(args) => test::run(&args),
+        Command::Demo(args) => demo::run(&args),
+    }
+}

@@ -1,0 +1,58 @@
+//! `cargo xtask test`: the whole test suite, exactly what CI runs.
+//!
+//! 1. builds every plugin component (installing the rustup targets if missing);
+//! 2. runs the native unit tests of the example plugins (their own workspace);
+//! 3. runs every test of the host workspace: SDK, runtime (real components, hostile fixtures),
+//!    host (HTTP tests on SQLite files and on PostgreSQL at 127.0.0.1:5432), and doc tests.
+
+use std::process::Command;
+
+use anyhow::{ensure, Context, Result};
+
+use crate::paths;
+
+/// Flags of `cargo xtask test`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Extra arguments passed to `cargo test` of the host workspace (e.g. a test name filter).
+    #[arg(last = true)]
+    extra: Vec<String>,
+}
+
+/// Runs the suite; fails on the first failing step.
+pub fn run(args: &Args) -> Result<()> {
+    crate::build_plugins::run(&crate::build_plugins::Args::default())?;
+    let root = paths::repo_root();
+    let plugins_dir = paths::plugins_out_dir();
+
+    step(
+        "native tests of the example plugins",
+        Command::new(cargo())
+            .current_dir(&root)
+            .args(["test", "--manifest-path", "plugins/Cargo.toml", "--workspace"]),
+    )?;
+    step(
+        "host workspace tests (SDK, runtime, host on SQLite and PostgreSQL)",
+        Command::new(cargo())
+            .current_dir(&root)
+            .env(paths::PLUGINS_DIR_ENV, &plugins_dir)
+            .args(["test", "--workspace"])
+            .args(&args.extra),
+    )?;
+    println!("all test steps passed");
+    Ok(())
+}
+
+fn step(title: &str, command: &mut Command) -> Result<()> {
+    println!("==> {title}");
+    let status = command
+        .status()
+        .with_context(|| format!("while starting: {title}"))?;
+    ensure!(status.success(), "failed: {title} ({status})");
+    Ok(())
+}
+
+/// The cargo that runs us, so the same toolchain builds everything.
+pub fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
