@@ -4,7 +4,16 @@
 //! with `<resource>_<verb>` handlers annotated with `#[utoipa::path]`; [`router`] merges them, so
 //! the OpenAPI document (`/openapi.json`, browsable at `/docs`) always matches the routes.
 
+pub mod brands;
 pub mod health;
+pub mod jobs;
+pub mod keys;
+pub mod members;
+pub mod perks;
+pub mod plugins;
+pub mod points;
+pub mod purchases;
+pub mod tiers;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -42,11 +51,18 @@ pub struct AppState {
     pub auth_cache: AuthCache,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The plugin runtime and the active plugin versions.
+    pub plugins: Arc<crate::plugins::PluginHost>,
 }
 
 impl AppState {
     /// Builds the state around an open store.
-    pub fn new(store: Store, clock: Arc<dyn Clock>, config: Config) -> Self {
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        config: Config,
+        plugins: Arc<crate::plugins::PluginHost>,
+    ) -> Self {
         let auth_cache = crate::auth::auth_cache(
             config.limits.auth_cache_entries,
             config.limits.auth_cache_ttl_ms,
@@ -57,6 +73,7 @@ impl AppState {
             config: Arc::new(config),
             auth_cache,
             metrics: prometheus_handle(),
+            plugins,
         }
     }
 
@@ -124,7 +141,17 @@ impl Modify for BearerAuth {
 
 /// The API's routes and their OpenAPI description, before middleware.
 pub fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(health::router())
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::router())
+        .merge(brands::router())
+        .merge(members::router())
+        .merge(keys::router())
+        .merge(points::router())
+        .merge(purchases::router())
+        .merge(tiers::router())
+        .merge(jobs::router())
+        .merge(perks::router())
+        .merge(plugins::router())
 }
 
 /// The OpenAPI document of the whole API.
@@ -144,9 +171,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::get(move || async move { axum::Json(openapi_json.clone()) }),
         )
         .merge(Scalar::with_url("/docs", openapi))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
-        })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,

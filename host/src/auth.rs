@@ -82,7 +82,9 @@ impl Principal {
         if self.is_admin() {
             Ok(())
         } else {
-            Err(ApiError::forbidden("this operation needs a platform admin key"))
+            Err(ApiError::forbidden(
+                "this operation needs a platform admin key",
+            ))
         }
     }
 
@@ -114,7 +116,9 @@ impl Principal {
         match self.role {
             Role::Admin | Role::Brand | Role::Counter => Ok(()),
             Role::Member if self.member_id.as_deref() == Some(member_id) => Ok(()),
-            Role::Member => Err(ApiError::forbidden("a member key can only see its own member")),
+            Role::Member => Err(ApiError::forbidden(
+                "a member key can only see its own member",
+            )),
         }
     }
 
@@ -175,17 +179,24 @@ pub struct CreatedKey {
 }
 
 /// Creates a key in the database (used by the API, the CLI bootstrap and the demo).
-pub async fn create_key(
-    pool: &AnyPool,
+/// `executor` is a pool or a transaction's connection, so a key can be created atomically with
+/// other writes (the keys API, the demo seed).
+pub async fn create_key<'e, E>(
+    executor: E,
     role: Role,
     brand_id: Option<&str>,
     member_id: Option<&str>,
     label: &str,
     now_ms: i64,
-) -> Result<CreatedKey, ApiError> {
+) -> Result<CreatedKey, ApiError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
     match role {
         Role::Admin if brand_id.is_some() || member_id.is_some() => {
-            return Err(ApiError::validation("an admin key has no brand or member scope"))
+            return Err(ApiError::validation(
+                "an admin key has no brand or member scope",
+            ))
         }
         Role::Brand | Role::Counter if brand_id.is_none() || member_id.is_some() => {
             return Err(ApiError::validation(
@@ -213,7 +224,7 @@ pub async fn create_key(
     .bind(member_id)
     .bind(label)
     .bind(now_ms)
-    .execute(pool)
+    .execute(executor)
     .await
     .map_err(|err| match &err {
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
@@ -279,14 +290,15 @@ impl FromRequestParts<AppState> for Principal {
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|k| k.starts_with(KEY_PREFIX) && k.len() < 200)
-            .ok_or_else(|| {
-                ApiError::unauthorized("invalid_api_key", "the API key is malformed")
-            })?;
+            .ok_or_else(|| ApiError::unauthorized("invalid_api_key", "the API key is malformed"))?;
         let key_hash = hash_key(key);
         let pool = state.store.read().clone();
         let principal = state
             .auth_cache
-            .try_get_with(key_hash.clone(), async move { lookup(&pool, &key_hash).await })
+            .try_get_with(
+                key_hash.clone(),
+                async move { lookup(&pool, &key_hash).await },
+            )
             .await
             .map_err(|err| ApiError::internal(anyhow::anyhow!("auth lookup failed: {err}")))?;
         principal.ok_or_else(|| {

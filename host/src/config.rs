@@ -24,6 +24,14 @@ pub struct Config {
     pub log_json: bool,
     /// Hard limits, each with its reason.
     pub limits: Limits,
+    /// Points: expiry policy, conversion rate, holds.
+    pub points: crate::ledger::PointsConfig,
+    /// The tier ladder and its window.
+    pub tiers: crate::tiers::TiersConfig,
+    /// Background job intervals.
+    pub jobs: crate::jobs::JobsConfig,
+    /// The plugin runtime on this node.
+    pub plugins: crate::plugins::PluginsConfig,
 }
 
 /// Limits on what one request or one process may consume.
@@ -69,6 +77,10 @@ impl Default for Config {
             log_filter: "info,sqlx=warn,wasmtime=warn,cranelift=warn".to_owned(),
             log_json: false,
             limits: Limits::default(),
+            points: crate::ledger::PointsConfig::default(),
+            tiers: crate::tiers::TiersConfig::default(),
+            jobs: crate::jobs::JobsConfig::default(),
+            plugins: crate::plugins::PluginsConfig::default(),
         }
     }
 }

@@ -124,11 +124,7 @@ impl ApiError {
     pub fn problem(&self) -> Problem {
         Problem {
             type_: format!("urn:coalition:problem:{}", self.code),
-            title: self
-                .status
-                .canonical_reason()
-                .unwrap_or("Error")
-                .to_owned(),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
             code: self.code.to_owned(),
@@ -147,7 +143,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
             match &self.source {
-                Some(source) => tracing::error!(code = self.code, error = ?source, "request failed"),
+                Some(source) => {
+                    tracing::error!(code = self.code, error = ?source, "request failed")
+                }
                 None => tracing::warn!(code = self.code, detail = %self.detail, "request failed"),
             }
         } else {
@@ -211,7 +209,10 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::JsonDataError(e) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_body",
-            format!("the body does not match the expected shape: {}", e.body_text()),
+            format!(
+                "the body does not match the expected shape: {}",
+                e.body_text()
+            ),
         ),
         JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
             "malformed_json",

@@ -14,6 +14,9 @@
 //! - [`tiers`]: the tier ladder, upgrades, scheduled re-evaluation with retention.
 //! - [`ledger`]: double-entry points postings, lots with expiry, holds.
 //! - [`purchases`]: purchases and refunds at brand counters (earn and pay with points).
+//! - [`jobs`]: background jobs (points expiry, hold timeouts, monthly tier evaluation).
+//! - [`plugins`]: installed plugin versions, the member context plugins see, hook calls and
+//!   their receipts (the sandbox itself is the `coalition-runtime` crate in `runtime/`).
 //! - [`api`]: the HTTP router, middleware and OpenAPI document; one file per resource under `api/`.
 //! - [`demo`]: the demo coalition seeded by `coalition serve --demo`.
 //! - [`server`]: starting and gracefully stopping the HTTP server.
@@ -27,8 +30,10 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod idempotency;
+pub mod jobs;
 pub mod ledger;
 pub mod members;
+pub mod plugins;
 pub mod purchases;
 pub mod server;
 pub mod store;

@@ -21,7 +21,16 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
         acquire_timeout: Duration::from_millis(config.limits.db_acquire_timeout_ms),
     };
     let store = Store::open(&url, options).await?;
-    Ok(AppState::new(store, clock, config))
+    let plugins = crate::plugins::PluginHost::new(
+        config.plugins.clone(),
+        &config.data_dir,
+        config.points.utc_offset_minutes,
+    )?;
+    let plugins = Arc::new(plugins);
+    crate::plugins::registry::reload(&store, &plugins)
+        .await
+        .map_err(|err| anyhow::anyhow!("while loading active plugins: {err}"))?;
+    Ok(AppState::new(store, clock, config, plugins))
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests and
@@ -32,11 +41,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = crate::api::router(state.clone());
+    // Background jobs (expiry, hold timeouts, tier evaluation) stop with the server.
+    crate::jobs::validate_config(&state.config)?;
+    let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
+    let jobs = crate::jobs::spawn(state.clone(), jobs_stopped);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_jobs.send(true);
+    };
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-        .context("while serving HTTP")?;
+        .context("while serving HTTP");
+    let _ = jobs.await;
+    served?;
     state.store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -141,7 +141,10 @@ impl Store {
 
     /// Checks that the database answers, for `/readyz`.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.read).await.map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .map(|_| ())
     }
 
     /// Closes both pools, waiting for connections in use to be returned.

@@ -37,11 +37,9 @@ pub async fn health_live() -> ApiJson<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses((status = 200, body = Health), (status = 503, body = crate::error::Problem)))]
 pub async fn health_ready(State(state): State<AppState>) -> Result<ApiJson<Health>, ApiError> {
-    state
-        .store
-        .ping()
-        .await
-        .map_err(|err| ApiError::unavailable("not_ready", format!("database unreachable: {err}")))?;
+    state.store.ping().await.map_err(|err| {
+        ApiError::unavailable("not_ready", format!("database unreachable: {err}"))
+    })?;
     Ok(ApiJson(Health { status: "ok" }))
 }
 

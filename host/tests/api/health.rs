@@ -6,12 +6,18 @@ use serde_json::json;
 use crate::both_backends;
 
 both_backends!(health_and_ready_answer, |app| async move {
-    let (status, body) = app.call(reqwest::Method::GET, "/healthz", None, None, None).await;
+    let (status, body) = app
+        .call(reqwest::Method::GET, "/healthz", None, None, None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok");
-    let (status, _) = app.call(reqwest::Method::GET, "/readyz", None, None, None).await;
+    let (status, _) = app
+        .call(reqwest::Method::GET, "/readyz", None, None, None)
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = app.call(reqwest::Method::GET, "/openapi.json", None, None, None).await;
+    let (status, body) = app
+        .call(reqwest::Method::GET, "/openapi.json", None, None, None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(body["paths"]["/healthz"].is_object());
     app.stop().await;
@@ -25,10 +31,7 @@ both_backends!(unknown_route_is_problem_json, |app| async move {
         .await
         .expect("send");
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    assert_eq!(
-        resp.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
     let body: serde_json::Value = resp.json().await.expect("json");
     assert_eq!(body["code"], "not_found");
     let _ = json!({});

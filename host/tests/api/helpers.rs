@@ -145,8 +145,15 @@ impl TestApp {
         self.call(Method::GET, path, Some(key), None, None).await
     }
 
-    pub async fn post(&self, path: &str, key: &str, idem: &str, body: &Value) -> (StatusCode, Value) {
-        self.call(Method::POST, path, Some(key), Some(idem), Some(body)).await
+    pub async fn post(
+        &self,
+        path: &str,
+        key: &str,
+        idem: &str,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(key), Some(idem), Some(body))
+            .await
     }
 
     /// Stops the server and drops the PostgreSQL database.
@@ -236,8 +243,7 @@ macro_rules! both_backends {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn postgres() {
-                let app =
-                    $crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await;
+                let app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await;
                 run(app).await;
             }
         }

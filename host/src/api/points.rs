@@ -1,0 +1,385 @@
+//! Points: a member's balance, lots and history; holds (reserve, capture, release); and admin
+//! adjustments. Every write takes an `Idempotency-Key` and is claimed, done and completed in one
+//! transaction (see [`crate::idempotency`]).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::AppState;
+use crate::auth::{Principal, Role};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
+use crate::idempotency::{self, Claim, IdempotencyKey};
+use crate::ledger::{
+    self, Adjustment, AdjustmentRequest, CaptureRequest, HistoryPage, Hold, HoldRequest, PointsView,
+};
+use crate::store::Tx;
+
+/// Longest id accepted in a path or cursor; generated ids are 32 characters.
+const MAX_PATH_ID_LEN: usize = 100;
+/// Default page of the history.
+const DEFAULT_HISTORY_PAGE: i64 = 50;
+
+/// Routes of this resource.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(points_get))
+        .routes(routes!(points_history))
+        .routes(routes!(points_hold))
+        .routes(routes!(points_adjust))
+        .routes(routes!(holds_get))
+        .routes(routes!(holds_capture))
+        .routes(routes!(holds_release))
+}
+
+/// Rejects path ids that cannot be ids (before they reach SQL or logs).
+pub(crate) fn check_path_id(kind: &str, id: &str) -> ApiResult<()> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_PATH_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_path",
+            format!("{id:?} is not a valid {kind} id"),
+        ))
+    }
+}
+
+/// The start of an idempotent write: either the stored response of an earlier identical
+/// request, or a transaction in which the key is claimed.
+pub(crate) enum Begun {
+    /// Send this stored response.
+    Replay(Response),
+    /// Do the write in this transaction, then [`finish_write`].
+    Fresh(Tx),
+}
+
+/// Opens the write transaction and claims the idempotency key for `operation` + `request`.
+pub(crate) async fn begin_write(
+    state: &AppState,
+    principal: &Principal,
+    key: &IdempotencyKey,
+    operation: &str,
+    request: &impl Serialize,
+) -> ApiResult<Begun> {
+    let hash = idempotency::request_hash(operation, request);
+    let mut tx = state.store.begin().await?;
+    match idempotency::claim(
+        &mut tx,
+        &principal.idempotency_scope(),
+        &key.0,
+        &hash,
+        state.now_ms(),
+    )
+    .await?
+    {
+        Claim::Replay { status, body } => {
+            Ok(Begun::Replay(idempotency::replay_response(status, body)))
+        }
+        Claim::Fresh => Ok(Begun::Fresh(tx)),
+    }
+}
+
+/// Stores the response under the key and commits the write with it.
+pub(crate) async fn finish_write<T: Serialize>(
+    mut tx: Tx,
+    principal: &Principal,
+    key: &IdempotencyKey,
+    status: StatusCode,
+    body: T,
+) -> ApiResult<Response> {
+    idempotency::complete(
+        &mut tx,
+        &principal.idempotency_scope(),
+        &key.0,
+        status,
+        &body,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((status, ApiJson(body)).into_response())
+}
+
+/// Who may act on a hold: an admin, the member, or a counter/brand key of the hold's brand
+/// (the counter that captures it at checkout).
+fn authorize_hold(principal: &Principal, hold: &Hold) -> ApiResult<()> {
+    let allowed = match principal.role {
+        Role::Admin => true,
+        Role::Member => principal.member_id.as_deref() == Some(hold.member_id.as_str()),
+        Role::Counter | Role::Brand => {
+            hold.brand_id.is_some() && principal.brand_id == hold.brand_id
+        }
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "only an admin, the member, or a counter of the hold's brand may act on this hold",
+        ))
+    }
+}
+
+/// A member's points: balance, available, held, debt, lots with expiry, upcoming expiry and
+/// pending holds.
+#[utoipa::path(get, path = "/members/{member_id}/points", tag = "points",
+    params(("member_id" = String, Path, description = "Member id")),
+    responses(
+        (status = 200, body = PointsView),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn points_get(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(member_id): ApiPath<String>,
+) -> ApiResult<ApiJson<PointsView>> {
+    check_path_id("member", &member_id)?;
+    principal.require_member_read(&member_id)?;
+    let view = ledger::points_view(state.store.read(), &member_id, state.now_ms()).await?;
+    Ok(ApiJson(view))
+}
+
+/// Paging of the points history.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// Return postings older than this posting id (the previous page's `next_before`).
+    pub before: Option<String>,
+    /// Page size, 1..=200 (default 50).
+    pub limit: Option<i64>,
+}
+
+/// A member's postings (wallet, held, debt), newest first, paged.
+#[utoipa::path(get, path = "/members/{member_id}/points/history", tag = "points",
+    params(("member_id" = String, Path, description = "Member id"), HistoryParams),
+    responses(
+        (status = 200, body = HistoryPage),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn points_history(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(member_id): ApiPath<String>,
+    ApiQuery(params): ApiQuery<HistoryParams>,
+) -> ApiResult<ApiJson<HistoryPage>> {
+    check_path_id("member", &member_id)?;
+    principal.require_member_read(&member_id)?;
+    if let Some(before) = &params.before {
+        check_path_id("posting", before)?;
+    }
+    let page = ledger::history(
+        state.store.read(),
+        &member_id,
+        params.before.as_deref(),
+        params.limit.unwrap_or(DEFAULT_HISTORY_PAGE),
+    )
+    .await?;
+    Ok(ApiJson(page))
+}
+
+/// Reserve points (member or admin): they leave the available balance until the hold is
+/// captured, released or times out.
+#[utoipa::path(post, path = "/members/{member_id}/points/holds", tag = "points",
+    params(
+        ("member_id" = String, Path, description = "Member id"),
+        ("Idempotency-Key" = String, Header, description = "Unique per operation; a retry reuses it"),
+    ),
+    request_body = HoldRequest,
+    responses(
+        (status = 201, body = Hold),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+            description = "`idempotency_key_reused`"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "`insufficient_points`, `member_blocked`, `unknown_brand`"),
+    ))]
+pub async fn points_hold(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+    ApiPath(member_id): ApiPath<String>,
+    ApiJson(req): ApiJson<HoldRequest>,
+) -> ApiResult<Response> {
+    check_path_id("member", &member_id)?;
+    principal.require_member_self(&member_id)?;
+    let op = format!("points.hold:{member_id}");
+    let mut tx = match begin_write(&state, &principal, &key, &op, &req).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Fresh(tx) => tx,
+    };
+    let hold = ledger::create_hold(
+        &mut tx,
+        state.store.backend(),
+        &state.config.points,
+        &member_id,
+        &req,
+        state.now_ms(),
+    )
+    .await?;
+    finish_write(tx, &principal, &key, StatusCode::CREATED, hold).await
+}
+
+/// A direct credit (points > 0) or debit (points < 0) by an admin, with a reason.
+#[utoipa::path(post, path = "/members/{member_id}/points/adjustments", tag = "points",
+    params(
+        ("member_id" = String, Path, description = "Member id"),
+        ("Idempotency-Key" = String, Header, description = "Unique per operation; a retry reuses it"),
+    ),
+    request_body = AdjustmentRequest,
+    responses(
+        (status = 201, body = Adjustment),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+            description = "`idempotency_key_reused`"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "`insufficient_points`, `unknown_brand`"),
+    ))]
+pub async fn points_adjust(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+    ApiPath(member_id): ApiPath<String>,
+    ApiJson(req): ApiJson<AdjustmentRequest>,
+) -> ApiResult<Response> {
+    check_path_id("member", &member_id)?;
+    principal.require_admin()?;
+    let op = format!("points.adjust:{member_id}");
+    let mut tx = match begin_write(&state, &principal, &key, &op, &req).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Fresh(tx) => tx,
+    };
+    let adjustment = ledger::adjust(
+        &mut tx,
+        state.store.backend(),
+        &state.config.points,
+        &member_id,
+        &req,
+        state.now_ms(),
+    )
+    .await?;
+    finish_write(tx, &principal, &key, StatusCode::CREATED, adjustment).await
+}
+
+/// A hold.
+#[utoipa::path(get, path = "/holds/{hold_id}", tag = "points",
+    params(("hold_id" = String, Path, description = "Hold id")),
+    responses(
+        (status = 200, body = Hold),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn holds_get(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(hold_id): ApiPath<String>,
+) -> ApiResult<ApiJson<Hold>> {
+    check_path_id("hold", &hold_id)?;
+    let hold = ledger::get_hold(state.store.read(), &hold_id).await?;
+    authorize_hold(&principal, &hold)?;
+    Ok(ApiJson(hold))
+}
+
+/// Capture a pending hold (all, or `points` of it; the rest is released).
+#[utoipa::path(post, path = "/holds/{hold_id}/capture", tag = "points",
+    params(
+        ("hold_id" = String, Path, description = "Hold id"),
+        ("Idempotency-Key" = String, Header, description = "Unique per operation; a retry reuses it"),
+    ),
+    request_body(content = Option<CaptureRequest>, description = "Optional; omit to capture all"),
+    responses(
+        (status = 200, body = Hold),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+            description = "`hold_not_pending`, `hold_expired`, `idempotency_key_reused`"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "`member_blocked`"),
+    ))]
+pub async fn holds_capture(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+    ApiPath(hold_id): ApiPath<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    check_path_id("hold", &hold_id)?;
+    let req: CaptureRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CaptureRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("the body does not match the expected shape: {e}"),
+            )
+        })?
+    };
+    let hold = ledger::get_hold(state.store.read(), &hold_id).await?;
+    authorize_hold(&principal, &hold)?;
+    let op = format!("holds.capture:{hold_id}");
+    let mut tx = match begin_write(&state, &principal, &key, &op, &req).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Fresh(tx) => tx,
+    };
+    let hold = ledger::capture_hold(
+        &mut tx,
+        state.store.backend(),
+        &hold_id,
+        &req,
+        state.now_ms(),
+    )
+    .await?;
+    finish_write(tx, &principal, &key, StatusCode::OK, hold).await
+}
+
+/// Release a pending hold: its points return to the wallet with their original expiry.
+#[utoipa::path(post, path = "/holds/{hold_id}/release", tag = "points",
+    params(
+        ("hold_id" = String, Path, description = "Hold id"),
+        ("Idempotency-Key" = String, Header, description = "Unique per operation; a retry reuses it"),
+    ),
+    responses(
+        (status = 200, body = Hold),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+            description = "`hold_not_pending`, `idempotency_key_reused`"),
+    ))]
+pub async fn holds_release(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+    ApiPath(hold_id): ApiPath<String>,
+) -> ApiResult<Response> {
+    check_path_id("hold", &hold_id)?;
+    let hold = ledger::get_hold(state.store.read(), &hold_id).await?;
+    authorize_hold(&principal, &hold)?;
+    let op = format!("holds.release:{hold_id}");
+    let mut tx = match begin_write(&state, &principal, &key, &op, &()).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Fresh(tx) => tx,
+    };
+    let hold = ledger::release_hold(
+        &mut tx,
+        state.store.backend(),
+        &hold_id,
+        false,
+        state.now_ms(),
+    )
+    .await?;
+    finish_write(tx, &principal, &key, StatusCode::OK, hold).await
+}

@@ -1,0 +1,406 @@
+//! Partner plugins inside the host: which versions are installed and active, the member context
+//! they see, and the hook calls the API makes, with a receipt stored beside every decision that
+//! moves points or money.
+//!
+//! Failure policy, per hook:
+//! - `list-perks` fails open: a broken plugin's perks are left out, the others are shown, and
+//!   the response says which plugins were unavailable;
+//! - `points-bonus` fails open *for the purchase*: the counter is never blocked by a broken
+//!   bonus plugin; the purchase earns its base points, the failure is logged and counted, and
+//!   no receipt is stored because no decision was used;
+//! - `redeem-perk`, `apply-coupon` and `settle` fail closed (nothing is committed).
+//!
+//! # Layout
+//! - [`registry`]: installed versions and their components in the database; loading the active set.
+//! - [`context`]: the pseudonymous member context built for plugins.
+//! - [`receipts`]: storing and replaying receipts.
+
+pub mod context;
+pub mod receipts;
+pub mod registry;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use coalition_runtime::model::{self, Bonus, Hook, Invocation, MemberContext, Order, OrderLine};
+use coalition_runtime::{Decision, LoadedPlugin, PerkListing, PluginError, Runtime, RuntimeConfig};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Plugin settings of the host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Where precompiled artifacts are cached; empty means `<data_dir>/artifacts`.
+    pub artifact_dir: PathBuf,
+    /// Plugin calls that may run at once on this node (instance pool slots).
+    pub max_concurrent_calls: u32,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            artifact_dir: PathBuf::new(),
+            max_concurrent_calls: 16,
+        }
+    }
+}
+
+/// One active plugin version with its effective configuration.
+#[derive(Clone)]
+pub struct ActivePlugin {
+    /// Row id of the installed version.
+    pub version_id: String,
+    /// The loaded component.
+    pub plugin: LoadedPlugin,
+    /// Admin config merged over manifest defaults.
+    pub config: model::Config,
+}
+
+impl std::fmt::Debug for ActivePlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActivePlugin")
+            .field("name", &self.plugin.name())
+            .field("version", &self.plugin.version())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ActivePlugin {
+    /// Whether the plugin declares `brand` among the brands it involves.
+    pub fn involves(&self, brand: &str) -> bool {
+        self.plugin.info().brands.iter().any(|b| b == brand)
+    }
+}
+
+/// The plugin runtime plus the set of active versions; shared by all requests.
+pub struct PluginHost {
+    runtime: Runtime,
+    active: RwLock<Arc<Vec<ActivePlugin>>>,
+    config: PluginsConfig,
+    utc_offset_minutes: i32,
+}
+
+impl std::fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHost")
+            .field("active", &self.active().len())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginHost {
+    /// Starts the runtime (engine, instance pool, epoch ticker) with no plugin active yet.
+    /// `utc_offset_minutes` is the programme's local time (plugins compute "Monday" and
+    /// "birthday month" from it), the same offset the ledger uses for expiry.
+    pub fn new(
+        config: PluginsConfig,
+        data_dir: &std::path::Path,
+        utc_offset_minutes: i64,
+    ) -> anyhow::Result<Self> {
+        let artifact_dir = if config.artifact_dir.as_os_str().is_empty() {
+            data_dir.join("artifacts")
+        } else {
+            config.artifact_dir.clone()
+        };
+        let runtime = Runtime::new(RuntimeConfig {
+            artifact_dir: Some(artifact_dir),
+            max_concurrent_calls: config.max_concurrent_calls,
+            ..RuntimeConfig::default()
+        })
+        .map_err(|err| anyhow::anyhow!("cannot start the plugin runtime: {err}"))?;
+        Ok(Self {
+            runtime,
+            active: RwLock::new(Arc::new(Vec::new())),
+            config,
+            utc_offset_minutes: i32::try_from(utc_offset_minutes)
+                .map_err(|_| anyhow::anyhow!("utc_offset_minutes out of range"))?,
+        })
+    }
+
+    /// The runtime, for loading.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &PluginsConfig {
+        &self.config
+    }
+
+    /// A snapshot of the active plugins.
+    pub fn active(&self) -> Arc<Vec<ActivePlugin>> {
+        self.active
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the active set (after install or reload).
+    pub fn set_active(&self, plugins: Vec<ActivePlugin>) {
+        *self
+            .active
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(plugins);
+    }
+
+    /// The invocation for a call at `brand` about `subject`; the seed derives from the subject
+    /// so a retried request gets the same decision.
+    pub fn invocation(&self, now_ms: i64, brand: &str, subject: &str) -> Invocation {
+        let digest = Sha256::digest(format!("{brand}\0{subject}").as_bytes());
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&digest[..8]);
+        Invocation {
+            now_ms,
+            utc_offset_minutes: self.utc_offset_minutes,
+            seed: u64::from_le_bytes(seed),
+            brand: brand.to_owned(),
+        }
+    }
+
+    /// Perks from every active plugin, in parallel, failing open.
+    pub async fn list_perks(&self, invocation: Invocation, member: MemberContext) -> PerkListing {
+        let plugins: Vec<(LoadedPlugin, model::Config)> = self
+            .active()
+            .iter()
+            .filter(|p| p.plugin.implements(Hook::ListPerks))
+            .map(|p| (p.plugin.clone(), p.config.clone()))
+            .collect();
+        if plugins.is_empty() {
+            return PerkListing::default();
+        }
+        let listing = tokio::task::spawn_blocking(move || {
+            coalition_runtime::list_perks_all(&plugins, &invocation, &member)
+        })
+        .await;
+        match listing {
+            Ok(listing) => {
+                for failure in &listing.failures {
+                    tracing::warn!(error = %failure, "plugin left out of perk listing");
+                }
+                listing
+            }
+            Err(err) => {
+                tracing::error!(%err, "perk listing task failed");
+                PerkListing::default()
+            }
+        }
+    }
+
+    /// Bonus proposals for a purchase from every active plugin that implements `points-bonus`
+    /// and involves the purchase's brand. Failures are returned beside successes; the caller
+    /// applies the fail-open policy.
+    pub async fn purchase_bonuses(
+        &self,
+        invocation: Invocation,
+        member: MemberContext,
+        order: Order,
+    ) -> Vec<BonusOutcome> {
+        let plugins: Vec<ActivePlugin> = self
+            .active()
+            .iter()
+            .filter(|p| p.plugin.implements(Hook::PointsBonus) && p.involves(&order.brand))
+            .cloned()
+            .collect();
+        if plugins.is_empty() {
+            return Vec::new();
+        }
+        let outcome = tokio::task::spawn_blocking(move || {
+            plugins
+                .into_iter()
+                .map(|active| {
+                    let ctx = coalition_runtime::CallContext {
+                        invocation: invocation.clone(),
+                        config: active.config.clone(),
+                    };
+                    let result = active.plugin.points_bonus(&ctx, &member, &order);
+                    BonusOutcome { active, result }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        outcome.unwrap_or_else(|err| {
+            tracing::error!(%err, "bonus task failed");
+            Vec::new()
+        })
+    }
+}
+
+/// One plugin's answer to `points-bonus`.
+pub struct BonusOutcome {
+    /// The plugin asked.
+    pub active: ActivePlugin,
+    /// Its validated bonuses and receipt, or why there are none.
+    pub result: Result<Decision<Vec<Bonus>>, PluginError>,
+}
+
+/// Asks every active plugin that implements `points-bonus` and involves the brand for bonuses
+/// on this purchase (fail-open: see [`crate::plugins`]).
+pub async fn bonuses_for_purchase(
+    state: &crate::api::AppState,
+    brand_id: &str,
+    req: &crate::purchases::PurchaseRequest,
+) -> crate::error::ApiResult<AcceptedBonuses> {
+    let interested = state.plugins.active().iter().any(|p| {
+        p.plugin
+            .implements(Hook::PointsBonus)
+            && p.involves(brand_id)
+    });
+    if !interested {
+        return Ok(AcceptedBonuses::default());
+    }
+    let priced = crate::purchases::quote(state.store.read(), &state.config.points, brand_id, req).await?;
+    let now_ms = state.now_ms();
+    let mut conn = state.store.read().acquire().await?;
+    let (member, blocked) =
+        context::member_context(&mut conn, &state.config, &req.member_id, now_ms).await?;
+    drop(conn);
+    if blocked {
+        // The write refuses blocked members with `member_blocked`; no point asking plugins.
+        return Ok(AcceptedBonuses::default());
+    }
+    let order = Order {
+        order_id: req.order_id.clone(),
+        brand: brand_id.to_owned(),
+        lines: priced
+            .lines
+            .iter()
+            .map(|l| OrderLine {
+                line_id: l.line_id.clone(),
+                sku: l.sku.clone(),
+                category: l.category.clone(),
+                quantity: u32::try_from(l.quantity).unwrap_or(u32::MAX),
+                unit_price_cents: l.unit_price_cents,
+                excluded: l.excluded,
+            })
+            .collect(),
+        total_cents: priced.total_cents,
+        paid_with_points_cents: priced.points_value_cents,
+        base_points: priced.base_points,
+    };
+    let invocation =
+        state
+            .plugins
+            .invocation(now_ms, brand_id, &format!("purchase:{}", req.order_id));
+    let outcomes = state
+        .plugins
+        .purchase_bonuses(invocation, member, order)
+        .await;
+    Ok(accept_bonuses(outcomes, priced.base_points))
+}
+
+/// Bonuses accepted for a purchase, each with the receipt of the call that proposed it.
+#[derive(Debug, Clone, Default)]
+pub struct AcceptedBonuses {
+    /// `(plugin@version, bonus)` in plugin order, after the host's caps.
+    pub bonuses: Vec<(String, Bonus)>,
+    /// Receipts of the calls whose decisions were used.
+    pub receipts: Vec<(coalition_runtime::Receipt, String)>,
+}
+
+impl AcceptedBonuses {
+    /// Total bonus points.
+    pub fn total_points(&self) -> i64 {
+        self.bonuses.iter().map(|(_, b)| b.points).sum()
+    }
+
+    /// The bonuses as the ledger records them, each naming the plugin version that proposed it.
+    pub fn proposals(&self) -> Vec<crate::purchases::BonusProposal> {
+        self.bonuses
+            .iter()
+            .map(|(source, bonus)| crate::purchases::BonusProposal {
+                points: bonus.points,
+                code: bonus.code.clone(),
+                reason: bonus.reason.clone(),
+                source: source.clone(),
+            })
+            .collect()
+    }
+
+    /// Stores the receipts of the used decisions beside the purchase, in its transaction.
+    pub async fn store_receipts(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        purchase_id: &str,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        for (receipt, output) in &self.receipts {
+            receipts::store_receipt(&mut *conn, receipt, output, "purchase", purchase_id, now_ms)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies the fail-open policy and the host's per-purchase caps to bonus outcomes.
+///
+/// Bonuses are taken in plugin order until the caps of [`crate::purchases::plan_earn`] are
+/// reached (10x the base points, 1,000,000 points, 16 bonuses); a bonus that would cross the
+/// points cap is cut to fit and says so in its reason, so the member never gets more than the
+/// cap and a broken or greedy plugin never fails the purchase.
+pub fn accept_bonuses(outcomes: Vec<BonusOutcome>, base_points: i64) -> AcceptedBonuses {
+    use crate::purchases::{MAX_BONUSES, MAX_BONUS_MULTIPLE_OF_BASE, MAX_BONUS_POINTS_PER_ORDER};
+    let cap = base_points
+        .max(0)
+        .saturating_mul(MAX_BONUS_MULTIPLE_OF_BASE)
+        .min(MAX_BONUS_POINTS_PER_ORDER);
+    let mut accepted = AcceptedBonuses::default();
+    let mut total: i64 = 0;
+    for BonusOutcome { active, result } in outcomes {
+        let decision = match result {
+            Ok(decision) => decision,
+            Err(err) => {
+                tracing::warn!(error = %err, "points-bonus failed; purchase earns without it");
+                metrics::counter!(
+                    "purchase_bonus_skipped_total",
+                    "plugin" => active.plugin.name().to_owned(),
+                    "kind" => err.kind.code()
+                )
+                .increment(1);
+                continue;
+            }
+        };
+        let mut used = false;
+        for bonus in &decision.value {
+            let room = cap - total;
+            if room <= 0 || accepted.bonuses.len() >= MAX_BONUSES {
+                break;
+            }
+            let points = bonus.points.min(room);
+            let reason = if points < bonus.points {
+                clip(&format!("{} (capped at {points} of {})", bonus.reason, bonus.points))
+            } else {
+                clip(&bonus.reason)
+            };
+            total += points;
+            used = true;
+            accepted.bonuses.push((
+                format!("{}@{}", active.plugin.name(), active.plugin.version()),
+                Bonus {
+                    points,
+                    code: bonus.code.clone(),
+                    reason,
+                },
+            ));
+        }
+        if used {
+            let output = serde_json::to_string(&decision.value).unwrap_or_default();
+            accepted.receipts.push((decision.receipt, output));
+        }
+    }
+    accepted
+}
+
+/// Cuts a reason to the ledger's limit at a character boundary.
+fn clip(text: &str) -> String {
+    let max = crate::ledger::MAX_REASON_LEN;
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}

@@ -1,0 +1,155 @@
+//! Shared set-up for the brands, members, keys and bad-input tests: brands, keys and members
+//! created over HTTP, raw requests, and the problem+json assertion.
+
+#![allow(dead_code)]
+
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::TestApp;
+
+/// A fresh idempotency key.
+pub fn idem() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Creates a brand as admin and returns it.
+pub async fn create_brand(app: &TestApp, id: &str) -> Value {
+    let (status, body) = app
+        .post(
+            "/brands",
+            &app.admin_key,
+            &idem(),
+            &json!({ "id": id, "name": format!("Brand {id}") }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+/// Creates a key as admin and returns its secret.
+pub async fn create_key(
+    app: &TestApp,
+    role: &str,
+    brand: Option<&str>,
+    member: Option<&str>,
+) -> String {
+    let (status, body) = app
+        .post(
+            "/keys",
+            &app.admin_key,
+            &idem(),
+            &json!({ "role": role, "brand_id": brand, "member_id": member, "label": "test" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["secret"].as_str().expect("secret").to_owned()
+}
+
+/// Registers a member with `key` and returns the response body.
+pub async fn register(app: &TestApp, key: &str, phone: &str, name: &str) -> Value {
+    let (status, body) = app
+        .post(
+            "/members",
+            key,
+            &idem(),
+            &json!({ "phone": phone, "name": name }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+/// Registers a member as admin and returns its id.
+pub async fn member_id(app: &TestApp, phone: &str, name: &str) -> String {
+    let admin = app.admin_key.clone();
+    register(app, &admin, phone, name).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
+}
+
+/// A response as the tests need it: status, headers and the body as JSON (or a string).
+pub struct Raw {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+/// Sends a request with exactly the given headers and raw body.
+pub async fn raw(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Raw {
+    let mut req = app.client.request(method, format!("{}{path}", app.base));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    if let Some(body) = body {
+        req = req.body(body);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+    Raw {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+/// Asserts a problem+json response with this status and code.
+pub fn assert_problem(resp: &Raw, status: StatusCode, code: &str) {
+    assert_eq!(resp.status, status, "{}", resp.text);
+    assert_eq!(
+        resp.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "{}",
+        resp.text
+    );
+    assert_eq!(resp.body["code"], code, "{}", resp.text);
+    assert_eq!(resp.body["status"], status.as_u16(), "{}", resp.text);
+}
+
+/// Sends a JSON request with a bearer key and a fresh idempotency key.
+pub async fn send_json(app: &TestApp, method: Method, path: &str, key: &str, body: &Value) -> Raw {
+    let bearer = format!("Bearer {key}");
+    let idem = idem();
+    raw(
+        app,
+        method,
+        path,
+        &[
+            ("authorization", &bearer),
+            ("idempotency-key", &idem),
+            ("content-type", "application/json"),
+        ],
+        Some(serde_json::to_vec(body).expect("json")),
+    )
+    .await
+}
+
+/// Sends a GET with a bearer key.
+pub async fn get(app: &TestApp, path: &str, key: &str) -> Raw {
+    let bearer = format!("Bearer {key}");
+    raw(app, Method::GET, path, &[("authorization", &bearer)], None).await
+}
+
+/// Counts rows of a table directly.
+pub async fn count(app: &TestApp, table: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(&format!("SELECT CAST(COUNT(*) AS BIGINT) FROM {table}"))
+        .fetch_one(app.state.store.read())
+        .await
+        .expect("count");
+    n
+}

@@ -1,0 +1,520 @@
+//! Plugin runtime benchmarks: a fresh-instance call per hook of the example plugins (20-line
+//! orders and carts) against the same logic as native Rust, pool tuning, compile vs cached load.
+//!
+//! Needs the components from `cargo xtask build-plugins`. Run:
+//! `CARGO_TARGET_DIR=target/rt cargo bench -p coalition-runtime --bench hooks`
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use coalition_runtime::model::{self, Hook, HookInput, SettleKind};
+use coalition_runtime::{CallContext, LoadedPlugin, Manifest, Runtime, RuntimeConfig};
+use criterion::{criterion_group, criterion_main, Criterion};
+
+/// 2025-03-17 09:30 at UTC+8: a Monday in March, so the weekday bonus applies.
+const MONDAY_MS: i64 = 1_742_175_000_000;
+/// Lines per order and cart: a full basket at a counter.
+const LINES: usize = 20;
+
+fn plugins_dir() -> PathBuf {
+    std::env::var_os("COALITION_PLUGINS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
+}
+
+fn read(name: &str, ext: &str) -> Vec<u8> {
+    let path = plugins_dir().join(format!("{name}.{ext}"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} ({e}): run `cargo xtask build-plugins` first",
+            path.display()
+        )
+    })
+}
+
+fn manifest(name: &str) -> Manifest {
+    let text = String::from_utf8(read(name, "toml")).expect("manifest is UTF-8");
+    Manifest::parse(&text).expect("manifest parses")
+}
+
+fn runtime(adjust: impl FnOnce(&mut RuntimeConfig)) -> (Runtime, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = RuntimeConfig {
+        artifact_dir: Some(dir.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    };
+    adjust(&mut config);
+    (Runtime::new(config).expect("runtime"), dir)
+}
+
+/// Loads with the manifest's fuel but the platform's longest deadline: over millions of calls
+/// on a shared machine, a thread descheduled mid-call can outlast a 20 ms wall-clock backstop,
+/// and a benchmark measures speed, not the backstop.
+fn load(rt: &Runtime, name: &str) -> LoadedPlugin {
+    let mut manifest = manifest(name);
+    manifest.limits.deadline_ms = coalition_runtime::limits::MAX_DEADLINE_MS;
+    for limits in manifest.hook_limits.values_mut() {
+        limits.deadline_ms = coalition_runtime::limits::MAX_DEADLINE_MS;
+    }
+    rt.load(&manifest, &read(name, "wasm"), None)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+// ---- inputs ---------------------------------------------------------------------------------
+
+fn invocation(brand: &str) -> model::Invocation {
+    model::Invocation {
+        now_ms: MONDAY_MS,
+        utc_offset_minutes: 480,
+        seed: 42,
+        brand: brand.into(),
+    }
+}
+
+fn member() -> model::MemberContext {
+    model::MemberContext {
+        member_ref: "m-7f3a".into(),
+        tier: "gold".into(),
+        tier_rank: 2,
+        tags: vec!["coffee-lover".into(), "parent".into()],
+        birthday_month: Some(3),
+        points_balance: 50_000,
+        qualifying_spend_cents: 250_000,
+        spend: ["restaurant", "coffee", "cinema", "parking"]
+            .iter()
+            .map(|brand| model::BrandSpend {
+                brand: (*brand).into(),
+                spend_7d_cents: 25_000,
+                spend_30d_cents: 30_000,
+                visits_30d: 4,
+            })
+            .collect(),
+        member_since_ms: 1_600_000_000_000,
+    }
+}
+
+fn lines(category: &str) -> Vec<model::OrderLine> {
+    (0..LINES)
+        .map(|i| model::OrderLine {
+            line_id: format!("l{i}"),
+            sku: format!("{category}-{i}"),
+            category: category.into(),
+            quantity: 1 + (i as u32 % 3),
+            unit_price_cents: 450 + 10 * i as i64,
+            excluded: i == LINES - 1,
+        })
+        .collect()
+}
+
+fn total(lines: &[model::OrderLine]) -> i64 {
+    lines
+        .iter()
+        .map(|l| l.unit_price_cents * i64::from(l.quantity))
+        .sum()
+}
+
+fn order(brand: &str, category: &str) -> model::Order {
+    let lines = lines(category);
+    let total_cents = total(&lines);
+    model::Order {
+        order_id: "o-1001".into(),
+        brand: brand.into(),
+        lines,
+        total_cents,
+        paid_with_points_cents: 0,
+        base_points: total_cents / 100,
+    }
+}
+
+fn cart(brand: &str, category: &str) -> model::Cart {
+    let lines = lines(category);
+    model::Cart {
+        brand: brand.into(),
+        total_cents: total(&lines),
+        lines,
+        applied_templates: vec![],
+    }
+}
+
+fn event(kind: SettleKind, brand: &str, funding: &str, honouring: &str) -> model::SettleEvent {
+    model::SettleEvent {
+        event_id: "ev-1".into(),
+        kind,
+        brand: brand.into(),
+        funding_brand: funding.into(),
+        honouring_brand: honouring.into(),
+        reference: None,
+        points: 600,
+        value_cents: 600,
+        occurred_at_ms: MONDAY_MS,
+    }
+}
+
+// ---- the same inputs as SDK types, for native calls -----------------------------------------
+
+mod native {
+    use coalition_runtime::model;
+    use coalition_sdk as sdk;
+
+    pub fn invocation(i: &model::Invocation) -> sdk::Invocation {
+        sdk::Invocation {
+            now_ms: i.now_ms,
+            utc_offset_minutes: i.utc_offset_minutes,
+            seed: i.seed,
+            brand: i.brand.clone(),
+        }
+    }
+
+    pub fn member(m: &model::MemberContext) -> sdk::MemberContext {
+        sdk::MemberContext {
+            member_ref: m.member_ref.clone(),
+            tier: m.tier.clone(),
+            tier_rank: m.tier_rank,
+            tags: m.tags.clone(),
+            birthday_month: m.birthday_month,
+            points_balance: m.points_balance,
+            qualifying_spend_cents: m.qualifying_spend_cents,
+            spend: m
+                .spend
+                .iter()
+                .map(|s| sdk::BrandSpend {
+                    brand: s.brand.clone(),
+                    spend_7d_cents: s.spend_7d_cents,
+                    spend_30d_cents: s.spend_30d_cents,
+                    visits_30d: s.visits_30d,
+                })
+                .collect(),
+            member_since_ms: m.member_since_ms,
+        }
+    }
+
+    fn line(l: &model::OrderLine) -> sdk::OrderLine {
+        sdk::OrderLine {
+            line_id: l.line_id.clone(),
+            sku: l.sku.clone(),
+            category: l.category.clone(),
+            quantity: l.quantity,
+            unit_price_cents: l.unit_price_cents,
+            excluded: l.excluded,
+        }
+    }
+
+    pub fn order(o: &model::Order) -> sdk::Order {
+        sdk::Order {
+            order_id: o.order_id.clone(),
+            brand: o.brand.clone(),
+            lines: o.lines.iter().map(line).collect(),
+            total_cents: o.total_cents,
+            paid_with_points_cents: o.paid_with_points_cents,
+            base_points: o.base_points,
+        }
+    }
+
+    pub fn cart(c: &model::Cart) -> sdk::Cart {
+        sdk::Cart {
+            brand: c.brand.clone(),
+            lines: c.lines.iter().map(line).collect(),
+            total_cents: c.total_cents,
+            applied_templates: c.applied_templates.clone(),
+        }
+    }
+
+    pub fn coupon(c: &model::Coupon) -> sdk::Coupon {
+        sdk::Coupon {
+            code: c.code.clone(),
+            template_id: c.template_id.clone(),
+            funding_brand: c.funding_brand.clone(),
+            params: c.params.clone(),
+        }
+    }
+
+    pub fn request(r: &model::RedeemRequest) -> sdk::RedeemRequest {
+        sdk::RedeemRequest {
+            perk_id: r.perk_id.clone(),
+            redemption_id: r.redemption_id.clone(),
+        }
+    }
+
+    pub fn event(e: &model::SettleEvent) -> sdk::SettleEvent {
+        sdk::SettleEvent {
+            event_id: e.event_id.clone(),
+            kind: match e.kind {
+                model::SettleKind::PointsIssued => sdk::SettleKind::PointsIssued,
+                model::SettleKind::PointsRedeemed => sdk::SettleKind::PointsRedeemed,
+                model::SettleKind::PerkRedeemed => sdk::SettleKind::PerkRedeemed,
+                model::SettleKind::CouponHonoured => sdk::SettleKind::CouponHonoured,
+                model::SettleKind::Refund => sdk::SettleKind::Refund,
+            },
+            brand: e.brand.clone(),
+            funding_brand: e.funding_brand.clone(),
+            honouring_brand: e.honouring_brand.clone(),
+            reference: e.reference.clone(),
+            points: e.points,
+            value_cents: e.value_cents,
+            occurred_at_ms: e.occurred_at_ms,
+        }
+    }
+}
+
+/// One benchmarked hook call: the runtime input and the same call made natively.
+struct Case {
+    plugin: &'static str,
+    hook: Hook,
+    invocation: model::Invocation,
+    input: HookInput,
+    native: Box<dyn Fn()>,
+}
+
+fn cases() -> Vec<Case> {
+    use coalition_sdk::Plugin;
+    use std::hint::black_box;
+    let mut cases = Vec::new();
+
+    // coffee-bonus
+    {
+        let inv = invocation("coffee");
+        let (m, o) = (member(), order("coffee", "coffee"));
+        let (n_inv, n_m, n_o) = (
+            native::invocation(&inv),
+            native::member(&m),
+            native::order(&o),
+        );
+        cases.push(Case {
+            plugin: "coffee-bonus",
+            hook: Hook::PointsBonus,
+            invocation: inv.clone(),
+            input: HookInput::PointsBonus {
+                member: m,
+                order: o,
+            },
+            native: Box::new(move || {
+                let out = coffee_bonus::CoffeeBonus::points_bonus(&n_inv, &n_m, &n_o);
+                black_box(out).expect("native bonus");
+            }),
+        });
+        let e = event(SettleKind::PointsIssued, "coffee", "coffee", "coffee");
+        let (n_inv, n_e) = (native::invocation(&inv), native::event(&e));
+        cases.push(Case {
+            plugin: "coffee-bonus",
+            hook: Hook::Settle,
+            invocation: inv,
+            input: HookInput::Settle { event: e },
+            native: Box::new(move || {
+                black_box(coffee_bonus::CoffeeBonus::settle(&n_inv, &n_e)).expect("native settle");
+            }),
+        });
+    }
+
+    // cinema-dinner and parking-perk: list, redeem and settle a cross-brand perk.
+    macro_rules! perk_plugin {
+        ($name:literal, $plugin:ty, $perk:literal, $funding:literal, $honouring:literal) => {{
+            let inv = invocation("");
+            let m = member();
+            let (n_inv, n_m) = (native::invocation(&inv), native::member(&m));
+            cases.push(Case {
+                plugin: $name,
+                hook: Hook::ListPerks,
+                invocation: inv.clone(),
+                input: HookInput::ListPerks { member: m.clone() },
+                native: Box::new(move || {
+                    black_box(<$plugin>::list_perks(&n_inv, &n_m)).expect("native list");
+                }),
+            });
+            let request = model::RedeemRequest {
+                perk_id: $perk.into(),
+                redemption_id: "r-1".into(),
+            };
+            let (n_inv, n_m, n_r) = (
+                native::invocation(&inv),
+                native::member(&m),
+                native::request(&request),
+            );
+            cases.push(Case {
+                plugin: $name,
+                hook: Hook::RedeemPerk,
+                invocation: inv.clone(),
+                input: HookInput::RedeemPerk { member: m, request },
+                native: Box::new(move || {
+                    black_box(<$plugin>::redeem_perk(&n_inv, &n_m, &n_r)).expect("native redeem");
+                }),
+            });
+            let mut e = event(SettleKind::PerkRedeemed, $honouring, $funding, $honouring);
+            e.reference = Some($perk.into());
+            let (n_inv, n_e) = (native::invocation(&inv), native::event(&e));
+            cases.push(Case {
+                plugin: $name,
+                hook: Hook::Settle,
+                invocation: inv,
+                input: HookInput::Settle { event: e },
+                native: Box::new(move || {
+                    black_box(<$plugin>::settle(&n_inv, &n_e)).expect("native settle");
+                }),
+            });
+        }};
+    }
+    perk_plugin!(
+        "cinema-dinner",
+        cinema_dinner::CinemaDinner,
+        "cinema-ticket-half",
+        "restaurant",
+        "cinema"
+    );
+    perk_plugin!(
+        "parking-perk",
+        parking_perk::ParkingPerk,
+        "parking-2h",
+        "mall",
+        "parking"
+    );
+
+    // coupon-logic: a threshold coupon spread over a 20-line cart.
+    {
+        let inv = invocation("mall");
+        let c = model::Coupon {
+            code: "C-0001".into(),
+            template_id: "spend-200-get-30".into(),
+            funding_brand: "mall".into(),
+            params: vec![
+                ("kind".into(), "threshold".into()),
+                ("threshold-cents".into(), "20000".into()),
+                ("off-cents".into(), "3000".into()),
+            ],
+        };
+        let k = cart("mall", "fashion");
+        let (n_inv, n_c, n_k) = (
+            native::invocation(&inv),
+            native::coupon(&c),
+            native::cart(&k),
+        );
+        cases.push(Case {
+            plugin: "coupon-logic",
+            hook: Hook::ApplyCoupon,
+            invocation: inv,
+            input: HookInput::ApplyCoupon { coupon: c, cart: k },
+            native: Box::new(move || {
+                black_box(coupon_logic::CouponLogic::apply_coupon(&n_inv, &n_c, &n_k))
+                    .expect("native coupon");
+            }),
+        });
+    }
+    cases
+}
+
+fn hooks(c: &mut Criterion) {
+    let (rt, _dir) = runtime(|_| {});
+    let mut group = c.benchmark_group("hook");
+    for case in cases() {
+        let plugin = load(&rt, case.plugin);
+        let ctx = CallContext::new(case.invocation.clone());
+        let args = case.input.as_args();
+        // Prove the call succeeds before timing it, and report its (deterministic) fuel.
+        let first = plugin.call(&ctx, args).expect("benchmark call succeeds");
+        eprintln!(
+            "fuel {}/{}: {} (input {} bytes)",
+            case.plugin,
+            case.hook,
+            first.receipt.fuel_used,
+            first.receipt.input.len()
+        );
+        group.bench_function(format!("wasm/{}/{}", case.plugin, case.hook), |b| {
+            b.iter(|| plugin.call(&ctx, args).expect("call"))
+        });
+        group.bench_function(format!("native/{}/{}", case.plugin, case.hook), |b| {
+            b.iter(|| (case.native)())
+        });
+    }
+    group.finish();
+}
+
+/// Pool tuning: the same call with the keep-resident settings off and at their defaults.
+fn pool(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pool");
+    let inv = invocation("coffee");
+    let input = HookInput::PointsBonus {
+        member: member(),
+        order: order("coffee", "coffee"),
+    };
+    let ctx = CallContext::new(inv);
+    for (label, memory, table) in [
+        ("keep-resident-off", 0, 0),
+        ("keep-resident-default", 2 << 20, 64 << 10),
+        ("keep-resident-16mib", 16 << 20, 64 << 10),
+    ] {
+        let (rt, _dir) = runtime(|c| {
+            c.memory_keep_resident_bytes = memory;
+            c.table_keep_resident_bytes = table;
+        });
+        let plugin = load(&rt, "coffee-bonus");
+        group.bench_function(label, |b| {
+            b.iter(|| plugin.call(&ctx, input.as_args()).expect("call"))
+        });
+    }
+    group.finish();
+}
+
+/// What the receipt costs: canonical JSON of the call input and its sha256 (20-line order).
+fn receipt(c: &mut Criterion) {
+    let input = model::CallInput {
+        invocation: invocation("coffee"),
+        config: model::Config::from([
+            ("double_weekday".to_string(), "monday".to_string()),
+            ("max_bonus_points".to_string(), "10000".to_string()),
+        ]),
+        input: HookInput::PointsBonus {
+            member: member(),
+            order: order("coffee", "coffee"),
+        },
+    };
+    c.bench_function("receipt/input-json-and-sha256", |b| {
+        b.iter(|| {
+            let json = serde_json::to_string(&input).expect("serializes");
+            coalition_runtime::receipt::sha256_hex(json.as_bytes())
+        })
+    });
+}
+
+/// Compile from bytes vs map a precompiled artifact.
+#[allow(unsafe_code)]
+fn load_times(c: &mut Criterion) {
+    let (rt, _dir) = runtime(|_| {});
+    let mut group = c.benchmark_group("load");
+    group.sample_size(20);
+    for name in [
+        "coffee-bonus",
+        "cinema-dinner",
+        "coupon-logic",
+        "parking-perk",
+    ] {
+        let bytes = read(name, "wasm");
+        let plugin = load(&rt, name);
+        let artifact = rt
+            .artifact_path(plugin.component_sha256())
+            .expect("artifact dir configured");
+        group.bench_function(format!("compile/{name}"), |b| {
+            b.iter(|| wasmtime::component::Component::new(rt.engine(), &bytes).expect("compiles"))
+        });
+        group.bench_function(format!("cached/{name}"), |b| {
+            b.iter(|| {
+                // SAFETY: the artifact was written by this runtime for this engine.
+                unsafe { wasmtime::component::Component::deserialize_file(rt.engine(), &artifact) }
+                    .expect("maps")
+            })
+        });
+    }
+    group.finish();
+}
+
+fn config() -> Criterion {
+    // Short runs: the machine is shared; medians are stable well before criterion's defaults.
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = hooks, pool, receipt, load_times
+}
+criterion_main!(benches);
