@@ -255,8 +255,11 @@ pub fn auth_cache(entries: u64, ttl_ms: u64) -> AuthCache {
 
 async fn lookup(pool: &AnyPool, key_hash: &str) -> Result<Option<Principal>, sqlx::Error> {
     let row: Option<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT id, role, brand_id, member_id FROM api_keys
-         WHERE key_hash = $1 AND revoked_at IS NULL",
+        // A suspended brand's keys stop working with the brand (within the cache TTL).
+        "SELECT k.id, k.role, k.brand_id, k.member_id FROM api_keys k
+         LEFT JOIN brands b ON b.id = k.brand_id
+         WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+           AND (k.brand_id IS NULL OR b.status = 'active')",
     )
     .bind(key_hash)
     .fetch_optional(pool)

@@ -21,6 +21,9 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
         acquire_timeout: Duration::from_millis(config.limits.db_acquire_timeout_ms),
     };
     let store = Store::open(&url, options).await?;
+    // The recorder must exist before plugins load: the runtime registers per-hook series then.
+    let _ = crate::api::prometheus_handle();
+    coalition_runtime::metrics::describe();
     let plugins = crate::plugins::PluginHost::new(
         config.plugins.clone(),
         &config.data_dir,
