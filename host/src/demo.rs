@@ -186,7 +186,12 @@ pub struct DemoKeys {
 }
 
 /// The example plugins the demo installs from the plugins directory, in this order.
-pub const DEMO_PLUGINS: [&str; 4] = ["coffee-bonus", "cinema-dinner", "coupon-logic", "parking-perk"];
+pub const DEMO_PLUGINS: [&str; 4] = [
+    "coffee-bonus",
+    "cinema-dinner",
+    "coupon-logic",
+    "parking-perk",
+];
 
 /// Seeds the demo coalition if the database has no brands, installs the example plugins found
 /// in `plugins_dir` that are not installed yet, records sample purchases on first start, then
@@ -274,7 +279,13 @@ pub async fn install_plugins(state: &AppState, dir: &Path) -> anyhow::Result<()>
 /// The local weekday name (`monday`..`sunday`) of a Unix-ms instant.
 fn local_weekday(now_ms: i64, utc_offset_minutes: i64) -> &'static str {
     const NAMES: [&str; 7] = [
-        "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
     ];
     let local_ms = now_ms.saturating_add(utc_offset_minutes.saturating_mul(60_000));
     // 1970-01-01 was a Thursday (index 3 from Monday).
@@ -283,15 +294,36 @@ fn local_weekday(now_ms: i64, utc_offset_minutes: i64) -> &'static str {
 }
 
 /// One sample purchase: brand, order id, index in [`MEMBERS`], lines `(sku, category, qty, cents)`.
-type SamplePurchase = (&'static str, &'static str, usize, &'static [(&'static str, &'static str, i64, i64)]);
+type SamplePurchase = (
+    &'static str,
+    &'static str,
+    usize,
+    &'static [(&'static str, &'static str, i64, i64)],
+);
 
 /// Sample activity so the API shows something at once: dinner at the restaurant unlocks the
 /// cinema perk for the first member, a big mall purchase lifts them to Gold (free parking), and
 /// coffee purchases show the coffee chain's bonus rules.
 const SAMPLE_PURCHASES: [SamplePurchase; 4] = [
-    ("restaurant", "R-1001", 0, &[("hotpot-set", "dining", 2, 12_800), ("tea", "drinks", 2, 1_200)]),
+    (
+        "restaurant",
+        "R-1001",
+        0,
+        &[
+            ("hotpot-set", "dining", 2, 12_800),
+            ("tea", "drinks", 2, 1_200),
+        ],
+    ),
     ("mall", "M-2001", 0, &[("handbag", "fashion", 1, 1_200_000)]),
-    ("coffee", "C-3001", 0, &[("latte", "coffee", 2, 3_200), ("croissant", "bakery", 1, 1_800)]),
+    (
+        "coffee",
+        "C-3001",
+        0,
+        &[
+            ("latte", "coffee", 2, 3_200),
+            ("croissant", "bakery", 1, 1_800),
+        ],
+    ),
     ("coffee", "C-3002", 3, &[("americano", "coffee", 1, 2_600)]),
 ];
 
@@ -314,13 +346,15 @@ async fn seed_activity(state: &AppState) -> anyhow::Result<()> {
             lines: lines
                 .iter()
                 .enumerate()
-                .map(|(i, (sku, category, quantity, unit))| crate::purchases::LineRequest {
-                    line_id: format!("{}", i + 1),
-                    sku: (*sku).to_owned(),
-                    category: (*category).to_owned(),
-                    quantity: *quantity,
-                    unit_price_cents: *unit,
-                })
+                .map(
+                    |(i, (sku, category, quantity, unit))| crate::purchases::LineRequest {
+                        line_id: format!("{}", i + 1),
+                        sku: (*sku).to_owned(),
+                        category: (*category).to_owned(),
+                        quantity: *quantity,
+                        unit_price_cents: *unit,
+                    },
+                )
                 .collect(),
             points_spent: 0,
         };
@@ -340,7 +374,9 @@ async fn seed_activity(state: &AppState) -> anyhow::Result<()> {
         )
         .await
         .map_err(|err| anyhow::anyhow!("{err}"))?;
-        accepted.store_receipts(&mut tx, &view.id, state.now_ms()).await?;
+        accepted
+            .store_receipts(&mut tx, &view.id, state.now_ms())
+            .await?;
         tx.commit().await?;
         println!(
             "demo: purchase {order_id} at {brand}: {} base + {} bonus points",

@@ -242,15 +242,16 @@ pub async fn bonuses_for_purchase(
     brand_id: &str,
     req: &crate::purchases::PurchaseRequest,
 ) -> crate::error::ApiResult<AcceptedBonuses> {
-    let interested = state.plugins.active().iter().any(|p| {
-        p.plugin
-            .implements(Hook::PointsBonus)
-            && p.involves(brand_id)
-    });
+    let interested = state
+        .plugins
+        .active()
+        .iter()
+        .any(|p| p.plugin.implements(Hook::PointsBonus) && p.involves(brand_id));
     if !interested {
         return Ok(AcceptedBonuses::default());
     }
-    let priced = crate::purchases::quote(state.store.read(), &state.config.points, brand_id, req).await?;
+    let priced =
+        crate::purchases::quote(state.store.read(), &state.config.points, brand_id, req).await?;
     let now_ms = state.now_ms();
     let mut conn = state.store.read().acquire().await?;
     let (member, blocked) =
@@ -369,7 +370,10 @@ pub fn accept_bonuses(outcomes: Vec<BonusOutcome>, base_points: i64) -> Accepted
             }
             let points = bonus.points.min(room);
             let reason = if points < bonus.points {
-                clip(&format!("{} (capped at {points} of {})", bonus.reason, bonus.points))
+                clip(&format!(
+                    "{} (capped at {points} of {})",
+                    bonus.reason, bonus.points
+                ))
             } else {
                 clip(&bonus.reason)
             };

@@ -27,9 +27,12 @@ pub fn run(args: &Args) -> Result<()> {
 
     step(
         "native tests of the example plugins",
-        Command::new(cargo())
-            .current_dir(&root)
-            .args(["test", "--manifest-path", "plugins/Cargo.toml", "--workspace"]),
+        Command::new(cargo()).current_dir(&root).args([
+            "test",
+            "--manifest-path",
+            "plugins/Cargo.toml",
+            "--workspace",
+        ]),
     )?;
     step(
         "host workspace tests (SDK, runtime, host on SQLite and PostgreSQL)",

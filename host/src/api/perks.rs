@@ -119,19 +119,17 @@ pub async fn perks_list(
     principal.require_member_read(&member_id)?;
     let now_ms = state.now_ms();
     let mut conn = state.store.read().acquire().await?;
-    let (member, blocked) = crate::plugins::context::member_context(
-        &mut conn,
-        &state.config,
-        &member_id,
-        now_ms,
-    )
-    .await?;
+    let (member, blocked) =
+        crate::plugins::context::member_context(&mut conn, &state.config, &member_id, now_ms)
+            .await?;
     drop(conn);
     if blocked {
         return Err(crate::ledger::member_blocked(&member_id));
     }
     let balance = member.points_balance;
-    let invocation = state.plugins.invocation(now_ms, "", &format!("perks:{member_id}"));
+    let invocation = state
+        .plugins
+        .invocation(now_ms, "", &format!("perks:{member_id}"));
     let listing = state.plugins.list_perks(invocation, member).await;
     let perks = listing
         .perks
@@ -155,4 +153,3 @@ pub async fn perks_list(
         .collect();
     Ok(ApiJson(PerksList { perks, unavailable }))
 }
-

@@ -47,7 +47,11 @@ pub async fn plugins_list(
     let brand_filter = match principal.role {
         Role::Admin => None,
         Role::Brand => principal.brand_id.clone(),
-        _ => return Err(ApiError::forbidden("plugins are visible to admins and brands")),
+        _ => {
+            return Err(ApiError::forbidden(
+                "plugins are visible to admins and brands",
+            ))
+        }
     };
     let active = state.plugins.active();
     let views = registry::list(&state.store)

@@ -21,25 +21,23 @@ pub async fn member_context(
     member_id: &str,
     now_ms: i64,
 ) -> ApiResult<(MemberContext, bool)> {
-    let row: Option<(String, Option<String>, String, i64)> = sqlx::query_as(
-        "SELECT tier, birthday, status, created_at FROM members WHERE id = $1",
-    )
-    .bind(member_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row: Option<(String, Option<String>, String, i64)> =
+        sqlx::query_as("SELECT tier, birthday, status, created_at FROM members WHERE id = $1")
+            .bind(member_id)
+            .fetch_optional(&mut *conn)
+            .await?;
     let Some((tier, birthday, status, created_at)) = row else {
         return Err(ApiError::not_found("member", member_id));
     };
     let ladder = tiers::load_ladder(&mut *conn, &config.tiers).await?;
     let tier_rank = u32::try_from(tiers::rank_of(&ladder, &tier)).unwrap_or(0);
 
-    let tags: Vec<(String,)> = sqlx::query_as(
-        "SELECT tag FROM member_tags WHERE member_id = $1 ORDER BY tag LIMIT $2",
-    )
-    .bind(member_id)
-    .bind(MAX_TAGS)
-    .fetch_all(&mut *conn)
-    .await?;
+    let tags: Vec<(String,)> =
+        sqlx::query_as("SELECT tag FROM member_tags WHERE member_id = $1 ORDER BY tag LIMIT $2")
+            .bind(member_id)
+            .bind(MAX_TAGS)
+            .fetch_all(&mut *conn)
+            .await?;
 
     let balance: Option<(i64,)> =
         sqlx::query_as("SELECT balance FROM point_wallets WHERE member_id = $1")

@@ -75,12 +75,37 @@ pub struct StoredReceipt {
 }
 
 type ReceiptRow = (
-    String, String, String, String, String, String, String, i64, i64, String, String, String, i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    i64,
 );
 
 fn to_receipt(row: ReceiptRow) -> StoredReceipt {
-    let (id, plugin, version, hook, component_sha256, input_sha256, output_sha256, fuel_used,
-        duration_us, output, subject_kind, subject_id, created_at) = row;
+    let (
+        id,
+        plugin,
+        version,
+        hook,
+        component_sha256,
+        input_sha256,
+        output_sha256,
+        fuel_used,
+        duration_us,
+        output,
+        subject_kind,
+        subject_id,
+        created_at,
+    ) = row;
     StoredReceipt {
         id,
         plugin,
@@ -118,20 +143,43 @@ pub async fn for_subject(
     Ok(rows.into_iter().map(to_receipt).collect())
 }
 
+/// The stored columns a replay needs.
+#[derive(sqlx::FromRow)]
+struct ReplayRow {
+    plugin: String,
+    version: String,
+    hook: String,
+    component_sha256: String,
+    input_sha256: String,
+    output_sha256: String,
+    fuel_used: i64,
+    duration_us: i64,
+    input: String,
+}
+
 /// The full receipt needed to replay a call, by id.
 pub async fn load_for_replay(
     store: &Store,
     id: &str,
 ) -> Result<coalition_runtime::Receipt, ApiError> {
-    let row: Option<(String, String, String, String, String, String, i64, i64, String)> =
-        sqlx::query_as(
-            "SELECT plugin, version, hook, component_sha256, input_sha256, output_sha256,
+    let row: Option<ReplayRow> = sqlx::query_as(
+        "SELECT plugin, version, hook, component_sha256, input_sha256, output_sha256,
                 fuel_used, duration_us, input FROM plugin_receipts WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(store.read())
-        .await?;
-    let Some((plugin, version, hook, component_sha256, input_sha256, output_sha256, fuel, us, input)) = row
+    )
+    .bind(id)
+    .fetch_optional(store.read())
+    .await?;
+    let Some(ReplayRow {
+        plugin,
+        version,
+        hook,
+        component_sha256,
+        input_sha256,
+        output_sha256,
+        fuel_used: fuel,
+        duration_us: us,
+        input,
+    }) = row
     else {
         return Err(ApiError::not_found("receipt", id));
     };

@@ -123,9 +123,8 @@ pub async fn install(
         .await
         .map_err(ApiError::internal)?
     };
-    let loaded = loaded.map_err(|err| {
-        ApiError::unprocessable("plugin_rejected", err.to_string())
-    })?;
+    let loaded =
+        loaded.map_err(|err| ApiError::unprocessable("plugin_rejected", err.to_string()))?;
     let sha = loaded.component_sha256().to_owned();
     let hooks: Vec<String> = loaded
         .info()
@@ -238,7 +237,10 @@ fn load_one(
     config: &str,
     sha: &str,
     b64: &str,
-) -> anyhow::Result<(coalition_runtime::LoadedPlugin, coalition_runtime::model::Config)> {
+) -> anyhow::Result<(
+    coalition_runtime::LoadedPlugin,
+    coalition_runtime::model::Config,
+)> {
     let manifest = Manifest::parse(manifest_text)?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64)?;
     let config: serde_json::Map<String, serde_json::Value> = serde_json::from_str(config)?;

@@ -377,7 +377,10 @@ both_backends!(demo_seeds_once_and_its_keys_work, |app| async move {
 both_backends!(keys_of_a_suspended_brand_stop_working, |app| async move {
     create_brand(&app, "coffee").await;
     let counter = create_key(&app, "counter", Some("coffee"), None).await;
-    assert_eq!(get(&app, "/brands/coffee", &counter).await.status, StatusCode::OK);
+    assert_eq!(
+        get(&app, "/brands/coffee", &counter).await.status,
+        StatusCode::OK
+    );
     let resp = send_json(
         &app,
         Method::PATCH,
@@ -388,7 +391,10 @@ both_backends!(keys_of_a_suspended_brand_stop_working, |app| async move {
     .await;
     assert_eq!(resp.status, StatusCode::OK, "{:?}", resp.body);
     // The key was cached as valid; past the cache TTL it is refused.
-    tokio::time::sleep(Duration::from_millis(app.state.config.limits.auth_cache_ttl_ms + 200)).await;
+    tokio::time::sleep(Duration::from_millis(
+        app.state.config.limits.auth_cache_ttl_ms + 200,
+    ))
+    .await;
     let resp = get(&app, "/brands/coffee", &counter).await;
     assert_problem(&resp, StatusCode::UNAUTHORIZED, "invalid_api_key");
     app.stop().await;

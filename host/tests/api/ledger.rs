@@ -647,3 +647,44 @@ async fn background_jobs_run_and_stop_sqlite() {
 async fn background_jobs_run_and_stop_postgres() {
     background_jobs_run_and_stop(crate::helpers::Backend::Postgres).await;
 }
+
+both_backends_no_jobs!(openapi_documents_ledger_endpoints, |app| async move {
+    let (status, doc) = app
+        .call(reqwest::Method::GET, "/openapi.json", None, None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for (path, method) in [
+        ("/members/{member_id}/points", "get"),
+        ("/members/{member_id}/points/history", "get"),
+        ("/members/{member_id}/points/holds", "post"),
+        ("/members/{member_id}/points/adjustments", "post"),
+        ("/holds/{hold_id}/capture", "post"),
+        ("/holds/{hold_id}/release", "post"),
+        ("/brands/{brand_id}/purchases", "post"),
+        ("/brands/{brand_id}/purchases/{order_id}", "get"),
+        ("/brands/{brand_id}/purchases/{order_id}/refunds", "post"),
+        ("/tiers", "put"),
+        ("/tiers/evaluate", "post"),
+        ("/members/{member_id}/tier", "get"),
+        ("/jobs/expiry", "post"),
+        ("/jobs/holds", "post"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing"
+        );
+    }
+    for schema in [
+        "PointsView",
+        "Hold",
+        "PurchaseView",
+        "RefundView",
+        "TierView",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "schema {schema} missing"
+        );
+    }
+    app.stop().await;
+});

@@ -3,13 +3,13 @@
 mod fixtures;
 mod helpers;
 
-mod health;
 mod bad_input;
 mod brands;
+mod health;
 mod keys;
-mod members;
 mod ledger;
 mod ledger_props;
+mod members;
+mod plugins;
 mod purchases;
 mod tiers;
-mod plugins;

@@ -105,61 +105,104 @@ async fn balance(app: &TestApp, member: &str) -> i64 {
     body["balance"].as_i64().expect("balance")
 }
 
-both_backends!(coffee_bonus_doubles_points_on_its_day_with_a_replayable_receipt, |app| async move {
-    create_brand(&app, "coffee").await;
-    let counter = create_key(&app, "counter", Some("coffee"), None).await;
-    let member = member_id(&app, "+8613800000001", "Ann").await;
-    install(&app, "coffee-bonus", json!({})).await; // double_weekday defaults to monday
+both_backends!(
+    coffee_bonus_doubles_points_on_its_day_with_a_replayable_receipt,
+    |app| async move {
+        create_brand(&app, "coffee").await;
+        let counter = create_key(&app, "counter", Some("coffee"), None).await;
+        let member = member_id(&app, "+8613800000001", "Ann").await;
+        install(&app, "coffee-bonus", json!({})).await; // double_weekday defaults to monday
 
-    // T0 is a Monday: 2 x 32.00 earns 64 base points, doubled by the plugin.
-    let (status, body) = purchase(&app, &counter, "coffee", &member, "C-1", &idem(),
-        &[("latte", "coffee", 2, 3_200)]).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["base_points"], 64, "{body}");
-    assert_eq!(body["bonus_points"], 64, "{body}");
-    assert_eq!(body["bonuses"][0]["source"], "coffee-bonus@1.0.0", "{body}");
-    assert_eq!(balance(&app, &member).await, 128);
-
-    // The receipt is stored with the purchase and replays bit for bit.
-    let purchase_id = body["id"].as_str().expect("id").to_owned();
-    let (status, receipts) = app
-        .get(&format!("/receipts?subject_kind=purchase&subject_id={purchase_id}"), &app.admin_key)
+        // T0 is a Monday: 2 x 32.00 earns 64 base points, doubled by the plugin.
+        let (status, body) = purchase(
+            &app,
+            &counter,
+            "coffee",
+            &member,
+            "C-1",
+            &idem(),
+            &[("latte", "coffee", 2, 3_200)],
+        )
         .await;
-    assert_eq!(status, StatusCode::OK, "{receipts}");
-    let receipts = receipts.as_array().expect("array").clone();
-    assert_eq!(receipts.len(), 1);
-    assert_eq!(receipts[0]["plugin"], "coffee-bonus");
-    assert_eq!(receipts[0]["hook"], "points-bonus");
-    assert!(receipts[0]["fuel_used"].as_i64().expect("fuel") > 0);
-    assert_eq!(receipts[0]["output"][0]["points"], 64);
-    let receipt_id = receipts[0]["id"].as_str().expect("id");
-    let (status, replay) = app
-        .post(&format!("/receipts/{receipt_id}/replay"), &app.admin_key, &idem(), &json!({}))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{replay}");
-    assert_eq!(replay["matches"], true, "{replay}");
-    assert_eq!(replay["recorded_fuel_used"], replay["replayed_fuel_used"]);
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["base_points"], 64, "{body}");
+        assert_eq!(body["bonus_points"], 64, "{body}");
+        assert_eq!(body["bonuses"][0]["source"], "coffee-bonus@1.0.0", "{body}");
+        assert_eq!(balance(&app, &member).await, 128);
 
-    // Tuesday: no bonus, and no receipt because no decision was used.
-    app.clock.advance_ms(DAY_MS);
-    let (status, body) = purchase(&app, &counter, "coffee", &member, "C-2", &idem(),
-        &[("latte", "coffee", 1, 3_200)]).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["bonus_points"], 0, "{body}");
-    app.stop().await;
-});
+        // The receipt is stored with the purchase and replays bit for bit.
+        let purchase_id = body["id"].as_str().expect("id").to_owned();
+        let (status, receipts) = app
+            .get(
+                &format!("/receipts?subject_kind=purchase&subject_id={purchase_id}"),
+                &app.admin_key,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{receipts}");
+        let receipts = receipts.as_array().expect("array").clone();
+        assert_eq!(receipts.len(), 1);
+        assert_eq!(receipts[0]["plugin"], "coffee-bonus");
+        assert_eq!(receipts[0]["hook"], "points-bonus");
+        assert!(receipts[0]["fuel_used"].as_i64().expect("fuel") > 0);
+        assert_eq!(receipts[0]["output"][0]["points"], 64);
+        let receipt_id = receipts[0]["id"].as_str().expect("id");
+        let (status, replay) = app
+            .post(
+                &format!("/receipts/{receipt_id}/replay"),
+                &app.admin_key,
+                &idem(),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{replay}");
+        assert_eq!(replay["matches"], true, "{replay}");
+        assert_eq!(replay["recorded_fuel_used"], replay["replayed_fuel_used"]);
+
+        // Tuesday: no bonus, and no receipt because no decision was used.
+        app.clock.advance_ms(DAY_MS);
+        let (status, body) = purchase(
+            &app,
+            &counter,
+            "coffee",
+            &member,
+            "C-2",
+            &idem(),
+            &[("latte", "coffee", 1, 3_200)],
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["bonus_points"], 0, "{body}");
+        app.stop().await;
+    }
+);
 
 both_backends!(admin_config_changes_the_bonus_day, |app| async move {
     create_brand(&app, "coffee").await;
     let counter = create_key(&app, "counter", Some("coffee"), None).await;
     let member = member_id(&app, "+8613800000002", "Bo").await;
     install(&app, "coffee-bonus", json!({ "double_weekday": "tuesday" })).await;
-    let (_, monday) = purchase(&app, &counter, "coffee", &member, "C-1", &idem(),
-        &[("latte", "coffee", 1, 3_200)]).await;
+    let (_, monday) = purchase(
+        &app,
+        &counter,
+        "coffee",
+        &member,
+        "C-1",
+        &idem(),
+        &[("latte", "coffee", 1, 3_200)],
+    )
+    .await;
     assert_eq!(monday["bonus_points"], 0, "{monday}");
     app.clock.advance_ms(DAY_MS);
-    let (_, tuesday) = purchase(&app, &counter, "coffee", &member, "C-2", &idem(),
-        &[("latte", "coffee", 1, 3_200)]).await;
+    let (_, tuesday) = purchase(
+        &app,
+        &counter,
+        "coffee",
+        &member,
+        "C-2",
+        &idem(),
+        &[("latte", "coffee", 1, 3_200)],
+    )
+    .await;
     assert_eq!(tuesday["bonus_points"], 32, "{tuesday}");
     app.stop().await;
 });
@@ -170,10 +213,26 @@ both_backends!(retried_purchase_with_bonus_posts_once, |app| async move {
     let member = member_id(&app, "+8613800000003", "Cy").await;
     install(&app, "coffee-bonus", json!({})).await;
     let key = idem();
-    let (first_status, first) = purchase(&app, &counter, "coffee", &member, "C-1", &key,
-        &[("latte", "coffee", 1, 5_000)]).await;
-    let (second_status, second) = purchase(&app, &counter, "coffee", &member, "C-1", &key,
-        &[("latte", "coffee", 1, 5_000)]).await;
+    let (first_status, first) = purchase(
+        &app,
+        &counter,
+        "coffee",
+        &member,
+        "C-1",
+        &key,
+        &[("latte", "coffee", 1, 5_000)],
+    )
+    .await;
+    let (second_status, second) = purchase(
+        &app,
+        &counter,
+        "coffee",
+        &member,
+        "C-1",
+        &key,
+        &[("latte", "coffee", 1, 5_000)],
+    )
+    .await;
     assert_eq!(first_status, StatusCode::CREATED);
     assert_eq!(second_status, StatusCode::CREATED);
     assert_eq!(first, second);
@@ -186,90 +245,166 @@ both_backends!(retried_purchase_with_bonus_posts_once, |app| async move {
     app.stop().await;
 });
 
-both_backends!(cinema_perk_appears_after_restaurant_spend_and_expires_with_the_week, |app| async move {
-    create_brand(&app, "restaurant").await;
-    create_brand(&app, "cinema").await;
-    let counter = create_key(&app, "counter", Some("restaurant"), None).await;
-    let member = member_id(&app, "+8613800000004", "Di").await;
-    let member_key = create_key(&app, "member", None, Some(&member)).await;
-    install(&app, "cinema-dinner", json!({})).await;
+both_backends!(
+    cinema_perk_appears_after_restaurant_spend_and_expires_with_the_week,
+    |app| async move {
+        create_brand(&app, "restaurant").await;
+        create_brand(&app, "cinema").await;
+        let counter = create_key(&app, "counter", Some("restaurant"), None).await;
+        let member = member_id(&app, "+8613800000004", "Di").await;
+        let member_key = create_key(&app, "member", None, Some(&member)).await;
+        install(&app, "cinema-dinner", json!({})).await;
 
-    let (status, perks) = app.get(&format!("/members/{member}/perks"), &member_key).await;
-    assert_eq!(status, StatusCode::OK, "{perks}");
-    assert_eq!(perks["perks"].as_array().expect("perks").len(), 0, "{perks}");
+        let (status, perks) = app
+            .get(&format!("/members/{member}/perks"), &member_key)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{perks}");
+        assert_eq!(
+            perks["perks"].as_array().expect("perks").len(),
+            0,
+            "{perks}"
+        );
 
-    // 150.00 is under the 200.00 threshold; another 60.00 crosses it.
-    purchase(&app, &counter, "restaurant", &member, "R-1", &idem(), &[("set", "dining", 1, 15_000)]).await;
-    let (_, perks) = app.get(&format!("/members/{member}/perks"), &member_key).await;
-    assert_eq!(perks["perks"].as_array().expect("perks").len(), 0, "{perks}");
-    purchase(&app, &counter, "restaurant", &member, "R-2", &idem(), &[("tea", "drinks", 1, 6_000)]).await;
-    let (_, perks) = app.get(&format!("/members/{member}/perks"), &member_key).await;
-    let list = perks["perks"].as_array().expect("perks");
-    assert_eq!(list.len(), 1, "{perks}");
-    assert_eq!(list[0]["id"], "cinema-ticket-half");
-    assert_eq!(list[0]["funding_brand"], "restaurant");
-    assert_eq!(list[0]["honouring_brand"], "cinema");
-    assert_eq!(list[0]["plugin"], "cinema-dinner");
-    assert_eq!(list[0]["grant"]["kind"], "coupon");
-    assert_eq!(perks["unavailable"].as_array().expect("unavailable").len(), 0);
+        // 150.00 is under the 200.00 threshold; another 60.00 crosses it.
+        purchase(
+            &app,
+            &counter,
+            "restaurant",
+            &member,
+            "R-1",
+            &idem(),
+            &[("set", "dining", 1, 15_000)],
+        )
+        .await;
+        let (_, perks) = app
+            .get(&format!("/members/{member}/perks"), &member_key)
+            .await;
+        assert_eq!(
+            perks["perks"].as_array().expect("perks").len(),
+            0,
+            "{perks}"
+        );
+        purchase(
+            &app,
+            &counter,
+            "restaurant",
+            &member,
+            "R-2",
+            &idem(),
+            &[("tea", "drinks", 1, 6_000)],
+        )
+        .await;
+        let (_, perks) = app
+            .get(&format!("/members/{member}/perks"), &member_key)
+            .await;
+        let list = perks["perks"].as_array().expect("perks");
+        assert_eq!(list.len(), 1, "{perks}");
+        assert_eq!(list[0]["id"], "cinema-ticket-half");
+        assert_eq!(list[0]["funding_brand"], "restaurant");
+        assert_eq!(list[0]["honouring_brand"], "cinema");
+        assert_eq!(list[0]["plugin"], "cinema-dinner");
+        assert_eq!(list[0]["grant"]["kind"], "coupon");
+        assert_eq!(
+            perks["unavailable"].as_array().expect("unavailable").len(),
+            0
+        );
 
-    // Another member may not read them; eight days later the spend is out of the window.
-    let other = member_id(&app, "+8613800000005", "Ed").await;
-    let other_key = create_key(&app, "member", None, Some(&other)).await;
-    let (status, _) = app.get(&format!("/members/{member}/perks"), &other_key).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    app.clock.advance_ms(8 * DAY_MS);
-    let (_, perks) = app.get(&format!("/members/{member}/perks"), &member_key).await;
-    assert_eq!(perks["perks"].as_array().expect("perks").len(), 0, "{perks}");
-    app.stop().await;
-});
+        // Another member may not read them; eight days later the spend is out of the window.
+        let other = member_id(&app, "+8613800000005", "Ed").await;
+        let other_key = create_key(&app, "member", None, Some(&other)).await;
+        let (status, _) = app
+            .get(&format!("/members/{member}/perks"), &other_key)
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        app.clock.advance_ms(8 * DAY_MS);
+        let (_, perks) = app
+            .get(&format!("/members/{member}/perks"), &member_key)
+            .await;
+        assert_eq!(
+            perks["perks"].as_array().expect("perks").len(),
+            0,
+            "{perks}"
+        );
+        app.stop().await;
+    }
+);
 
-both_backends!(broken_plugins_fail_open_for_perks_and_purchases, |app| async move {
-    create_brand(&app, "mall").await;
-    create_brand(&app, "parking").await;
-    let counter = create_key(&app, "counter", Some("mall"), None).await;
-    let member = member_id(&app, "+8613800000006", "Fu").await;
-    install(&app, "parking-perk", json!({ "min_tier_rank": 0 })).await;
-    install(&app, "panics", json!({})).await;
-    install(&app, "infinite-loop", json!({})).await;
+both_backends!(
+    broken_plugins_fail_open_for_perks_and_purchases,
+    |app| async move {
+        create_brand(&app, "mall").await;
+        create_brand(&app, "parking").await;
+        let counter = create_key(&app, "counter", Some("mall"), None).await;
+        let member = member_id(&app, "+8613800000006", "Fu").await;
+        install(&app, "parking-perk", json!({ "min_tier_rank": 0 })).await;
+        install(&app, "panics", json!({})).await;
+        install(&app, "infinite-loop", json!({})).await;
 
-    let (status, perks) = app.get(&format!("/members/{member}/perks"), &app.admin_key).await;
-    assert_eq!(status, StatusCode::OK, "{perks}");
-    let list = perks["perks"].as_array().expect("perks");
-    assert_eq!(list.len(), 1, "{perks}");
-    assert_eq!(list[0]["plugin"], "parking-perk");
-    let unavailable = perks["unavailable"].as_array().expect("unavailable");
-    let mut names: Vec<&str> = unavailable.iter().filter_map(|u| u["plugin"].as_str()).collect();
-    names.sort_unstable();
-    assert_eq!(names, ["infinite-loop", "panics"], "{perks}");
-    let loop_failure = unavailable.iter().find(|u| u["plugin"] == "infinite-loop").expect("loop");
-    assert_eq!(loop_failure["failure"], "fuel_exhausted", "{perks}");
+        let (status, perks) = app
+            .get(&format!("/members/{member}/perks"), &app.admin_key)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{perks}");
+        let list = perks["perks"].as_array().expect("perks");
+        assert_eq!(list.len(), 1, "{perks}");
+        assert_eq!(list[0]["plugin"], "parking-perk");
+        let unavailable = perks["unavailable"].as_array().expect("unavailable");
+        let mut names: Vec<&str> = unavailable
+            .iter()
+            .filter_map(|u| u["plugin"].as_str())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["infinite-loop", "panics"], "{perks}");
+        let loop_failure = unavailable
+            .iter()
+            .find(|u| u["plugin"] == "infinite-loop")
+            .expect("loop");
+        assert_eq!(loop_failure["failure"], "fuel_exhausted", "{perks}");
 
-    // Both broken plugins implement points-bonus for the mall: the purchase still goes
-    // through with its base points, and no receipt is stored for the failed decisions.
-    let (status, body) = purchase(&app, &counter, "mall", &member, "M-1", &idem(),
-        &[("bag", "fashion", 1, 10_000)]).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["bonus_points"], 0, "{body}");
-    assert_eq!(balance(&app, &member).await, body["base_points"].as_i64().expect("base"));
-    let (n,): (i64,) = sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM plugin_receipts")
-        .fetch_one(app.state.store.read())
-        .await
-        .expect("count");
-    assert_eq!(n, 0);
-    app.stop().await;
-});
+        // Both broken plugins implement points-bonus for the mall: the purchase still goes
+        // through with its base points, and no receipt is stored for the failed decisions.
+        let (status, body) = purchase(
+            &app,
+            &counter,
+            "mall",
+            &member,
+            "M-1",
+            &idem(),
+            &[("bag", "fashion", 1, 10_000)],
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["bonus_points"], 0, "{body}");
+        assert_eq!(
+            balance(&app, &member).await,
+            body["base_points"].as_i64().expect("base")
+        );
+        let (n,): (i64,) = sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM plugin_receipts")
+            .fetch_one(app.state.store.read())
+            .await
+            .expect("count");
+        assert_eq!(n, 0);
+        app.stop().await;
+    }
+);
 
 both_backends!(bad_components_are_rejected_at_install, |app| async move {
-    let err = try_install(&app, "forbidden-import", json!({})).await.expect_err("forbidden");
+    let err = try_install(&app, "forbidden-import", json!({}))
+        .await
+        .expect_err("forbidden");
     assert_eq!(err.code, "plugin_rejected");
     assert!(err.detail.contains("coalition:evil"), "{}", err.detail);
-    let err = try_install(&app, "corrupt", json!({})).await.expect_err("corrupt");
+    let err = try_install(&app, "corrupt", json!({}))
+        .await
+        .expect_err("corrupt");
     assert_eq!(err.code, "plugin_rejected");
-    let err = try_install(&app, "coffee-bonus", json!({ "no_such_key": 1 })).await.expect_err("config");
+    let err = try_install(&app, "coffee-bonus", json!({ "no_such_key": 1 }))
+        .await
+        .expect_err("config");
     assert_eq!(err.code, "validation_failed");
     install(&app, "coffee-bonus", json!({})).await;
-    let err = try_install(&app, "coffee-bonus", json!({})).await.expect_err("same version");
+    let err = try_install(&app, "coffee-bonus", json!({}))
+        .await
+        .expect_err("same version");
     assert_eq!(err.code, "plugin_version_exists");
     app.stop().await;
 });
@@ -282,7 +417,11 @@ both_backends!(plugins_are_listed_per_role, |app| async move {
     let (status, all) = app.get("/plugins", &app.admin_key).await;
     assert_eq!(status, StatusCode::OK, "{all}");
     assert_eq!(all.as_array().expect("list").len(), 2);
-    assert!(all.as_array().expect("list").iter().all(|p| p["loaded"] == true && p["breaker"] == "closed"));
+    assert!(all
+        .as_array()
+        .expect("list")
+        .iter()
+        .all(|p| p["loaded"] == true && p["breaker"] == "closed"));
     let coffee = create_key(&app, "brand", Some("coffee"), None).await;
     let (_, mine) = app.get("/plugins", &coffee).await;
     let mine = mine.as_array().expect("list");
