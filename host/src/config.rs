@@ -85,6 +85,15 @@ impl Default for Config {
     }
 }
 
+/// `COALITION_*` variables that are not configuration keys: the config file's path (read by the
+/// command line), where built plugins are, and the tests' PostgreSQL server.
+const NON_CONFIG_ENV: [&str; 3] = ["config", "plugins_dir", "test_pg"];
+
+/// Whether a `COALITION_*` variable (prefix removed) belongs to the configuration.
+fn is_config_env(key: &str) -> bool {
+    !NON_CONFIG_ENV.iter().any(|k| key.eq_ignore_ascii_case(k))
+}
+
 impl Config {
     /// Loads defaults, then `file` (if given), then `COALITION_*` environment variables.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
@@ -95,7 +104,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("COALITION_").split("__"));
+        figment = figment.merge(
+            Env::prefixed("COALITION_")
+                .filter(|key| is_config_env(key.as_str()))
+                .split("__"),
+        );
         let config: Config = figment.extract()?;
         Ok(config)
     }
@@ -107,5 +120,22 @@ impl Config {
         } else {
             self.database_url.clone()
         }
+    }
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::is_config_env;
+
+    #[test]
+    fn variables_of_other_tools_are_not_config_keys() {
+        // Regression: `cargo xtask demo` sets COALITION_PLUGINS_DIR, which the loader read as an
+        // unknown config key and refused to start.
+        assert!(!is_config_env("PLUGINS_DIR"));
+        assert!(!is_config_env("plugins_dir"));
+        assert!(!is_config_env("CONFIG"));
+        assert!(!is_config_env("TEST_PG"));
+        assert!(is_config_env("DATA_DIR"));
+        assert!(is_config_env("LIMITS__REQUEST_BODY_BYTES"));
     }
 }

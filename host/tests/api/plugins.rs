@@ -433,3 +433,56 @@ both_backends!(plugins_are_listed_per_role, |app| async move {
     let _ = T0_MS;
     app.stop().await;
 });
+
+both_backends!(
+    demo_seeds_plugins_and_shows_their_effects,
+    |app| async move {
+        coalition::demo::seed_with_plugins(&app.state, Some(&plugins_dir()))
+            .await
+            .expect("demo seed");
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM plugin_versions WHERE status = 'active'",
+        )
+        .fetch_one(app.state.store.read())
+        .await
+        .expect("count");
+        assert_eq!(n, 4);
+        // The coffee chain's double-points day is set to the day of the first start.
+        let (status, coffee) = app
+            .get("/brands/coffee/purchases/C-3001", &app.admin_key)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{coffee}");
+        assert!(
+            coffee["bonus_points"].as_i64().expect("bonus") > 0,
+            "{coffee}"
+        );
+        assert_eq!(coffee["bonus_points"], coffee["base_points"], "{coffee}");
+        // The first member dined and shopped: the cinema perk and Gold parking are listed.
+        let keys =
+            coalition::demo::read_keys(&app.state.config.data_dir.join(coalition::demo::KEYS_FILE))
+                .expect("keys");
+        let member = &keys.members[0];
+        let (status, perks) = app
+            .get(&format!("/members/{}/perks", member.member_id), &member.key)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{perks}");
+        let mut ids: Vec<&str> = perks["perks"]
+            .as_array()
+            .expect("perks")
+            .iter()
+            .filter_map(|p| p["id"].as_str())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["cinema-ticket-half", "parking-2h"], "{perks}");
+        // A second start changes nothing.
+        coalition::demo::seed_with_plugins(&app.state, Some(&plugins_dir()))
+            .await
+            .expect("second start");
+        let (n,): (i64,) = sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM purchases")
+            .fetch_one(app.state.store.read())
+            .await
+            .expect("count");
+        assert_eq!(n, 4);
+        app.stop().await;
+    }
+);
