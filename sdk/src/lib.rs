@@ -56,6 +56,9 @@
 // Lets generated code and our macros name this crate as `::coalition_sdk` from inside it too.
 extern crate self as coalition_sdk;
 
+// wasm32 only: the global allocator (initial memory first, then dlmalloc).
+#[cfg(target_arch = "wasm32")]
+mod alloc;
 pub mod calendar;
 pub mod config;
 mod host;
