@@ -19,7 +19,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::AnyConnection;
 
-use crate::error::ApiError;
+use crate::api::AppState;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::store::Tx;
 
 /// Header carrying the client's key.
 pub const HEADER: &str = "idempotency-key";
@@ -165,4 +168,60 @@ pub fn replay_response(status: u16, body: serde_json::Value) -> Response {
         .headers_mut()
         .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
     response
+}
+
+// ---------------------------------------------------------------------------------------------
+// The usual shape of an idempotent handler: claim, write, complete and commit.
+
+/// The start of an idempotent write: either the stored response of an earlier identical
+/// request, or a transaction in which the key is claimed.
+pub enum Begun {
+    /// Send this stored response.
+    Replay(Response),
+    /// Do the write in this transaction, then [`finish_write`].
+    Fresh(Tx),
+}
+
+/// Opens the write transaction and claims the idempotency key for `operation` + `request`.
+pub async fn begin_write(
+    state: &AppState,
+    principal: &Principal,
+    key: &IdempotencyKey,
+    operation: &str,
+    request: &impl Serialize,
+) -> ApiResult<Begun> {
+    let hash = request_hash(operation, request);
+    let mut tx = state.store.begin().await?;
+    match claim(
+        &mut tx,
+        &principal.idempotency_scope(),
+        &key.0,
+        &hash,
+        state.now_ms(),
+    )
+    .await?
+    {
+        Claim::Replay { status, body } => Ok(Begun::Replay(replay_response(status, body))),
+        Claim::Fresh => Ok(Begun::Fresh(tx)),
+    }
+}
+
+/// Stores the response under the key and commits the write with it.
+pub async fn finish_write<T: Serialize>(
+    mut tx: Tx,
+    principal: &Principal,
+    key: &IdempotencyKey,
+    status: StatusCode,
+    body: T,
+) -> ApiResult<Response> {
+    complete(
+        &mut tx,
+        &principal.idempotency_scope(),
+        &key.0,
+        status,
+        &body,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((status, ApiJson(body)).into_response())
 }

@@ -9,10 +9,10 @@ use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::points::finish_write;
 use crate::api::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiResult, Problem};
+use crate::idempotency::finish_write;
 use crate::idempotency::{self, Claim, IdempotencyKey};
 use crate::jobs::{self, ExpiryReport, HoldTimeoutReport};
 

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use crate::api::AppState;
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
-use crate::idempotency::{self, Claim, IdempotencyKey};
+use crate::idempotency::{self, begin_write, finish_write, Begun, Claim, IdempotencyKey};
 use crate::members::transfer::{self, Format, ImportError, ImportReport, RowReader};
 use crate::members::{
     self, ListFilter, MemberPatch, MemberStatus, MemberView, RegisterMember, DEFAULT_PAGE_SIZE,
@@ -150,21 +150,15 @@ pub async fn members_register(
         &req.tags,
         now_ms,
     )?;
-    let scope = principal.idempotency_scope();
-    let hash = idempotency::request_hash("members.register", &req);
-    let mut tx = state.store.begin().await?;
-    if let Claim::Replay { status, body } =
-        idempotency::claim(&mut tx, &scope, &key.0, &hash, now_ms).await?
-    {
-        return Ok(idempotency::replay_response(status, body));
-    }
+    let mut tx = match begin_write(&state, &principal, &key, "members.register", &req).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Fresh(tx) => tx,
+    };
     let id = members::insert(&mut tx, &new, principal.brand_id.as_deref(), now_ms).await?;
     let view = members::fetch_existing(&mut tx, &id)
         .await?
         .view_for(&principal);
-    idempotency::complete(&mut tx, &scope, &key.0, StatusCode::CREATED, &view).await?;
-    tx.commit().await?;
-    Ok((StatusCode::CREATED, ApiJson(view)).into_response())
+    finish_write(tx, &principal, &key, StatusCode::CREATED, view).await
 }
 
 /// List members with filters and cursor pagination, or look one up by phone (admin and brand
@@ -319,22 +313,17 @@ pub async fn members_update(
 ) -> ApiResult<Response> {
     check_path_id(&id)?;
     principal.require_member_self(&id)?;
-    let scope = principal.idempotency_scope();
-    let hash = idempotency::request_hash("members.update", &(&id, &patch));
     let now_ms = state.now_ms();
-    let mut tx = state.store.begin().await?;
-    if let Claim::Replay { status, body } =
-        idempotency::claim(&mut tx, &scope, &key.0, &hash, now_ms).await?
-    {
-        return Ok(idempotency::replay_response(status, body));
-    }
+    let mut tx =
+        match begin_write(&state, &principal, &key, "members.update", &(&id, &patch)).await? {
+            Begun::Replay(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
     members::update_profile(&mut tx, &id, &patch, principal.is_admin(), now_ms).await?;
     let view = members::fetch_existing(&mut tx, &id)
         .await?
         .view_for(&principal);
-    idempotency::complete(&mut tx, &scope, &key.0, StatusCode::OK, &view).await?;
-    tx.commit().await?;
-    Ok(ApiJson(view).into_response())
+    finish_write(tx, &principal, &key, StatusCode::OK, view).await
 }
 
 fn require_tagger(principal: &Principal) -> ApiResult<()> {
@@ -370,22 +359,16 @@ pub async fn members_tag(
     check_path_id(&id)?;
     require_tagger(&principal)?;
     let tags = members::normalize_tags(&req.tags)?;
-    let scope = principal.idempotency_scope();
-    let hash = idempotency::request_hash("members.tag", &(&id, &req));
     let now_ms = state.now_ms();
-    let mut tx = state.store.begin().await?;
-    if let Claim::Replay { status, body } =
-        idempotency::claim(&mut tx, &scope, &key.0, &hash, now_ms).await?
-    {
-        return Ok(idempotency::replay_response(status, body));
-    }
+    let mut tx = match begin_write(&state, &principal, &key, "members.tag", &(&id, &req)).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Fresh(tx) => tx,
+    };
     members::add_tags(&mut tx, &id, &tags, now_ms).await?;
     let view = members::fetch_existing(&mut tx, &id)
         .await?
         .view_for(&principal);
-    idempotency::complete(&mut tx, &scope, &key.0, StatusCode::OK, &view).await?;
-    tx.commit().await?;
-    Ok(ApiJson(view).into_response())
+    finish_write(tx, &principal, &key, StatusCode::OK, view).await
 }
 
 /// Remove a tag from a member (admin and brand keys; removing an absent tag is a no-op).
@@ -410,22 +393,16 @@ pub async fn members_untag(
     check_path_id(&id)?;
     require_tagger(&principal)?;
     let tag = members::normalize_tag(&tag)?;
-    let scope = principal.idempotency_scope();
-    let hash = idempotency::request_hash("members.untag", &(&id, &tag));
     let now_ms = state.now_ms();
-    let mut tx = state.store.begin().await?;
-    if let Claim::Replay { status, body } =
-        idempotency::claim(&mut tx, &scope, &key.0, &hash, now_ms).await?
-    {
-        return Ok(idempotency::replay_response(status, body));
-    }
+    let mut tx = match begin_write(&state, &principal, &key, "members.untag", &(&id, &tag)).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Fresh(tx) => tx,
+    };
     members::remove_tag(&mut tx, &id, &tag, now_ms).await?;
     let view = members::fetch_existing(&mut tx, &id)
         .await?
         .view_for(&principal);
-    idempotency::complete(&mut tx, &scope, &key.0, StatusCode::OK, &view).await?;
-    tx.commit().await?;
-    Ok(ApiJson(view).into_response())
+    finish_write(tx, &principal, &key, StatusCode::OK, view).await
 }
 
 async fn change_status(
@@ -439,22 +416,17 @@ async fn change_status(
     check_path_id(&id)?;
     principal.require_admin()?;
     let reason = members::validate_reason(&req.reason)?;
-    let scope = principal.idempotency_scope();
-    let hash = idempotency::request_hash(&format!("members.{}", status.as_str()), &(&id, &req));
     let now_ms = state.now_ms();
-    let mut tx = state.store.begin().await?;
-    if let Claim::Replay { status, body } =
-        idempotency::claim(&mut tx, &scope, &key.0, &hash, now_ms).await?
-    {
-        return Ok(idempotency::replay_response(status, body));
-    }
+    let op = format!("members.{}", status.as_str());
+    let mut tx = match begin_write(&state, &principal, &key, &op, &(&id, &req)).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Fresh(tx) => tx,
+    };
     members::set_status(&mut tx, &id, status, &reason, &principal.key_id, now_ms).await?;
     let view = members::fetch_existing(&mut tx, &id)
         .await?
         .view_for(&principal);
-    idempotency::complete(&mut tx, &scope, &key.0, StatusCode::OK, &view).await?;
-    tx.commit().await?;
-    Ok(ApiJson(view).into_response())
+    finish_write(tx, &principal, &key, StatusCode::OK, view).await
 }
 
 /// Block a member (admin): earning and spending are refused until unblocked.

@@ -5,8 +5,8 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use axum::response::Response;
+use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -14,11 +14,10 @@ use utoipa_axum::routes;
 use crate::api::AppState;
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
-use crate::idempotency::{self, Claim, IdempotencyKey};
+use crate::idempotency::{begin_write, finish_write, Begun, IdempotencyKey};
 use crate::ledger::{
     self, Adjustment, AdjustmentRequest, CaptureRequest, HistoryPage, Hold, HoldRequest, PointsView,
 };
-use crate::store::Tx;
 
 /// Longest id accepted in a path or cursor; generated ids are 32 characters.
 const MAX_PATH_ID_LEN: usize = 100;
@@ -52,61 +51,6 @@ pub(crate) fn check_path_id(kind: &str, id: &str) -> ApiResult<()> {
             format!("{id:?} is not a valid {kind} id"),
         ))
     }
-}
-
-/// The start of an idempotent write: either the stored response of an earlier identical
-/// request, or a transaction in which the key is claimed.
-pub(crate) enum Begun {
-    /// Send this stored response.
-    Replay(Response),
-    /// Do the write in this transaction, then [`finish_write`].
-    Fresh(Tx),
-}
-
-/// Opens the write transaction and claims the idempotency key for `operation` + `request`.
-pub(crate) async fn begin_write(
-    state: &AppState,
-    principal: &Principal,
-    key: &IdempotencyKey,
-    operation: &str,
-    request: &impl Serialize,
-) -> ApiResult<Begun> {
-    let hash = idempotency::request_hash(operation, request);
-    let mut tx = state.store.begin().await?;
-    match idempotency::claim(
-        &mut tx,
-        &principal.idempotency_scope(),
-        &key.0,
-        &hash,
-        state.now_ms(),
-    )
-    .await?
-    {
-        Claim::Replay { status, body } => {
-            Ok(Begun::Replay(idempotency::replay_response(status, body)))
-        }
-        Claim::Fresh => Ok(Begun::Fresh(tx)),
-    }
-}
-
-/// Stores the response under the key and commits the write with it.
-pub(crate) async fn finish_write<T: Serialize>(
-    mut tx: Tx,
-    principal: &Principal,
-    key: &IdempotencyKey,
-    status: StatusCode,
-    body: T,
-) -> ApiResult<Response> {
-    idempotency::complete(
-        &mut tx,
-        &principal.idempotency_scope(),
-        &key.0,
-        status,
-        &body,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok((status, ApiJson(body)).into_response())
 }
 
 /// Who may act on a hold: an admin, the member, or a counter/brand key of the hold's brand

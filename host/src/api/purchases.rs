@@ -6,11 +6,12 @@ use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::points::{begin_write, check_path_id, finish_write, Begun};
+use crate::api::points::check_path_id;
 use crate::api::AppState;
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiResult, Problem};
 use crate::idempotency::IdempotencyKey;
+use crate::idempotency::{begin_write, finish_write, Begun};
 use crate::purchases::{self, PurchaseRequest, PurchaseView, RefundRequest, RefundView};
 
 /// Routes of this resource.

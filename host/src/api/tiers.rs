@@ -9,11 +9,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::points::{begin_write, check_path_id, finish_write, Begun};
+use crate::api::points::check_path_id;
 use crate::api::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiJson, ApiPath, ApiResult, Problem};
 use crate::idempotency::{self, Claim, IdempotencyKey};
+use crate::idempotency::{begin_write, finish_write, Begun};
 use crate::tiers::{self, EvaluationReport, TierBasis, TierLevel, TierView};
 
 /// Routes of this resource.
