@@ -26,3 +26,26 @@ show curl -s -X POST "$base/brands/coffee/purchases" \
 show curl -s "$base/plugins" -H "Authorization: Bearer $admin"
 show curl -s -X POST "$base/brands/coffee/purchases" -H "Authorization: Bearer $coffee_counter" \
   -H 'Idempotency-Key: bad' -H 'Content-Type: application/json' -d '{"order_id": 42'
+
+# The cinema perk: redeem it with points, then the cinema counter checks a cart out with the
+# coupon and records the purchase, which redeems the coupon.
+cinema_counter=$(k "d['brands']['cinema']['counter']")
+redeemed=$(curl -s -X POST "$base/members/$member/perks/cinema-dinner/cinema-ticket-half/redeem" \
+  -H "Authorization: Bearer $member_key" -H "Idempotency-Key: redeem-$order" \
+  -H 'X-Device-Id: tour' -H 'Content-Type: application/json' -d '{"expected_cost_points": 500}')
+echo "\$ POST /members/$member/perks/cinema-dinner/cinema-ticket-half/redeem"; echo "$redeemed"; echo
+code=$(python3 -c "import json,sys; print((json.loads(sys.argv[1]).get('coupon') or {}).get('code', ''))" "$redeemed")
+if [ -n "$code" ]; then
+  cart="[{\"line_id\":\"t\",\"sku\":\"ticket-2d\",\"category\":\"ticket\",\"quantity\":2,\"unit_price_cents\":5000},{\"line_id\":\"p\",\"sku\":\"popcorn\",\"category\":\"snacks\",\"quantity\":1,\"unit_price_cents\":1200}]"
+  checkout=$(curl -s -X POST "$base/brands/cinema/checkouts" \
+    -H "Authorization: Bearer $cinema_counter" -H "Idempotency-Key: checkout-$order" \
+    -H 'Content-Type: application/json' \
+    -d "{\"member_id\":\"$member\",\"lines\":$cart,\"coupon_codes\":[\"$code\"]}")
+  echo "\$ POST /brands/cinema/checkouts"; echo "$checkout"; echo
+  checkout_id=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['id'])" "$checkout")
+  show curl -s -X POST "$base/brands/cinema/purchases" \
+    -H "Authorization: Bearer $cinema_counter" -H "Idempotency-Key: cinema-$order" \
+    -H 'Content-Type: application/json' \
+    -d "{\"order_id\":\"CIN-$order\",\"member_id\":\"$member\",\"lines\":$cart,\"checkout_id\":\"$checkout_id\"}"
+  show curl -s "$base/members/$member/coupons" -H "Authorization: Bearer $member_key"
+fi

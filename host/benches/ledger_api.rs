@@ -9,9 +9,10 @@
 //! PostgreSQL is taken from `COALITION_TEST_PG` (default `postgres://postgres@127.0.0.1:5432/
 //! postgres`); a fresh database is created and dropped. Prints a Markdown table.
 
-use std::future::Future;
+mod common;
+
+use common::{drive, pg_admin_url, Stats};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use coalition::auth::Role;
 use coalition::clock::{Clock, SystemClock};
@@ -30,69 +31,6 @@ const MEMBERS: usize = 500;
 const START_POINTS: i64 = 10_000_000;
 /// Points per spend.
 const SPEND_POINTS: i64 = 10;
-
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    requests: usize,
-    errors: usize,
-    elapsed: Duration,
-    p50_us: u64,
-    p99_us: u64,
-}
-
-impl Stats {
-    fn throughput(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
-/// Runs `total` operations from `clients` concurrent tasks; `op(i)` returns whether it succeeded.
-async fn drive<F, Fut>(clients: usize, total: usize, op: F) -> Stats
-where
-    F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = bool> + Send,
-{
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(clients);
-    for c in 0..clients {
-        let op = op.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0usize;
-            let mut i = c;
-            while i < total {
-                let t = Instant::now();
-                if !op(i).await {
-                    errors += 1;
-                }
-                latencies.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
-                i += clients;
-            }
-            (latencies, errors)
-        }));
-    }
-    let mut all = Vec::with_capacity(total);
-    let mut errors = 0;
-    for task in tasks {
-        let (latencies, e) = task.await.expect("client task");
-        all.extend(latencies);
-        errors += e;
-    }
-    let elapsed = started.elapsed();
-    all.sort_unstable();
-    let pct = |p: usize| {
-        all.get((all.len() * p / 100).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
-    Stats {
-        requests: total,
-        errors,
-        elapsed,
-        p50_us: pct(50),
-        p99_us: pct(99),
-    }
-}
 
 struct Env {
     store: Store,
@@ -430,11 +368,6 @@ async fn bench_backend(
     let _ = env.server.await;
     env.store.close().await;
     rows
-}
-
-fn pg_admin_url() -> String {
-    std::env::var("COALITION_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 fn main() {

@@ -5,14 +5,22 @@
 //! the OpenAPI document (`/openapi.json`, browsable at `/docs`) always matches the routes.
 
 pub mod brands;
+pub mod campaigns;
+pub mod checkouts;
+pub mod coupons;
 pub mod health;
 pub mod jobs;
 pub mod keys;
+pub mod lifecycle;
 pub mod members;
+pub mod offline;
+pub mod passes;
 pub mod perks;
 pub mod plugins;
 pub mod points;
 pub mod purchases;
+pub mod risk;
+pub mod settlement;
 pub mod tiers;
 
 use std::sync::{Arc, OnceLock};
@@ -53,6 +61,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The plugin runtime and the active plugin versions.
     pub plugins: Arc<crate::plugins::PluginHost>,
+    /// Plugin perk listings per member (see [`crate::perks`]).
+    pub perk_cache: crate::perks::PerkCache,
 }
 
 impl AppState {
@@ -67,9 +77,11 @@ impl AppState {
             config.limits.auth_cache_entries,
             config.limits.auth_cache_ttl_ms,
         );
+        let perk_cache = crate::perks::perk_cache(&config.perks);
         Self {
             store,
             clock,
+            perk_cache,
             config: Arc::new(config),
             auth_cache,
             metrics: prometheus_handle(),
@@ -151,7 +163,15 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(tiers::router())
         .merge(jobs::router())
         .merge(perks::router())
+        .merge(coupons::router())
+        .merge(checkouts::router())
         .merge(plugins::router())
+        .merge(lifecycle::router())
+        .merge(campaigns::router())
+        .merge(passes::router())
+        .merge(offline::router())
+        .merge(risk::router())
+        .merge(settlement::router())
 }
 
 /// The OpenAPI document of the whole API.

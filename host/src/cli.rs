@@ -42,6 +42,15 @@ pub enum Command {
     /// Background jobs (points expiry, hold timeouts, tier evaluation), run once now.
     #[command(subcommand)]
     Jobs(crate::jobs::JobsCommand),
+    /// Plugin packages: keys, signing, upload, review, deploy, canary, rollback, kill, audit.
+    #[command(subcommand)]
+    Plugin(crate::plugins::cli::PluginCommand),
+    /// Member passes: verify one offline with public keys only.
+    #[command(subcommand)]
+    Pass(crate::pass::PassCommand),
+    /// Settlement between brands: settle events, close a period, reconcile, export.
+    #[command(subcommand)]
+    Settlement(crate::settlement::cli::SettlementCommand),
 }
 
 /// `coalition members …`
@@ -172,6 +181,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 members_export(&config, &file, format.map(Format::from)).await
             }
             Command::Jobs(command) => crate::jobs::run_command(config, command).await,
+            Command::Plugin(command) => crate::plugins::cli::run(command).await,
+            Command::Pass(command) => crate::pass::run_command(command),
+            Command::Settlement(command) => {
+                crate::settlement::cli::run_command(config, command).await
+            }
         }
     })
 }

@@ -32,6 +32,14 @@ pub struct Config {
     pub jobs: crate::jobs::JobsConfig,
     /// The plugin runtime on this node.
     pub plugins: crate::plugins::PluginsConfig,
+    /// Redemption frequency limits and the real-name threshold.
+    pub risk: crate::risk::RiskConfig,
+    /// The offline member pass: lifetime and accepted clock skew.
+    pub pass: crate::pass::PassConfig,
+    /// Perk listing cache, checkout reservations, coupons per order.
+    pub perks: crate::perks::PerksConfig,
+    /// Settlement between brands: the platform's default rules and the settle job.
+    pub settlement: crate::settlement::rules::SettlementConfig,
 }
 
 /// Limits on what one request or one process may consume.
@@ -81,6 +89,10 @@ impl Default for Config {
             tiers: crate::tiers::TiersConfig::default(),
             jobs: crate::jobs::JobsConfig::default(),
             plugins: crate::plugins::PluginsConfig::default(),
+            risk: crate::risk::RiskConfig::default(),
+            pass: crate::pass::PassConfig::default(),
+            perks: crate::perks::PerksConfig::default(),
+            settlement: crate::settlement::rules::SettlementConfig::default(),
         }
     }
 }

@@ -357,6 +357,7 @@ async fn seed_activity(state: &AppState) -> anyhow::Result<()> {
                 )
                 .collect(),
             points_spent: 0,
+            checkout_id: None,
         };
         let accepted = crate::plugins::bonuses_for_purchase(state, brand, &req)
             .await
@@ -420,6 +421,7 @@ pub async fn seed_coalition(state: &AppState) -> anyhow::Result<DemoKeys> {
     let now_ms = state.now_ms();
     let mut tx = state.store.begin().await?;
     seed_brands(&mut tx, now_ms).await?;
+    seed_perks(&mut tx, now_ms).await?;
     let member_ids = seed_members(&mut tx, now_ms).await?;
     let keys = seed_keys(&mut tx, state, &member_ids, now_ms).await?;
     let path = state.config.data_dir.join(KEYS_FILE);
@@ -448,6 +450,54 @@ async fn seed_brands(tx: &mut Tx, now_ms: i64) -> anyhow::Result<()> {
             .await
             .map_err(|err| anyhow::anyhow!("while creating demo brand {id}: {err}"))?;
     }
+    Ok(())
+}
+
+/// The cinema perk's coupon (half price on tickets, at most 40.00, applied by coupon-logic)
+/// and its stock: 100 tickets, two per member, one a day.
+async fn seed_perks(tx: &mut Tx, now_ms: i64) -> anyhow::Result<()> {
+    let template = crate::coupons::TemplateRequest {
+        id: "cinema-ticket-half".to_owned(),
+        title: "Half-price cinema ticket".to_owned(),
+        funding_brand: "restaurant".to_owned(),
+        honouring_brand: "cinema".to_owned(),
+        plugin: "coupon-logic".to_owned(),
+        params: [
+            ("kind", "percent-off-category"),
+            ("category", "ticket"),
+            ("percent-bp", "5000"),
+            ("cap-cents", "4000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        exclusive: false,
+        validity_days: 30,
+        value_cents: 4_000,
+    };
+    crate::coupons::create_template(tx, &template, now_ms)
+        .await
+        .map_err(|err| anyhow::anyhow!("while creating the demo coupon template: {err}"))?;
+    let inventory = crate::perks::InventoryRequest {
+        funding_brand: "restaurant".to_owned(),
+        total_stock: Some(100),
+        per_member_limit: Some(2),
+        tier_limits: std::collections::BTreeMap::new(),
+        period: "day".to_owned(),
+        per_period_limit: Some(1),
+        starts_at_ms: None,
+        ends_at_ms: None,
+        status: "active".to_owned(),
+    };
+    crate::perks::put_inventory(
+        tx,
+        "cinema-dinner",
+        "cinema-ticket-half",
+        &inventory,
+        now_ms,
+    )
+    .await
+    .map_err(|err| anyhow::anyhow!("while stocking the demo cinema perk: {err}"))?;
     Ok(())
 }
 

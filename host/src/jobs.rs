@@ -72,6 +72,9 @@ impl JobsConfig {
 pub fn validate_config(config: &Config) -> anyhow::Result<()> {
     config.points.validate()?;
     config.tiers.validate()?;
+    config.risk.validate()?;
+    config.pass.validate()?;
+    config.settlement.validate()?;
     config.jobs.validate()
 }
 
@@ -251,6 +254,7 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
         let mut expiry = every(jobs.expiry_interval_ms);
         let mut holds = every(jobs.holds_interval_ms);
         let mut tiers = every(jobs.tiers_interval_ms);
+        let mut settle = every(state.config.settlement.run_interval_ms);
         loop {
             tokio::select! {
                 changed = shutdown.changed() => {
@@ -273,6 +277,10 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
                     )
                     .await;
                     log_outcome("tiers", outcome);
+                }
+                _ = settle.tick() => {
+                    let outcome = crate::settlement::job::run(&state, state.now_ms()).await;
+                    log_outcome("settlement", outcome);
                 }
             }
         }

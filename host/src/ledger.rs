@@ -1516,6 +1516,7 @@ async fn lock_pending_hold(
 pub async fn capture_hold(
     conn: &mut AnyConnection,
     backend: Backend,
+    points_config: &PointsConfig,
     hold_id: &str,
     req: &CaptureRequest,
     now_ms: i64,
@@ -1580,6 +1581,30 @@ pub async fn capture_hold(
     }
     let entry_id = entry.close(conn, now_ms).await?;
     settle_hold(conn, &hold.id, "captured", capture, &entry_id, now_ms).await?;
+    // Settlement outbox: captured points are points redeemed at the hold's brand. A hold
+    // without a brand is the platform's own and settles with nobody.
+    if let Some(brand) = hold.brand_id.as_deref() {
+        crate::settlement::events::record(
+            conn,
+            &crate::settlement::events::NewEvent {
+                kind: crate::settlement::events::EventKind::PointsRedeemed,
+                brand_id: brand,
+                funding_brand: brand,
+                honouring_brand: brand,
+                reference: None,
+                plugin: None,
+                points: capture,
+                value_cents: crate::purchases::points_value_cents(points_config, capture),
+                member_id: Some(&hold.member_id),
+                subject_kind: "hold",
+                subject_id: &hold.id,
+                reverses_event_id: None,
+                occurred_at: now_ms,
+            },
+            now_ms,
+        )
+        .await?;
+    }
     hold.status = HoldStatus::Captured;
     hold.captured = capture;
     hold.settled_at_ms = Some(now_ms);

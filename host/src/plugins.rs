@@ -7,18 +7,31 @@
 //!   the response says which plugins were unavailable;
 //! - `points-bonus` fails open *for the purchase*: the counter is never blocked by a broken
 //!   bonus plugin; the purchase earns its base points, the failure is logged and counted, and
-//!   no receipt is stored because no decision was used;
+//!   no receipt is stored for the failed call (every successful call, even one proposing no
+//!   bonus, keeps its receipt: those are the inputs dry runs replay);
 //! - `redeem-perk`, `apply-coupon` and `settle` fail closed (nothing is committed).
 //!
 //! # Layout
 //! - [`registry`]: installed versions and their components in the database; loading the active set.
 //! - [`context`]: the pseudonymous member context built for plugins.
 //! - [`receipts`]: storing and replaying receipts.
+//! - [`signing`]: package content hashes and ed25519 signatures.
+//! - [`lifecycle`]: signed uploads, co-signatures, review states, deploy, canary, rollback,
+//!   kill switch, all recorded in the audit log.
+//! - [`dryrun`]: dry runs of a candidate against recorded inputs, and shadow runs.
+//! - [`sync`]: telling every node that what serves has changed (LISTEN/NOTIFY plus polling).
+//! - [`cli`]: the `coalition plugin …` commands.
 
+pub mod cli;
 pub mod context;
+pub mod dryrun;
+pub mod lifecycle;
 pub mod receipts;
 pub mod registry;
+pub mod signing;
+pub mod sync;
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
@@ -73,10 +86,38 @@ impl ActivePlugin {
     }
 }
 
+/// What serves besides the active versions: canaries, killed plugins and shadows, by plugin
+/// name. Replaced as a whole on reload, like the active set.
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    /// Canary version and the share of members it serves, in basis points (1/10000).
+    pub canaries: HashMap<String, (ActivePlugin, u32)>,
+    /// Plugins the kill switch has stopped: they serve nobody.
+    pub killed: HashSet<String>,
+    /// Versions run beside the serving one on live calls; their decisions are never applied.
+    pub shadows: HashMap<String, ActivePlugin>,
+}
+
+/// The bucket of a member for a plugin's canary, 0..10000: stable per (plugin, member), and
+/// independent between plugins so one member is not in every canary at once.
+pub fn canary_bucket(plugin: &str, member_ref: &str) -> u32 {
+    let digest = Sha256::digest(format!("canary\0{plugin}\0{member_ref}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_le_bytes(first) % 10_000) as u32
+}
+
 /// The plugin runtime plus the set of active versions; shared by all requests.
 pub struct PluginHost {
     runtime: Runtime,
     active: RwLock<Arc<Vec<ActivePlugin>>>,
+    routing: RwLock<Arc<Routing>>,
+    /// Serialises reloads so an older snapshot never overwrites a newer one.
+    reload_lock: tokio::sync::Mutex<()>,
+    /// The `plugin_generation` this node last loaded.
+    generation: std::sync::atomic::AtomicI64,
+    /// Components this node has compiled (its artifact cache holds them).
+    warmed: RwLock<HashSet<String>>,
     config: PluginsConfig,
     utc_offset_minutes: i32,
 }
@@ -113,6 +154,10 @@ impl PluginHost {
         Ok(Self {
             runtime,
             active: RwLock::new(Arc::new(Vec::new())),
+            routing: RwLock::new(Arc::new(Routing::default())),
+            reload_lock: tokio::sync::Mutex::new(()),
+            generation: std::sync::atomic::AtomicI64::new(-1),
+            warmed: RwLock::new(HashSet::new()),
             config,
             utc_offset_minutes: i32::try_from(utc_offset_minutes)
                 .map_err(|_| anyhow::anyhow!("utc_offset_minutes out of range"))?,
@@ -145,6 +190,83 @@ impl PluginHost {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(plugins);
     }
 
+    /// Canaries, kills and shadows.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces canaries, kills and shadows.
+    pub fn set_routing(&self, routing: Routing) {
+        *self
+            .routing
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(routing);
+    }
+
+    /// The generation of the plugin tables this node last loaded (-1 before the first load).
+    pub fn generation(&self) -> i64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records the generation just loaded.
+    pub fn set_generation(&self, generation: i64) {
+        self.generation
+            .store(generation, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether this node has compiled the component with this sha256.
+    pub fn is_warm(&self, component_sha256: &str) -> bool {
+        self.warmed
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(component_sha256)
+    }
+
+    /// Records that this node has compiled a component.
+    pub fn mark_warm(&self, component_sha256: &str) {
+        self.warmed
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(component_sha256.to_owned());
+    }
+
+    /// Held while a reload reads the database and swaps the sets.
+    pub async fn reload_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.reload_lock.lock().await
+    }
+
+    /// The plugin versions that serve one member: per plugin, the active version, or the
+    /// canary for the members whose [`canary_bucket`] falls within its share; never a killed
+    /// plugin. Every member-facing hook call picks its plugins through here, keyed by the
+    /// member's `member_ref`, so a member always sees one consistent version of each plugin.
+    pub fn serving(&self, member_ref: &str) -> Vec<ActivePlugin> {
+        let routing = self.routing();
+        self.active()
+            .iter()
+            .filter(|p| !routing.killed.contains(p.plugin.name()))
+            .map(|p| match routing.canaries.get(p.plugin.name()) {
+                Some((canary, basis_points))
+                    if canary_bucket(p.plugin.name(), member_ref) < *basis_points =>
+                {
+                    canary.clone()
+                }
+                _ => p.clone(),
+            })
+            .collect()
+    }
+
+    /// Every version loaded on this node (active, canary, shadow), for lookups by id or hash.
+    pub fn loaded(&self) -> Vec<ActivePlugin> {
+        let routing = self.routing();
+        let mut all = self.active().to_vec();
+        all.extend(routing.canaries.values().map(|(p, _)| p.clone()));
+        all.extend(routing.shadows.values().cloned());
+        all
+    }
+
     /// The invocation for a call at `brand` about `subject`; the seed derives from the subject
     /// so a retried request gets the same decision.
     pub fn invocation(&self, now_ms: i64, brand: &str, subject: &str) -> Invocation {
@@ -162,7 +284,7 @@ impl PluginHost {
     /// Perks from every active plugin, in parallel, failing open.
     pub async fn list_perks(&self, invocation: Invocation, member: MemberContext) -> PerkListing {
         let plugins: Vec<(LoadedPlugin, model::Config)> = self
-            .active()
+            .serving(&member.member_ref)
             .iter()
             .filter(|p| p.plugin.implements(Hook::ListPerks))
             .map(|p| (p.plugin.clone(), p.config.clone()))
@@ -198,7 +320,7 @@ impl PluginHost {
         order: Order,
     ) -> Vec<BonusOutcome> {
         let plugins: Vec<ActivePlugin> = self
-            .active()
+            .serving(&member.member_ref)
             .iter()
             .filter(|p| p.plugin.implements(Hook::PointsBonus) && p.involves(&order.brand))
             .cloned()
@@ -284,10 +406,12 @@ pub async fn bonuses_for_purchase(
         state
             .plugins
             .invocation(now_ms, brand_id, &format!("purchase:{}", req.order_id));
+    let shadow_input = (invocation.clone(), member.clone(), order.clone());
     let outcomes = state
         .plugins
         .purchase_bonuses(invocation, member, order)
         .await;
+    dryrun::spawn_shadow_bonuses(state, &outcomes, shadow_input);
     Ok(accept_bonuses(outcomes, priced.base_points))
 }
 
@@ -296,7 +420,7 @@ pub async fn bonuses_for_purchase(
 pub struct AcceptedBonuses {
     /// `(plugin@version, bonus)` in plugin order, after the host's caps.
     pub bonuses: Vec<(String, Bonus)>,
-    /// Receipts of the calls whose decisions were used.
+    /// Receipts of every successful call (used or empty decisions alike).
     pub receipts: Vec<(coalition_runtime::Receipt, String)>,
 }
 
@@ -362,7 +486,6 @@ pub fn accept_bonuses(outcomes: Vec<BonusOutcome>, base_points: i64) -> Accepted
                 continue;
             }
         };
-        let mut used = false;
         for bonus in &decision.value {
             let room = cap - total;
             if room <= 0 || accepted.bonuses.len() >= MAX_BONUSES {
@@ -378,7 +501,6 @@ pub fn accept_bonuses(outcomes: Vec<BonusOutcome>, base_points: i64) -> Accepted
                 clip(&bonus.reason)
             };
             total += points;
-            used = true;
             accepted.bonuses.push((
                 format!("{}@{}", active.plugin.name(), active.plugin.version()),
                 Bonus {
@@ -388,10 +510,10 @@ pub fn accept_bonuses(outcomes: Vec<BonusOutcome>, base_points: i64) -> Accepted
                 },
             ));
         }
-        if used {
-            let output = serde_json::to_string(&decision.value).unwrap_or_default();
-            accepted.receipts.push((decision.receipt, output));
-        }
+        // Every successful call keeps its receipt, even an empty decision: the recorded
+        // inputs are what a candidate version is dry-run against.
+        let output = serde_json::to_string(&decision.value).unwrap_or_default();
+        accepted.receipts.push((decision.receipt, output));
     }
     accepted
 }

@@ -49,6 +49,10 @@ use crate::ledger::{
     self, credit_lot, debit_fifo, lock_wallet, settle_debt, Account, Entry, EntryKind, EntryRefs,
     PointsConfig, RestoreExpiry, Val,
 };
+use crate::settlement::{
+    self,
+    events::{EventKind, NewEvent},
+};
 use crate::store::{is_unique_violation, new_id, Backend};
 use crate::tiers::{self, TierChange, TiersConfig};
 
@@ -89,6 +93,10 @@ pub struct PurchaseRequest {
     /// Points used to pay, ≥ 0; converted at the configured rate and must convert exactly.
     #[serde(default)]
     pub points_spent: i64,
+    /// A checkout of this cart at this brand (`POST /brands/{b}/checkouts`): its coupons are
+    /// redeemed with the purchase and their discounts reduce what the member pays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_id: Option<String>,
 }
 
 /// One line of a purchase.
@@ -187,6 +195,9 @@ pub struct PricedLine {
     pub earned_points: i64,
     /// Quantity refunded so far.
     pub refunded_quantity: i64,
+    /// Coupon discount on this line, cents (the member did not pay it; it earns nothing).
+    #[serde(default)]
+    pub discount_cents: i64,
 }
 
 /// A priced purchase.
@@ -206,6 +217,8 @@ pub struct Priced {
     pub eligible_cents: i64,
     /// Base earn, points.
     pub base_points: i64,
+    /// Coupon discounts, cents.
+    pub discount_cents: i64,
 }
 
 /// Splits `amount` across `weights` in proportion, exactly: each share is rounded down and the
@@ -271,6 +284,19 @@ pub fn price(
     lines: &[LineRequest],
     points_spent: i64,
 ) -> ApiResult<Priced> {
+    price_discounted(rule, points, lines, points_spent, &[])
+}
+
+/// [`price`] with coupon discounts per line (same order as `lines`; empty = none): the points
+/// payment is allocated over what is left of each line after its discount, and only the money
+/// part of the discounted price earns.
+pub fn price_discounted(
+    rule: &EarnRule,
+    points: &PointsConfig,
+    lines: &[LineRequest],
+    points_spent: i64,
+    discounts: &[i64],
+) -> ApiResult<Priced> {
     if lines.is_empty() || lines.len() > MAX_LINES {
         return Err(ApiError::validation(format!(
             "a purchase has 1..={MAX_LINES} lines"
@@ -319,29 +345,48 @@ pub fn price(
             })?;
         totals.push(line_total);
     }
+    let line_discounts: Vec<i64> = (0..lines.len())
+        .map(|i| discounts.get(i).copied().unwrap_or(0))
+        .collect();
+    if line_discounts
+        .iter()
+        .zip(&totals)
+        .any(|(d, t)| *d < 0 || d > t)
+    {
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "a coupon discount outside 0..=its line reached pricing"
+        )));
+    }
+    let discount_total: i64 = line_discounts.iter().sum();
+    let nets: Vec<i64> = totals
+        .iter()
+        .zip(&line_discounts)
+        .map(|(t, d)| t - d)
+        .collect();
+    let net_total = total_cents - discount_total;
     let points_value_cents = points.points_to_cents(points_spent).ok_or_else(|| {
         ApiError::validation(format!(
             "points_spent must convert exactly to cents: {} points pay {} cents",
             points.redeem_points, points.redeem_cents
         ))
     })?;
-    if points_value_cents > total_cents {
+    if points_value_cents > net_total {
         return Err(ApiError::unprocessable(
             "points_exceed_total",
             format!(
                 "{points_spent} points pay {points_value_cents} cents, more than the order \
-                 total of {total_cents} cents"
+                 total of {net_total} cents"
             ),
         ));
     }
-    let points_alloc = allocate(points_spent, &totals);
-    let cents_alloc = allocate(points_value_cents, &totals);
+    let points_alloc = allocate(points_spent, &nets);
+    let cents_alloc = allocate(points_value_cents, &nets);
     let mut priced_lines = Vec::with_capacity(lines.len());
     let mut eligible_total: i64 = 0;
     for (i, line) in lines.iter().enumerate() {
         let excluded = rule.excluded_skus.contains(&line.sku)
             || (!line.category.is_empty() && rule.excluded_categories.contains(&line.category));
-        let cash = totals[i] - cents_alloc[i];
+        let cash = nets[i] - cents_alloc[i];
         let eligible = if excluded { 0 } else { cash };
         eligible_total += eligible;
         priced_lines.push(PricedLine {
@@ -358,6 +403,7 @@ pub fn price(
             eligible_cents: eligible,
             earned_points: 0,
             refunded_quantity: 0,
+            discount_cents: line_discounts[i],
         });
     }
     let base_points = if rule.earn_unit_cents > 0 {
@@ -378,9 +424,10 @@ pub fn price(
         total_cents,
         points_spent,
         points_value_cents,
-        cash_cents: total_cents - points_value_cents,
+        cash_cents: net_total - points_value_cents,
         eligible_cents: eligible_total,
         base_points,
+        discount_cents: discount_total,
     })
 }
 
@@ -548,6 +595,12 @@ pub struct RefundView {
     pub entry_id: Option<String>,
     /// When, Unix ms.
     pub created_at_ms: i64,
+    /// Coupons voided because every line they discounted is now refunded.
+    #[serde(default)]
+    pub coupons_voided: Vec<String>,
+    /// Points given back for perks whose coupons were voided (their redemptions are reversed).
+    #[serde(default)]
+    pub perk_points_restored: i64,
 }
 
 /// One line of a refund.
@@ -607,6 +660,12 @@ pub struct PurchaseView {
     pub debt_settled: i64,
     /// When, Unix ms.
     pub created_at_ms: i64,
+    /// Coupon discounts, cents (`total_cents - discount_cents` is what the member paid).
+    #[serde(default)]
+    pub discount_cents: i64,
+    /// The checkout whose coupons this purchase redeemed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_id: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -622,7 +681,19 @@ pub async fn quote(
 ) -> ApiResult<Priced> {
     let mut conn = pool.acquire().await?;
     let brand = load_brand(&mut conn, brand_id).await?;
-    price(&brand.rule, points, &req.lines, req.points_spent)
+    let discounts = match &req.checkout_id {
+        Some(checkout_id) => {
+            crate::checkout::line_discounts(&mut conn, brand_id, checkout_id, &req.lines).await?
+        }
+        None => Vec::new(),
+    };
+    price_discounted(
+        &brand.rule,
+        points,
+        &req.lines,
+        req.points_spent,
+        &discounts,
+    )
 }
 
 /// Records a purchase with its spend, earn (base + validated `bonuses`) and tier effect, in the
@@ -642,15 +713,34 @@ pub async fn record_purchase(
     check_id("member_id", &req.member_id, false)?;
     let brand = load_brand(conn, brand_id).await?;
     require_active_brand(brand_id, &brand)?;
-    let priced = price(&brand.rule, points, &req.lines, req.points_spent)?;
+    // A checkout's coupons discount the lines (checked and locked here, redeemed below).
+    let claimed = match &req.checkout_id {
+        Some(checkout_id) => {
+            Some(crate::checkout::claim(conn, backend, brand_id, checkout_id, req, now_ms).await?)
+        }
+        None => None,
+    };
+    let discounts = claimed
+        .as_ref()
+        .map(|c| c.line_discounts.clone())
+        .unwrap_or_default();
+    let priced = price_discounted(
+        &brand.rule,
+        points,
+        &req.lines,
+        req.points_spent,
+        &discounts,
+    )?;
     let plan = plan_earn(priced.base_points, bonuses)?;
 
     let mut wallet = lock_wallet(conn, backend, &req.member_id, now_ms).await?;
     wallet.require_active()?;
     let ladder = tiers::load_ladder(conn, tiers_config).await?;
     let tier = &ladder[tiers::rank_of(&ladder, &wallet.tier)];
+    // The cap applies to what the member pays, after coupon discounts.
     if i128::from(priced.points_value_cents) * 100
-        > i128::from(priced.total_cents) * i128::from(tier.points_pay_max_percent)
+        > i128::from(priced.total_cents - priced.discount_cents)
+            * i128::from(tier.points_pay_max_percent)
     {
         return Err(ApiError::unprocessable(
             "points_payment_over_limit",
@@ -755,6 +845,9 @@ pub async fn record_purchase(
         Err(err) => return Err(err.into()),
     }
     insert_lines(conn, &purchase_id, &priced.lines).await?;
+    if let Some(claimed) = &claimed {
+        crate::checkout::complete(conn, claimed, brand_id, &purchase_id, now_ms).await?;
+    }
     ledger::insert_rows(
         conn,
         "purchase_bonuses (id, purchase_id, code, reason, source, points)",
@@ -773,6 +866,40 @@ pub async fn record_purchase(
             .collect(),
     )
     .await?;
+    // Settlement outbox: the points this brand issued and the points spent at its counter.
+    for (kind, points_moved, value) in [
+        (
+            EventKind::PointsIssued,
+            earned,
+            points_value_cents(points, earned),
+        ),
+        (
+            EventKind::PointsRedeemed,
+            priced.points_spent,
+            priced.points_value_cents,
+        ),
+    ] {
+        settlement::events::record(
+            conn,
+            &NewEvent {
+                kind,
+                brand_id,
+                funding_brand: brand_id,
+                honouring_brand: brand_id,
+                reference: None,
+                plugin: None,
+                points: points_moved,
+                value_cents: value,
+                member_id: Some(&req.member_id),
+                subject_kind: "purchase",
+                subject_id: &purchase_id,
+                reverses_event_id: None,
+                occurred_at: now_ms,
+            },
+            now_ms,
+        )
+        .await?;
+    }
     tiers::record_qualifying(
         conn,
         &req.member_id,
@@ -823,7 +950,16 @@ pub async fn record_purchase(
         tier_change,
         debt_settled,
         created_at_ms: now_ms,
+        discount_cents: priced.discount_cents,
+        checkout_id: req.checkout_id.clone(),
     })
+}
+
+/// What `points` are worth in cents at the redeem rate, rounded down (settlement values).
+pub fn points_value_cents(points: &PointsConfig, amount: i64) -> i64 {
+    let value = i128::from(amount.max(0)) * i128::from(points.redeem_cents)
+        / i128::from(points.redeem_points.max(1));
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 fn config_expiry(points: &PointsConfig, earned: i64, now_ms: i64) -> ApiResult<Option<i64>> {
@@ -890,7 +1026,7 @@ async fn insert_lines(
         conn,
         "purchase_lines (purchase_id, line_no, line_id, sku, category, quantity, \
          unit_price_cents, total_cents, excluded, points_alloc, points_cents_alloc, \
-         eligible_cents, earned_points)",
+         eligible_cents, earned_points, discount_cents)",
         lines
             .iter()
             .enumerate()
@@ -909,6 +1045,7 @@ async fn insert_lines(
                     Val::Int(l.points_cents_alloc),
                     Val::Int(l.eligible_cents),
                     Val::Int(l.earned_points),
+                    Val::Int(l.discount_cents),
                 ]
             })
             .collect(),
@@ -952,12 +1089,14 @@ type LineRow = (
     i64,
     i64,
     i64,
+    i64,
 );
 
 async fn load_lines(conn: &mut AnyConnection, purchase_id: &str) -> ApiResult<Vec<PricedLine>> {
     let rows: Vec<LineRow> = sqlx::query_as(
         "SELECT line_no, line_id, sku, category, quantity, unit_price_cents, total_cents, excluded,
-                points_alloc, points_cents_alloc, eligible_cents, earned_points, refunded_quantity
+                points_alloc, points_cents_alloc, eligible_cents, earned_points, refunded_quantity,
+                discount_cents
          FROM purchase_lines WHERE purchase_id = $1 ORDER BY line_no",
     )
     .bind(purchase_id)
@@ -980,6 +1119,7 @@ async fn load_lines(conn: &mut AnyConnection, purchase_id: &str) -> ApiResult<Ve
                 elig,
                 earned,
                 rq,
+                discount,
             )| {
                 PricedLine {
                     line_id,
@@ -991,10 +1131,11 @@ async fn load_lines(conn: &mut AnyConnection, purchase_id: &str) -> ApiResult<Ve
                     excluded: excluded != 0,
                     points_alloc: pa,
                     points_cents_alloc: pca,
-                    cash_cents: total - pca,
+                    cash_cents: total - discount - pca,
                     eligible_cents: elig,
                     earned_points: earned,
                     refunded_quantity: rq,
+                    discount_cents: discount,
                 }
             },
         )
@@ -1031,6 +1172,11 @@ pub async fn get_purchase(
     let (id, order_id, member_id, total, spent, value, cash, eligible, base, bonus, _, created) =
         row.ok_or_else(|| ApiError::not_found("purchase", order_id))?;
     let lines = load_lines(&mut conn, &id).await?;
+    let (discount_cents, checkout_id): (i64, Option<String>) =
+        sqlx::query_as("SELECT discount_cents, checkout_id FROM purchases WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&mut *conn)
+            .await?;
     let bonuses: Vec<(i64, String, String, String)> = sqlx::query_as(
         "SELECT points, code, reason, source FROM purchase_bonuses WHERE purchase_id = $1 ORDER BY id",
     )
@@ -1089,6 +1235,8 @@ pub async fn get_purchase(
             qualifying_reversed_cents: qual,
             entry_id: entry,
             created_at_ms: at,
+            coupons_voided: Vec::new(),
+            perk_points_restored: 0,
         });
     }
     Ok(PurchaseView {
@@ -1119,6 +1267,8 @@ pub async fn get_purchase(
         tier_change: None,
         debt_settled: 0,
         created_at_ms: created,
+        discount_cents,
+        checkout_id,
     })
 }
 
@@ -1418,6 +1568,34 @@ pub async fn refund_purchase(
             .collect(),
     )
     .await?;
+    // Settlement outbox: a refund reverses part of the purchase's issued and redeemed points.
+    for (original, points_moved) in [
+        (EventKind::PointsIssued, reversed_total),
+        (EventKind::PointsRedeemed, restored_total),
+    ] {
+        let reverses =
+            settlement::events::find(conn, "purchase", &purchase_id, original, None).await?;
+        settlement::events::record(
+            conn,
+            &NewEvent {
+                kind: EventKind::Refund,
+                brand_id,
+                funding_brand: brand_id,
+                honouring_brand: brand_id,
+                reference: Some(original.as_str()),
+                plugin: None,
+                points: points_moved,
+                value_cents: points_value_cents(points, points_moved),
+                member_id: Some(&member_id),
+                subject_kind: "refund",
+                subject_id: &refund_pk,
+                reverses_event_id: reverses.as_deref(),
+                occurred_at: now_ms,
+            },
+            now_ms,
+        )
+        .await?;
+    }
     tiers::record_qualifying(
         conn,
         &member_id,
@@ -1426,6 +1604,17 @@ pub async fn refund_purchase(
         -qualifying_total,
         -reversed_total,
         created_at,
+        now_ms,
+    )
+    .await?;
+    // Coupons of the refunded lines: voided, and their perks' points given back.
+    let coupons = crate::checkout::after_refund(
+        conn,
+        backend,
+        points,
+        &purchase_id,
+        &refund_pk,
+        &member_id,
         now_ms,
     )
     .await?;
@@ -1445,6 +1634,8 @@ pub async fn refund_purchase(
         qualifying_reversed_cents: qualifying_total,
         entry_id,
         created_at_ms: now_ms,
+        coupons_voided: coupons.voided,
+        perk_points_restored: coupons.perk_points_restored,
     })
 }
 

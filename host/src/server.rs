@@ -47,6 +47,7 @@ pub async fn run(
     // Background jobs (expiry, hold timeouts, tier evaluation) stop with the server.
     crate::jobs::validate_config(&state.config)?;
     let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
+    let plugin_sync = crate::plugins::sync::spawn(state.clone(), jobs_stopped.clone());
     let jobs = crate::jobs::spawn(state.clone(), jobs_stopped);
     let shutdown = async move {
         shutdown.await;
@@ -58,6 +59,7 @@ pub async fn run(
         .await
         .context("while serving HTTP");
     let _ = jobs.await;
+    let _ = plugin_sync.await;
     served?;
     state.store.close().await;
     tracing::info!("stopped");

@@ -8,10 +8,15 @@
 //! target/plugins/corrupt.toml  a valid manifest for it
 //! ```
 //!
-//! A guest is any crate under `plugins/` or `plugins/hostile/` with a `plugin.toml` beside its
-//! `Cargo.toml`. It builds for `wasm32-unknown-unknown` and is turned into a component with
+//! A guest is any crate under `plugins/`, `plugins/hostile/` or `plugins/changed/` with a
+//! `plugin.toml` beside its `Cargo.toml`. A later version of an existing plugin (same manifest
+//! `name`, under `changed/`) names its output stem with `[package.metadata.coalition] artifact`.
+//! A guest builds for `wasm32-unknown-unknown` and is turned into a component with
 //! `wit-component`, unless its Cargo.toml sets `[package.metadata.coalition] target =
 //! "wasm32-wasip2"`, in which case rustc already links a component.
+//!
+//! The same key serves a fixture that is the next release of another fixture (same plugin
+//! name, e.g. `settle-trap-fixed` is `settle-trap` 1.0.1).
 //!
 //! Outputs are rewritten only when their bytes change, so a second run with nothing changed
 //! takes about as long as two no-op `cargo build`s and does not disturb tests watching the files.
@@ -32,7 +37,7 @@ const WASI_TARGET: &str = "wasm32-wasip2";
 /// Targets every guest build needs; a fresh machine has neither.
 const REQUIRED_TARGETS: [&str; 2] = [PLAIN_TARGET, WASI_TARGET];
 /// Folders of the guest workspace that hold plugin crates.
-const GUEST_DIRS: [&str; 2] = ["", "hostile"];
+const GUEST_DIRS: [&str; 3] = ["", "hostile", "changed"];
 /// The component the corrupt fixture is cut from.
 const CORRUPT_SOURCE: &str = "coffee-bonus";
 /// Name of the corrupt fixture.
@@ -50,7 +55,8 @@ pub struct Args {
 
 /// One guest crate with a manifest.
 struct Guest {
-    /// `name` from plugin.toml; the output file stem.
+    /// The output file stem: `name` from plugin.toml, or `[package.metadata.coalition]
+    /// artifact` for a later version of a plugin kept beside the first (e.g. `changed/`).
     name: String,
     /// Cargo package name.
     package: String,
@@ -241,9 +247,17 @@ fn read_guest(crate_dir: &Path, manifest_path: PathBuf) -> Result<Guest> {
         .and_then(toml::Value::as_str)
         .with_context(|| format!("{}: no package.name", cargo_path.display()))?
         .to_owned();
-    let target = match package
+    let coalition_meta = package
         .and_then(|p| p.get("metadata"))
-        .and_then(|m| m.get("coalition"))
+        .and_then(|m| m.get("coalition"));
+    let name = match coalition_meta
+        .and_then(|c| c.get("artifact"))
+        .and_then(toml::Value::as_str)
+    {
+        Some(artifact) => artifact.to_owned(),
+        None => name,
+    };
+    let target = match coalition_meta
         .and_then(|c| c.get("target"))
         .and_then(toml::Value::as_str)
     {

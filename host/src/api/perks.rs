@@ -1,108 +1,53 @@
-//! The perks a member can see now, from every active plugin (fail-open).
+//! Perks: the perks a member can see now, redeeming one, their inventory and limits, and a
+//! member's redemptions (see [`crate::perks`] for the rules).
 
 use axum::extract::State;
-use serde::Serialize;
-use utoipa::ToSchema;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::points::check_path_id;
 use crate::api::AppState;
-use crate::auth::Principal;
-use crate::error::{ApiJson, ApiPath, ApiResult, Problem};
-use coalition_runtime::model::{Grant, Perk};
+use crate::auth::{Principal, Role};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
+use crate::idempotency::{begin_write, finish_write, Begun, IdempotencyKey};
+use crate::perks::{
+    self, InventoryRequest, InventoryView, PerksList, RedeemBody, RedemptionView, MAX_DEVICE_ID_LEN,
+};
+
+pub use crate::perks::{GrantView, PerkView, UnavailablePlugin};
+
+/// Header naming the device a redemption comes from.
+pub const DEVICE_HEADER: &str = "x-device-id";
 
 /// Routes of this resource.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(perks_list))
+    OpenApiRouter::new()
+        .routes(routes!(perks_list))
+        .routes(routes!(perks_redeem))
+        .routes(routes!(perks_redemptions))
+        .routes(routes!(perks_inventory_put))
+        .routes(routes!(perks_inventory_list))
 }
 
-/// What a perk grants.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
-pub enum GrantView {
-    /// A coupon from this template.
-    Coupon(String),
-    /// This free item (sku) at the honouring brand.
-    FreeItem(String),
-    /// This discount in cents on the next purchase at the honouring brand.
-    DiscountCents(i64),
+/// Options of the perk listing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PerksListParams {
+    /// Also show perks the balance does not cover yet (with `affordable: false`).
+    #[serde(default)]
+    pub include_unaffordable: bool,
 }
 
-/// A perk as a member sees it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct PerkView {
-    /// Plugin that offers it.
-    pub plugin: String,
-    /// Version of that plugin.
-    pub plugin_version: String,
-    /// Perk id, unique within the plugin.
-    pub id: String,
-    /// Title.
-    pub title: String,
-    /// Description.
-    pub description: String,
-    /// Brand that pays for it.
-    pub funding_brand: String,
-    /// Brand that hands it over.
-    pub honouring_brand: String,
-    /// Points it costs.
-    pub cost_points: i64,
-    /// Face value in cents.
-    pub value_cents: i64,
-    /// What it grants.
-    pub grant: GrantView,
-    /// Last moment it can be redeemed, Unix ms.
-    pub valid_until_ms: Option<i64>,
-    /// Whether the member's balance covers the cost now.
-    pub affordable: bool,
-}
-
-/// A plugin left out of the listing because it failed.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct UnavailablePlugin {
-    /// Plugin name.
-    pub plugin: String,
-    /// Plugin version.
-    pub version: String,
-    /// Stable failure kind, e.g. `fuel_exhausted`, `circuit_open`.
-    pub failure: String,
-}
-
-/// The perks listing.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct PerksList {
-    /// The perks, in plugin order.
-    pub perks: Vec<PerkView>,
-    /// Plugins that failed and whose perks are missing (the rest are still shown).
-    pub unavailable: Vec<UnavailablePlugin>,
-}
-
-fn view(plugin: &str, version: &str, perk: &Perk, balance: i64) -> PerkView {
-    PerkView {
-        plugin: plugin.to_owned(),
-        plugin_version: version.to_owned(),
-        id: perk.id.clone(),
-        title: perk.title.clone(),
-        description: perk.description.clone(),
-        funding_brand: perk.funding_brand.clone(),
-        honouring_brand: perk.honouring_brand.clone(),
-        cost_points: perk.cost_points,
-        value_cents: perk.value_cents,
-        grant: match &perk.grant {
-            Grant::Coupon(t) => GrantView::Coupon(t.clone()),
-            Grant::FreeItem(s) => GrantView::FreeItem(s.clone()),
-            Grant::DiscountCents(c) => GrantView::DiscountCents(*c),
-        },
-        valid_until_ms: perk.valid_until_ms,
-        affordable: balance >= perk.cost_points,
-    }
-}
-
-/// Perks the member may see now, from every active plugin. A failing plugin is left out and
-/// named in `unavailable`; the others are still shown.
+/// Perks the member may redeem now, from every serving plugin, merged with stock and limits.
+/// A failing plugin is left out and named in `unavailable`; sold-out perks, perks over the
+/// member's limits and (unless asked) perks the balance does not cover are not shown.
 #[utoipa::path(get, path = "/members/{member_id}/perks", tag = "perks",
-    params(("member_id" = String, Path, description = "Member id")),
+    params(("member_id" = String, Path, description = "Member id"), PerksListParams),
     responses(
         (status = 200, body = PerksList),
         (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -114,42 +59,168 @@ pub async fn perks_list(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(member_id): ApiPath<String>,
+    ApiQuery(params): ApiQuery<PerksListParams>,
 ) -> ApiResult<ApiJson<PerksList>> {
     check_path_id("member", &member_id)?;
     principal.require_member_read(&member_id)?;
-    let now_ms = state.now_ms();
-    let mut conn = state.store.read().acquire().await?;
-    let (member, blocked) =
-        crate::plugins::context::member_context(&mut conn, &state.config, &member_id, now_ms)
-            .await?;
-    drop(conn);
-    if blocked {
-        return Err(crate::ledger::member_blocked(&member_id));
+    let list = perks::list(&state, &member_id, params.include_unaffordable).await?;
+    Ok(ApiJson(list))
+}
+
+/// Redeem a perk for the member (the member's own key, the honouring brand's counter, or an
+/// admin): in one transaction the plugin grants it, stock and limits are checked, the points
+/// are debited, the coupon is issued and the redemption is recorded with its receipt — or
+/// nothing changes.
+#[utoipa::path(post, path = "/members/{member_id}/perks/{plugin}/{perk_id}/redeem", tag = "perks",
+    params(
+        ("member_id" = String, Path, description = "Member id"),
+        ("plugin" = String, Path, description = "Plugin offering the perk"),
+        ("perk_id" = String, Path, description = "Perk id within the plugin"),
+        ("Idempotency-Key" = String, Header, description = "Unique per redemption; a retry reuses it"),
+        ("X-Device-Id" = Option<String>, Header, description = "Device the request comes from"),
+    ),
+    request_body = RedeemBody,
+    responses(
+        (status = 201, body = RedemptionView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "unknown member or perk plugin"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+            description = "`perk_sold_out`, `perk_cost_changed`, `idempotency_key_reused`"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "`perk_refused`, `insufficient_points`, `member_blocked`, \
+                `perk_limit_reached`, `perk_period_limit_reached`, `perk_paused`, \
+                `perk_outside_window`, risk refusals"),
+        (status = 503, body = Problem, content_type = "application/problem+json",
+            description = "`perk_plugin_failed`"),
+    ))]
+pub async fn perks_redeem(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+    headers: HeaderMap,
+    ApiPath((member_id, plugin, perk_id)): ApiPath<(String, String, String)>,
+    ApiJson(body): ApiJson<RedeemBody>,
+) -> ApiResult<Response> {
+    check_path_id("member", &member_id)?;
+    perks::check_perk_path("plugin", &plugin)?;
+    perks::check_perk_path("perk_id", &perk_id)?;
+    match principal.role {
+        // The counter's brand is checked against the granted perk's honouring brand.
+        Role::Counter => {}
+        _ => principal.require_member_self(&member_id)?,
     }
-    let balance = member.points_balance;
-    let invocation = state
-        .plugins
-        .invocation(now_ms, "", &format!("perks:{member_id}"));
-    let listing = state.plugins.list_perks(invocation, member).await;
-    let perks = listing
-        .perks
-        .iter()
-        .flat_map(|p| {
-            p.decision
-                .value
-                .iter()
-                .filter(|perk| perk.valid_until_ms.is_none_or(|until| until >= now_ms))
-                .map(|perk| view(&p.plugin, &p.version, perk, balance))
+    let header_device = headers
+        .get(DEVICE_HEADER)
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::validation("X-Device-Id must be ASCII"))
         })
-        .collect();
-    let unavailable = listing
-        .failures
-        .iter()
-        .map(|f| UnavailablePlugin {
-            plugin: f.plugin.clone(),
-            version: f.version.clone(),
-            failure: f.kind.code().to_owned(),
-        })
-        .collect();
-    Ok(ApiJson(PerksList { perks, unavailable }))
+        .transpose()?;
+    let device_id = body.device_id.clone().or(header_device);
+    if let Some(device) = &device_id {
+        if device.is_empty()
+            || device.len() > MAX_DEVICE_ID_LEN
+            || !device.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(ApiError::validation(format!(
+                "device id must be 1..={MAX_DEVICE_ID_LEN} printable ASCII characters"
+            )));
+        }
+    }
+    let op = format!("perks.redeem:{member_id}:{plugin}:{perk_id}");
+    let mut tx = match begin_write(&state, &principal, &key, &op, &body).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Fresh(tx) => tx,
+    };
+    let seed_subject = format!("redeem:{member_id}:{}", key.0);
+    let view = perks::redeem(
+        &state,
+        &mut tx,
+        &principal,
+        &member_id,
+        &plugin,
+        &perk_id,
+        &body,
+        device_id.as_deref(),
+        &seed_subject,
+    )
+    .await?;
+    finish_write(tx, &principal, &key, StatusCode::CREATED, view).await
+}
+
+/// A member's perk redemptions, newest first (the member, brands and counters, admins).
+#[utoipa::path(get, path = "/members/{member_id}/redemptions", tag = "perks",
+    params(("member_id" = String, Path, description = "Member id")),
+    responses(
+        (status = 200, body = Vec<RedemptionView>),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn perks_redemptions(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(member_id): ApiPath<String>,
+) -> ApiResult<ApiJson<Vec<RedemptionView>>> {
+    check_path_id("member", &member_id)?;
+    principal.require_member_read(&member_id)?;
+    let mut conn = state.store.read().acquire().await?;
+    Ok(ApiJson(
+        perks::member_redemptions(&mut conn, &member_id).await?,
+    ))
+}
+
+/// Set a perk's stock, per-member / per-tier / per-period limits and window (the funding
+/// brand's key or an admin).
+#[utoipa::path(put, path = "/perks/{plugin}/{perk_id}/inventory", tag = "perks",
+    params(
+        ("plugin" = String, Path, description = "Plugin offering the perk"),
+        ("perk_id" = String, Path, description = "Perk id within the plugin"),
+        ("Idempotency-Key" = String, Header, description = "Unique per operation"),
+    ),
+    request_body = InventoryRequest,
+    responses(
+        (status = 200, body = InventoryView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+            description = "`stock_below_redeemed`, `perk_funding_brand_mismatch`"),
+    ))]
+pub async fn perks_inventory_put(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+    ApiPath((plugin, perk_id)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<InventoryRequest>,
+) -> ApiResult<Response> {
+    perks::check_perk_path("plugin", &plugin)?;
+    perks::check_perk_path("perk_id", &perk_id)?;
+    principal.require_brand(&req.funding_brand)?;
+    let op = format!("perks.inventory:{plugin}:{perk_id}");
+    let mut tx = match begin_write(&state, &principal, &key, &op, &req).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Fresh(tx) => tx,
+    };
+    let view = perks::put_inventory(&mut tx, &plugin, &perk_id, &req, state.now_ms()).await?;
+    finish_write(tx, &principal, &key, StatusCode::OK, view).await
+}
+
+/// Every perk inventory (admins and brand keys).
+#[utoipa::path(get, path = "/perks/inventory", tag = "perks",
+    responses(
+        (status = 200, body = Vec<InventoryView>),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn perks_inventory_list(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<ApiJson<Vec<InventoryView>>> {
+    if !matches!(principal.role, Role::Admin | Role::Brand) {
+        return Err(ApiError::forbidden(
+            "only admin and brand keys may read perk inventories",
+        ));
+    }
+    let mut conn = state.store.read().acquire().await?;
+    Ok(ApiJson(perks::inventories(&mut conn).await?))
 }

@@ -53,7 +53,7 @@ pub async fn plugins_list(
             ))
         }
     };
-    let active = state.plugins.active();
+    let active = state.plugins.loaded();
     let views = registry::list(&state.store)
         .await?
         .into_iter()
@@ -136,7 +136,7 @@ pub async fn receipts_replay(
     let receipt = receipts::load_for_replay(&state.store, &receipt_id).await?;
     let plugin = state
         .plugins
-        .active()
+        .loaded()
         .iter()
         .find(|a| a.plugin.component_sha256() == receipt.component_sha256)
         .map(|a| a.plugin.clone())

@@ -282,6 +282,7 @@ pub async fn holds_capture(
     let hold = ledger::capture_hold(
         &mut tx,
         state.store.backend(),
+        &state.config.points,
         &hold_id,
         &req,
         state.now_ms(),

@@ -34,7 +34,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 201, body = PurchaseView),
         (status = 400, body = Problem, content_type = "application/problem+json",
             description = "`validation_failed`"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json",
+            description = "`forbidden`, `member_blacklisted`"),
         (status = 404, body = Problem, content_type = "application/problem+json",
             description = "unknown brand or member"),
         (status = 409, body = Problem, content_type = "application/problem+json",
@@ -61,6 +62,7 @@ pub async fn purchases_create(
         Begun::Fresh(tx) => tx,
     };
     let bonuses = accepted.proposals();
+    crate::risk::check_earning(&mut tx, &state.config, &req.member_id, state.now_ms()).await?;
     let view = purchases::record_purchase(
         &mut tx,
         state.store.backend(),

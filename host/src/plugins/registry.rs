@@ -34,55 +34,100 @@ pub struct InstalledVersion {
     pub hooks: Vec<String>,
     /// Brands involved.
     pub brands: Vec<String>,
-    /// `active` or `retired`.
+    /// `uploaded`, `validated`, `awaiting_cosign`, `approved`, `active` (deployed), `retired`
+    /// or `rejected`.
     pub status: String,
+    /// Why it is in its status (the rejection reason, for example); may be empty.
+    pub status_reason: String,
     /// Admin-set configuration.
     pub config: serde_json::Value,
-    /// Who installed it.
+    /// Who installed or uploaded it.
     pub installed_by: String,
+    /// The brand that uploaded it; absent for the platform's direct installs.
+    pub uploaded_by_brand: Option<String>,
+    /// Content hash of the signed package (manifest + component), hex; absent for direct
+    /// installs.
+    pub content_sha256: Option<String>,
+    /// The active version this one replaced when deployed (what rollback restores).
+    pub previous_version_id: Option<String>,
+    /// When it was last deployed, Unix ms.
+    pub deployed_at: Option<i64>,
     /// When, Unix ms.
     pub created_at: i64,
+    /// The manifest's description.
+    pub description: String,
 }
 
-type VersionRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-);
+/// The row behind [`InstalledVersion`].
+#[derive(sqlx::FromRow)]
+pub(crate) struct VersionRow {
+    id: String,
+    name: String,
+    version: String,
+    wit: String,
+    component_sha256: String,
+    hooks: String,
+    brands: String,
+    status: String,
+    status_reason: String,
+    config: String,
+    installed_by: String,
+    uploaded_by_brand: Option<String>,
+    content_sha256: Option<String>,
+    previous_version_id: Option<String>,
+    deployed_at: Option<i64>,
+    created_at: i64,
+    manifest: String,
+}
 
-const VERSION_COLUMNS: &str = "id, name, version, wit, component_sha256, hooks, brands, status, \
-     config, installed_by, created_at";
+pub(crate) const VERSION_COLUMNS: &str = "id, name, version, wit, component_sha256, hooks, \
+     brands, status, status_reason, config, installed_by, uploaded_by_brand, content_sha256, \
+     previous_version_id, deployed_at, created_at, manifest";
 
-fn to_version(row: VersionRow) -> InstalledVersion {
-    let (id, name, version, wit, sha, hooks, brands, status, config, installed_by, created_at) =
-        row;
+pub(crate) fn to_version(row: VersionRow) -> InstalledVersion {
+    let description = Manifest::parse(&row.manifest)
+        .map(|m| m.description)
+        .unwrap_or_default();
     InstalledVersion {
-        id,
-        name,
-        version,
-        wit,
-        component_sha256: sha,
-        hooks: serde_json::from_str(&hooks).unwrap_or_default(),
-        brands: serde_json::from_str(&brands).unwrap_or_default(),
-        status,
-        config: serde_json::from_str(&config).unwrap_or(serde_json::Value::Null),
-        installed_by,
-        created_at,
+        id: row.id,
+        name: row.name,
+        version: row.version,
+        wit: row.wit,
+        component_sha256: row.component_sha256,
+        hooks: serde_json::from_str(&row.hooks).unwrap_or_default(),
+        brands: serde_json::from_str(&row.brands).unwrap_or_default(),
+        status: row.status,
+        status_reason: row.status_reason,
+        config: serde_json::from_str(&row.config).unwrap_or(serde_json::Value::Null),
+        installed_by: row.installed_by,
+        uploaded_by_brand: row.uploaded_by_brand,
+        content_sha256: row.content_sha256,
+        previous_version_id: row.previous_version_id,
+        deployed_at: row.deployed_at,
+        created_at: row.created_at,
+        description,
     }
+}
+
+/// One version by id.
+pub async fn get(
+    conn: impl sqlx::Executor<'_, Database = sqlx::Any>,
+    id: &str,
+) -> Result<Option<InstalledVersion>, ApiError> {
+    let row: Option<VersionRow> = sqlx::query_as(&format!(
+        "SELECT {VERSION_COLUMNS} FROM plugin_versions WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(to_version))
 }
 
 /// Every installed version, newest first (bounded: a coalition has tens of plugins).
 pub async fn list(store: &Store) -> Result<Vec<InstalledVersion>, ApiError> {
     let rows: Vec<VersionRow> = sqlx::query_as(&format!(
-        "SELECT {VERSION_COLUMNS} FROM plugin_versions ORDER BY name, created_at DESC LIMIT 1000"
+        "SELECT {VERSION_COLUMNS} FROM plugin_versions ORDER BY name, created_at DESC, id DESC \
+         LIMIT 1000"
     ))
     .fetch_all(store.read())
     .await?;
@@ -144,19 +189,21 @@ pub async fn install(
     .bind(now_ms)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    let previous: Option<(String,)> = sqlx::query_as(
         "UPDATE plugin_versions SET status = 'retired', updated_at = $1
-         WHERE name = $2 AND status = 'active'",
+         WHERE name = $2 AND status = 'active' RETURNING id",
     )
     .bind(now_ms)
     .bind(&manifest.name)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
+    let previous = previous.map(|(id,)| id);
     let id = crate::store::new_id();
     let inserted = sqlx::query(
         "INSERT INTO plugin_versions (id, name, version, wit, component_sha256, manifest, hooks,
-            brands, config, status, installed_by, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $11)",
+            brands, config, status, installed_by, created_at, updated_at, previous_version_id,
+            deployed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $11, $12, $11)",
     )
     .bind(&id)
     .bind(&manifest.name)
@@ -169,6 +216,7 @@ pub async fn install(
     .bind(serde_json::Value::Object(config).to_string())
     .bind(installed_by)
     .bind(now_ms)
+    .bind(&previous)
     .execute(&mut *tx)
     .await;
     match inserted {
@@ -184,25 +232,100 @@ pub async fn install(
         }
         Err(err) => return Err(err.into()),
     }
+    // The platform's own trusted install lands deployed, recorded like any other deploy.
+    crate::audit::append(
+        &mut tx,
+        store.backend(),
+        &crate::audit::NewEntry {
+            actor: installed_by,
+            action: "plugin.install",
+            subject_kind: "plugin_version",
+            subject_id: &id,
+            reason: "direct install of a platform-trusted component",
+            details: serde_json::json!({
+                "name": manifest.name,
+                "version": manifest.version,
+                "component_sha256": sha,
+                "previous_version_id": previous,
+            }),
+        },
+        now_ms,
+    )
+    .await?;
+    super::sync::changed(&mut tx, store.backend(), &manifest.name).await?;
     tx.commit().await?;
     reload(store, host).await?;
-    let row: VersionRow = sqlx::query_as(&format!(
-        "SELECT {VERSION_COLUMNS} FROM plugin_versions WHERE id = $1"
-    ))
-    .bind(&id)
-    .fetch_one(store.read())
-    .await?;
-    Ok(to_version(row))
+    get(store.read(), &id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("installed version vanished")))
 }
 
-/// Loads every active version from the database into the host. A version that fails to load
-/// is logged and left out; the others still serve.
+/// Loads what serves from the database into the host: every active version, the canaries,
+/// the shadows and the kill switches. A version that fails to load is logged and left out; the
+/// others still serve. Compiled artifacts come from this node's cache, so a reload after a
+/// change elsewhere recompiles nothing it has seen before.
 pub async fn reload(store: &Store, host: &PluginHost) -> Result<usize, ApiError> {
-    let rows: Vec<(String, String, String, String, String, String)> = sqlx::query_as(
+    let _guard = host.reload_guard().await;
+    let generation: (i64,) =
+        sqlx::query_as("SELECT generation FROM plugin_generation WHERE id = 1")
+            .fetch_one(store.read())
+            .await?;
+    let active = load_rows(store, host, "v.status = 'active'").await?;
+    let canaries = load_rows(
+        store,
+        host,
+        "v.id IN (SELECT version_id FROM plugin_canaries)",
+    )
+    .await?;
+    let shadows = load_rows(
+        store,
+        host,
+        "v.id IN (SELECT version_id FROM plugin_shadows)",
+    )
+    .await?;
+    let shares: Vec<(String, i64)> =
+        sqlx::query_as("SELECT version_id, basis_points FROM plugin_canaries")
+            .fetch_all(store.read())
+            .await?;
+    let killed: Vec<(String,)> = sqlx::query_as("SELECT name FROM plugin_kills")
+        .fetch_all(store.read())
+        .await?;
+    let mut routing = super::Routing::default();
+    for canary in canaries {
+        let share = shares
+            .iter()
+            .find(|(id, _)| *id == canary.version_id)
+            .map(|(_, bp)| u32::try_from(*bp).unwrap_or(0))
+            .unwrap_or(0);
+        routing
+            .canaries
+            .insert(canary.plugin.name().to_owned(), (canary, share));
+    }
+    for shadow in shadows {
+        routing
+            .shadows
+            .insert(shadow.plugin.name().to_owned(), shadow);
+    }
+    routing.killed = killed.into_iter().map(|(name,)| name).collect();
+    let count = active.len();
+    host.set_active(active);
+    host.set_routing(routing);
+    host.set_generation(generation.0);
+    tracing::debug!(active = count, generation = generation.0, "plugins loaded");
+    Ok(count)
+}
+
+/// Loads the versions matching `filter` (over `plugin_versions v`).
+async fn load_rows(
+    store: &Store,
+    host: &PluginHost,
+    filter: &str,
+) -> Result<Vec<ActivePlugin>, ApiError> {
+    let rows: Vec<(String, String, String, String, String, String)> = sqlx::query_as(&format!(
         "SELECT v.id, v.manifest, v.config, v.component_sha256, c.bytes_b64, v.name
          FROM plugin_versions v JOIN plugin_components c ON c.sha256 = v.component_sha256
-         WHERE v.status = 'active' ORDER BY v.name",
-    )
+         WHERE {filter} ORDER BY v.name"
+    ))
     .fetch_all(store.read())
     .await?;
     let runtime: Runtime = host.runtime().clone();
@@ -216,7 +339,7 @@ pub async fn reload(store: &Store, host: &PluginHost) -> Result<usize, ApiError>
                         config,
                     }),
                     Err(err) => {
-                        tracing::error!(plugin = %name, error = %err, "active plugin failed to load");
+                        tracing::error!(plugin = %name, error = %err, "plugin version failed to load");
                         None
                     }
                 }
@@ -225,13 +348,13 @@ pub async fn reload(store: &Store, host: &PluginHost) -> Result<usize, ApiError>
     })
     .await
     .map_err(ApiError::internal)?;
-    let count = loaded.len();
-    host.set_active(loaded);
-    tracing::info!(active = count, "plugins loaded");
-    Ok(count)
+    for plugin in &loaded {
+        host.mark_warm(plugin.plugin.component_sha256());
+    }
+    Ok(loaded)
 }
 
-fn load_one(
+pub(crate) fn load_one(
     runtime: &Runtime,
     manifest_text: &str,
     config: &str,
@@ -253,7 +376,7 @@ fn load_one(
 }
 
 /// Admin config arrives as JSON; plugins read strings.
-fn config_strings(
+pub(crate) fn config_strings(
     config: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<coalition_runtime::model::Config, ApiError> {
     config

@@ -229,6 +229,37 @@ both_backends!(
             ("/members/{member_id}/unblock", vec!["post"]),
             ("/members/import", vec!["post"]),
             ("/members/export", vec!["get"]),
+            // Plugin lifecycle and audit.
+            ("/plugins", vec!["get", "post"]),
+            ("/plugins/{version_id}/approve", vec!["post"]),
+            ("/plugins/{version_id}/dry-run", vec!["post"]),
+            ("/plugin-names/{name}/rollback", vec!["post"]),
+            ("/plugin-names/{name}/kill", vec!["post"]),
+            ("/audit/verify", vec!["get"]),
+            ("/brands/{brand_id}/signing-keys", vec!["post"]),
+            // Perks, coupons and the counter.
+            (
+                "/members/{member_id}/perks/{plugin}/{perk_id}/redeem",
+                vec!["post"],
+            ),
+            ("/coupon-templates", vec!["get", "post"]),
+            ("/brands/{brand_id}/checkouts", vec!["post"]),
+            ("/campaigns/{campaign_id}/issue", vec!["post"]),
+            ("/members/{member_id}/pass.png", vec!["get"]),
+            ("/pass-keys", vec!["get"]),
+            ("/brands/{brand_id}/offline-purchases", vec!["post"]),
+            ("/risk/blacklist", vec!["get", "post"]),
+            // Settlement.
+            ("/settlement/run", vec!["post"]),
+            ("/settlement/periods/{period_id}/close", vec!["post"]),
+            (
+                "/settlement/periods/{period_id}/statements/{party}",
+                vec!["get"],
+            ),
+            (
+                "/settlement/periods/{period_id}/reconciliation",
+                vec!["get"],
+            ),
         ] {
             for method in methods {
                 assert!(

@@ -111,6 +111,17 @@ impl TestApp {
         }
     }
 
+    /// A second node on this app's database (its own plugin host and artifact cache), as
+    /// several `coalition serve` processes share one PostgreSQL. The database stays owned by
+    /// `self`.
+    pub async fn spawn_sharing(&self) -> TestApp {
+        let url = self.state.config.database_url();
+        let backend = self.backend;
+        let mut app = Self::spawn_with(Backend::Sqlite, |config| config.database_url = url).await;
+        app.backend = backend;
+        app
+    }
+
     /// Sends a request; `key` is the bearer secret, `idem` the idempotency key.
     pub async fn call(
         &self,

@@ -449,6 +449,16 @@ both_backends_no_jobs!(holds_capture_release_and_timeout, |app| async move {
     assert_eq!(status, StatusCode::OK, "{captured}");
     assert_eq!(captured["status"], "captured");
     assert_eq!(captured["captured"], 30);
+    // The capture is points redeemed at the cinema: one settle event, for the captured 30.
+    let events: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT brand_id, points FROM settle_events
+         WHERE kind = 'points-redeemed' AND subject_kind = 'hold' AND subject_id = $1",
+    )
+    .bind(&h1)
+    .fetch_all(app.state.store.read())
+    .await
+    .expect("events");
+    assert_eq!(events, [("cinema".to_owned(), 30)]);
     let view = points(&app, &m).await;
     assert_eq!(
         (view["available"].as_i64(), view["held"].as_i64()),

@@ -5,11 +5,15 @@ mod helpers;
 
 mod bad_input;
 mod brands;
+mod counter;
 mod health;
 mod keys;
 mod ledger;
 mod ledger_props;
+mod lifecycle;
 mod members;
+mod perks;
 mod plugins;
 mod purchases;
+mod settlement;
 mod tiers;

@@ -158,7 +158,7 @@ both_backends!(
         assert_eq!(replay["matches"], true, "{replay}");
         assert_eq!(replay["recorded_fuel_used"], replay["replayed_fuel_used"]);
 
-        // Tuesday: no bonus, and no receipt because no decision was used.
+        // Tuesday: no bonus; the empty decision still keeps its receipt (dry runs replay it).
         app.clock.advance_ms(DAY_MS);
         let (status, body) = purchase(
             &app,
@@ -172,6 +172,15 @@ both_backends!(
         .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         assert_eq!(body["bonus_points"], 0, "{body}");
+        let purchase_id = body["id"].as_str().expect("id").to_owned();
+        let (_, receipts) = app
+            .get(
+                &format!("/receipts?subject_kind=purchase&subject_id={purchase_id}"),
+                &app.admin_key,
+            )
+            .await;
+        assert_eq!(receipts.as_array().map(Vec::len), Some(1), "{receipts}");
+        assert_eq!(receipts[0]["output"], json!([]), "{receipts}");
         app.stop().await;
     }
 );
@@ -294,8 +303,12 @@ both_backends!(
             &[("tea", "drinks", 1, 6_000)],
         )
         .await;
+        // 210 points do not cover the 500-point perk: ask for unaffordable perks too.
         let (_, perks) = app
-            .get(&format!("/members/{member}/perks"), &member_key)
+            .get(
+                &format!("/members/{member}/perks?include_unaffordable=true"),
+                &member_key,
+            )
             .await;
         let list = perks["perks"].as_array().expect("perks");
         assert_eq!(list.len(), 1, "{perks}");

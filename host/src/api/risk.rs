@@ -1,0 +1,364 @@
+//! Risk controls: the blacklist, real-name verification and a dry redemption check (see
+//! [`crate::risk`] for the rules and codes).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::points::check_path_id;
+use crate::api::AppState;
+use crate::audit::{self, NewEntry};
+use crate::auth::{Principal, Role};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
+use crate::idempotency::{begin_write, finish_write, Begun, IdempotencyKey};
+use crate::risk::{self, BlacklistEntry, RedemptionAttempt, SubjectKind, Verification};
+
+/// Routes of this resource.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(blacklist_list, blacklist_add))
+        .routes(routes!(blacklist_remove))
+        .routes(routes!(verification_get, verification_create))
+        .routes(routes!(risk_check))
+}
+
+/// Body of `POST /risk/blacklist`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BlacklistRequest {
+    /// `member` or `device`.
+    pub kind: SubjectKind,
+    /// The member id or device id.
+    pub subject: String,
+    /// Why (1..=500 bytes), kept with the entry and in the audit log.
+    pub reason: String,
+}
+
+/// Query of `GET /risk/blacklist`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct BlacklistQuery {
+    /// Only this kind.
+    pub kind: Option<SubjectKind>,
+}
+
+/// The blacklist.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Blacklist {
+    /// Newest first, at most 500.
+    pub entries: Vec<BlacklistEntry>,
+}
+
+/// Body of `POST /members/{member_id}/verification`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationRequest {
+    /// The verifier's reference for the check (e.g. its id at the identity provider; never the
+    /// ID number itself), 1..=500 bytes.
+    pub reference: String,
+}
+
+/// Body of `POST /risk/check`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RiskCheckRequest {
+    /// The member about to redeem.
+    pub member_id: String,
+    /// The device, if known.
+    #[serde(default)]
+    pub device_id: Option<String>,
+    /// Face value of the redemption, cents.
+    pub value_cents: i64,
+}
+
+/// The verdict of a dry redemption check.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RiskVerdict {
+    /// Whether a redemption now would pass the risk rules.
+    pub allowed: bool,
+    /// The refusal a redemption would get (`member_blacklisted`, `device_blacklisted`,
+    /// `redemption_rate_limited_member`, `redemption_rate_limited_device`,
+    /// `real_name_required`), with `extra.retry_after_ms` for rate limits.
+    pub problem: Option<Problem>,
+}
+
+fn actor(principal: &Principal) -> String {
+    match &principal.brand_id {
+        Some(brand) => format!("{}:{brand}:{}", principal.role.as_str(), principal.key_id),
+        None => format!("{}:{}", principal.role.as_str(), principal.key_id),
+    }
+}
+
+fn check_subject(kind: SubjectKind, subject: &str) -> ApiResult<()> {
+    match kind {
+        SubjectKind::Member => check_path_id("member", subject),
+        SubjectKind::Device => risk::validate_device_id(subject),
+    }
+}
+
+/// The blacklist (admin).
+#[utoipa::path(get, path = "/risk/blacklist", tag = "risk",
+    params(BlacklistQuery),
+    responses(
+        (status = 200, body = Blacklist),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn blacklist_list(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<BlacklistQuery>,
+) -> ApiResult<ApiJson<Blacklist>> {
+    principal.require_admin()?;
+    Ok(ApiJson(Blacklist {
+        entries: risk::blacklist_list(state.store.read(), query.kind).await?,
+    }))
+}
+
+/// Put a member or device on the blacklist (admin): a blacklisted member can neither earn nor
+/// redeem, a blacklisted device cannot redeem. Adding an entry that exists keeps the first.
+#[utoipa::path(post, path = "/risk/blacklist", tag = "risk",
+    params(
+        ("Idempotency-Key" = String, Header, description = "Unique per operation; a retry reuses it"),
+    ),
+    request_body = BlacklistRequest,
+    responses(
+        (status = 201, body = BlacklistEntry),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "unknown member"),
+    ))]
+pub async fn blacklist_add(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+    ApiJson(req): ApiJson<BlacklistRequest>,
+) -> ApiResult<Response> {
+    principal.require_admin()?;
+    check_subject(req.kind, &req.subject)?;
+    risk::validate_text("reason", &req.reason)?;
+    let mut tx = match begin_write(&state, &principal, &key, "risk.blacklist.add", &req).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Fresh(tx) => tx,
+    };
+    if req.kind == SubjectKind::Member {
+        crate::members::fetch_existing(&mut tx, &req.subject).await?;
+    }
+    let now_ms = state.now_ms();
+    let entry = risk::blacklist_add(
+        &mut tx,
+        req.kind,
+        &req.subject,
+        req.reason.trim(),
+        &principal.key_id,
+        now_ms,
+    )
+    .await?;
+    audit::append(
+        &mut tx,
+        state.store.backend(),
+        &NewEntry {
+            actor: &actor(&principal),
+            action: "risk.blacklist_add",
+            subject_kind: req.kind.as_str(),
+            subject_id: &req.subject,
+            reason: req.reason.trim(),
+            details: serde_json::json!({}),
+        },
+        now_ms,
+    )
+    .await?;
+    finish_write(tx, &principal, &key, StatusCode::CREATED, entry).await
+}
+
+/// Take a member or device off the blacklist (admin); removing an absent entry is a 404.
+#[utoipa::path(delete, path = "/risk/blacklist/{kind}/{subject}", tag = "risk",
+    params(
+        ("kind" = SubjectKind, Path, description = "`member` or `device`"),
+        ("subject" = String, Path, description = "Member id or device id"),
+        ("Idempotency-Key" = String, Header, description = "Unique per operation; a retry reuses it"),
+    ),
+    responses(
+        (status = 200, body = BlacklistEntry, description = "The entry removed"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn blacklist_remove(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+    ApiPath((kind, subject)): ApiPath<(SubjectKind, String)>,
+) -> ApiResult<Response> {
+    principal.require_admin()?;
+    check_subject(kind, &subject)?;
+    let op = "risk.blacklist.remove";
+    let mut tx = match begin_write(&state, &principal, &key, op, &(kind, &subject)).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Fresh(tx) => tx,
+    };
+    let removed = risk::blacklist_list_entry(&mut tx, kind, &subject).await?;
+    let Some(removed) = removed else {
+        return Err(ApiError::not_found("blacklist entry", &subject));
+    };
+    risk::blacklist_remove(&mut tx, kind, &subject).await?;
+    audit::append(
+        &mut tx,
+        state.store.backend(),
+        &NewEntry {
+            actor: &actor(&principal),
+            action: "risk.blacklist_remove",
+            subject_kind: kind.as_str(),
+            subject_id: &subject,
+            reason: "",
+            details: serde_json::json!({}),
+        },
+        state.now_ms(),
+    )
+    .await?;
+    finish_write(tx, &principal, &key, StatusCode::OK, removed).await
+}
+
+/// Record that a member passed real-name verification (an admin, or any brand's brand key,
+/// with the verifier's reference). A member verified before keeps the first record.
+#[utoipa::path(post, path = "/members/{member_id}/verification", tag = "risk",
+    params(
+        ("member_id" = String, Path, description = "Member id"),
+        ("Idempotency-Key" = String, Header, description = "Unique per operation; a retry reuses it"),
+    ),
+    request_body = VerificationRequest,
+    responses(
+        (status = 201, body = Verification),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn verification_create(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<VerificationRequest>,
+) -> ApiResult<Response> {
+    check_path_id("member", &id)?;
+    if !matches!(principal.role, Role::Admin | Role::Brand) {
+        return Err(ApiError::forbidden(
+            "real-name verification is recorded by an admin or a brand key",
+        ));
+    }
+    risk::validate_text("reference", &req.reference)?;
+    let op = format!("members.verification:{id}");
+    let mut tx = match begin_write(&state, &principal, &key, &op, &req).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Fresh(tx) => tx,
+    };
+    crate::members::fetch_existing(&mut tx, &id).await?;
+    let now_ms = state.now_ms();
+    let verification = risk::verify_member(
+        &mut tx,
+        &id,
+        req.reference.trim(),
+        &principal.key_id,
+        principal.brand_id.as_deref(),
+        now_ms,
+    )
+    .await?;
+    audit::append(
+        &mut tx,
+        state.store.backend(),
+        &NewEntry {
+            actor: &actor(&principal),
+            action: "member.verify_real_name",
+            subject_kind: "member",
+            subject_id: &id,
+            reason: "",
+            details: serde_json::json!({ "reference": req.reference.trim() }),
+        },
+        now_ms,
+    )
+    .await?;
+    finish_write(tx, &principal, &key, StatusCode::CREATED, verification).await
+}
+
+/// A member's real-name verification (admins, brand and counter keys, or the member's own key);
+/// 404 when the member is not verified.
+#[utoipa::path(get, path = "/members/{member_id}/verification", tag = "risk",
+    params(("member_id" = String, Path, description = "Member id")),
+    responses(
+        (status = 200, body = Verification),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn verification_get(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<ApiJson<Verification>> {
+    check_path_id("member", &id)?;
+    principal.require_member_read(&id)?;
+    let mut conn = state.store.read().acquire().await?;
+    risk::verification_of(&mut conn, &id)
+        .await?
+        .map(ApiJson)
+        .ok_or_else(|| ApiError::not_found("verification of member", &id))
+}
+
+/// Would a redemption pass the risk rules now? Runs the same check a redemption runs, changes
+/// nothing (admins, brand and counter keys).
+#[utoipa::path(post, path = "/risk/check", tag = "risk",
+    request_body = RiskCheckRequest,
+    responses(
+        (status = 200, body = RiskVerdict),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn risk_check(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(req): ApiJson<RiskCheckRequest>,
+) -> ApiResult<ApiJson<RiskVerdict>> {
+    if principal.role == Role::Member {
+        return Err(ApiError::forbidden(
+            "the risk check is for admins, brands and counters",
+        ));
+    }
+    check_path_id("member", &req.member_id)?;
+    if req.value_cents < 0 {
+        return Err(ApiError::validation("value_cents must be >= 0"));
+    }
+    // The check locks the member's risk row like a real redemption would; the transaction is
+    // rolled back, so nothing is written.
+    let mut tx = state.store.begin().await?;
+    crate::members::fetch_existing(&mut tx, &req.member_id).await?;
+    let outcome = risk::check_redemption(
+        &mut tx,
+        &state.config,
+        &RedemptionAttempt {
+            member_id: &req.member_id,
+            device_id: req.device_id.as_deref(),
+            value_cents: req.value_cents,
+            what: "dry-run",
+            redemption_id: "dry-run",
+        },
+        state.now_ms(),
+    )
+    .await;
+    tx.rollback().await?;
+    match outcome {
+        Ok(()) => Ok(ApiJson(RiskVerdict {
+            allowed: true,
+            problem: None,
+        })),
+        Err(err) if err.status.is_client_error() && err.code != "validation_failed" => {
+            Ok(ApiJson(RiskVerdict {
+                allowed: false,
+                problem: Some(err.problem()),
+            }))
+        }
+        Err(err) => Err(err),
+    }
+}

@@ -1,0 +1,493 @@
+//! Settlement between brands: run the settle job, list held events, periods, close, statements
+//! (JSON or CSV), netting, lines and reconciliation.
+//!
+//! Access: admins see everything; a brand key sees only its own statement, the netting pairs and
+//! lines it is a party to. Running and closing are admin writes; both are idempotent by
+//! construction (settling only touches pending events; closing a closed period returns it), so
+//! they run first in their own transactions and the `Idempotency-Key` then records the result,
+//! like the job endpoints.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::points::check_path_id;
+use crate::api::AppState;
+use crate::auth::{Principal, Role};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
+use crate::idempotency::{self, finish_write, Claim, IdempotencyKey};
+use crate::settlement::export::{self, LinesPage, DEFAULT_LINES_PAGE};
+use crate::settlement::job::{self, RunReport};
+use crate::settlement::periods::{self, CloseRequest, Netting, Period, PeriodId, Statement};
+use crate::settlement::reconcile::{self, Reconciliation};
+
+/// Most held or pending events one listing returns.
+const MAX_EVENTS_PAGE: i64 = 500;
+/// Share of the request timeout a request may spend settling events (the rest answers).
+const SETTLE_BUDGET_PERCENT: u64 = 50;
+
+/// When a request stops starting new settlements.
+fn settle_deadline(state: &AppState) -> std::time::Instant {
+    let budget_ms = state.config.limits.request_timeout_ms * SETTLE_BUDGET_PERCENT / 100;
+    std::time::Instant::now() + std::time::Duration::from_millis(budget_ms)
+}
+
+/// Routes of this resource.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(settlement_run))
+        .routes(routes!(settlement_events_list))
+        .routes(routes!(settlement_periods_list))
+        .routes(routes!(settlement_periods_get))
+        .routes(routes!(settlement_periods_close))
+        .routes(routes!(settlement_statements_list))
+        .routes(routes!(settlement_statements_get))
+        .routes(routes!(settlement_netting_list))
+        .routes(routes!(settlement_lines_list))
+        .routes(routes!(settlement_reconciliation_get))
+}
+
+async fn record<R: Serialize, T: Serialize>(
+    state: &AppState,
+    principal: &Principal,
+    key: &IdempotencyKey,
+    operation: &str,
+    request: &R,
+    result: T,
+) -> ApiResult<Response> {
+    let hash = idempotency::request_hash(operation, request);
+    let mut tx = state.store.begin().await?;
+    if let Claim::Replay { status, body } = idempotency::claim(
+        &mut tx,
+        &principal.idempotency_scope(),
+        &key.0,
+        &hash,
+        state.now_ms(),
+    )
+    .await?
+    {
+        return Ok(idempotency::replay_response(status, body));
+    }
+    finish_write(tx, principal, key, StatusCode::OK, result).await
+}
+
+fn actor(principal: &Principal) -> String {
+    format!("{}:{}", principal.role.as_str(), principal.key_id)
+}
+
+/// Admins pass; a brand key passes for its own brand only.
+fn require_party(principal: &Principal, party: &str) -> ApiResult<()> {
+    match principal.role {
+        Role::Admin => Ok(()),
+        Role::Brand if principal.brand_id.as_deref() == Some(party) => Ok(()),
+        _ => Err(ApiError::forbidden(
+            "a brand sees only its own statements and lines; admins see all",
+        )),
+    }
+}
+
+/// Admins: `None` (everything); brand keys: their brand; others are refused.
+fn visible_party(principal: &Principal) -> ApiResult<Option<String>> {
+    match principal.role {
+        Role::Admin => Ok(None),
+        Role::Brand => principal
+            .brand_id
+            .clone()
+            .map(Some)
+            .ok_or_else(|| ApiError::forbidden("brand key without a brand")),
+        _ => Err(ApiError::forbidden(
+            "settlement is visible to admins and brand keys",
+        )),
+    }
+}
+
+async fn period(state: &AppState, id: &str) -> ApiResult<Period> {
+    let id = PeriodId::parse(id)?;
+    periods::get(state.store.read(), &id.to_string()).await
+}
+
+/// Settle pending and held events now (admin), for up to half the request timeout; `more`
+/// says whether events are left for the next run.
+#[utoipa::path(post, path = "/settlement/run", tag = "settlement",
+    params(("Idempotency-Key" = String, Header, description = "Unique per run")),
+    responses(
+        (status = 200, body = RunReport),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn settlement_run(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+) -> ApiResult<Response> {
+    principal.require_admin()?;
+    let report = job::run_until(&state, state.now_ms(), Some(settle_deadline(&state))).await?;
+    record(&state, &principal, &key, "settlement.run", &(), report).await
+}
+
+/// Which events to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsParams {
+    /// `held` (default) or `pending`.
+    pub status: Option<String>,
+}
+
+/// A settle event that is not settled yet.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct UnsettledEvent {
+    /// Event id.
+    pub id: String,
+    /// Kind.
+    pub kind: String,
+    /// Brand.
+    pub brand_id: String,
+    /// Governing plugin named by the event.
+    pub plugin: Option<String>,
+    /// Points.
+    pub points: i64,
+    /// Value, cents.
+    pub value_cents: i64,
+    /// When, Unix ms.
+    pub occurred_at: i64,
+    /// `pending` or `held`.
+    pub status: String,
+    /// Settle attempts so far.
+    pub attempts: i64,
+    /// Why it is held.
+    pub held_reason: Option<String>,
+}
+
+/// Events that could not be settled (held, with the reason) or wait for the job (admin).
+#[utoipa::path(get, path = "/settlement/events", tag = "settlement",
+    params(EventsParams),
+    responses(
+        (status = 200, body = Vec<UnsettledEvent>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn settlement_events_list(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<EventsParams>,
+) -> ApiResult<ApiJson<Vec<UnsettledEvent>>> {
+    principal.require_admin()?;
+    let status = params.status.unwrap_or_else(|| "held".into());
+    if status != "held" && status != "pending" {
+        return Err(ApiError::validation("status must be held or pending"));
+    }
+    let events: Vec<UnsettledEvent> = sqlx::query_as(
+        "SELECT id, kind, brand_id, plugin, points, value_cents, occurred_at, status, attempts,
+                held_reason
+         FROM settle_events WHERE status = $1 ORDER BY occurred_at, id LIMIT $2",
+    )
+    .bind(&status)
+    .bind(MAX_EVENTS_PAGE)
+    .fetch_all(state.store.read())
+    .await?;
+    Ok(ApiJson(events))
+}
+
+/// Settlement periods, newest first (admins and brands).
+#[utoipa::path(get, path = "/settlement/periods", tag = "settlement",
+    responses(
+        (status = 200, body = Vec<Period>),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn settlement_periods_list(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<ApiJson<Vec<Period>>> {
+    visible_party(&principal)?;
+    Ok(ApiJson(periods::list(state.store.read()).await?))
+}
+
+/// One period (admins and brands).
+#[utoipa::path(get, path = "/settlement/periods/{period_id}", tag = "settlement",
+    params(("period_id" = String, Path, description = "The local month, YYYY-MM")),
+    responses(
+        (status = 200, body = Period),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn settlement_periods_get(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(period_id): ApiPath<String>,
+) -> ApiResult<ApiJson<Period>> {
+    visible_party(&principal)?;
+    Ok(ApiJson(period(&state, &period_id).await?))
+}
+
+/// How to close.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseBody {
+    /// Close even if events of the month are held by a failing plugin; they settle later, as
+    /// adjustments in the next open period.
+    #[serde(default)]
+    pub carry_held: bool,
+    /// Why, for the audit log (up to 500 bytes).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Close a period (admin): settle what is pending, freeze its lines, net them per pair and
+/// write every party's statement; audited. Closing a closed period returns it.
+#[utoipa::path(post, path = "/settlement/periods/{period_id}/close", tag = "settlement",
+    params(
+        ("period_id" = String, Path, description = "The local month, YYYY-MM"),
+        ("Idempotency-Key" = String, Header, description = "Unique per operation"),
+    ),
+    request_body = CloseBody,
+    responses(
+        (status = 200, body = Period),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+            description = "`period_not_ended`, `period_has_unsettled_events` (with `event_ids`), \
+                `settlement_catching_up`, `earlier_period_open`"),
+    ))]
+pub async fn settlement_periods_close(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+    ApiPath(period_id): ApiPath<String>,
+    ApiJson(body): ApiJson<CloseBody>,
+) -> ApiResult<Response> {
+    principal.require_admin()?;
+    let id = PeriodId::parse(&period_id)?;
+    let actor = actor(&principal);
+    let closed = periods::close(
+        &state,
+        &CloseRequest {
+            period: id.clone(),
+            carry_held: body.carry_held,
+            actor: &actor,
+            reason: &body.reason,
+            settle_deadline: Some(settle_deadline(&state)),
+        },
+        &|_| {},
+    )
+    .await?;
+    let op = format!("settlement.close:{id}");
+    record(&state, &principal, &key, &op, &body, closed).await
+}
+
+/// Format of an export.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FormatParams {
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+fn wants_csv(format: Option<&str>) -> ApiResult<bool> {
+    match format {
+        None | Some("json") => Ok(false),
+        Some("csv") => Ok(true),
+        Some(other) => Err(ApiError::validation(format!(
+            "format {other:?}: expected json or csv"
+        ))),
+    }
+}
+
+fn csv_response(body: String, name: &str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}.csv\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Statements of a period: final once closed, live drafts before (admins: every party; a brand:
+/// its own).
+#[utoipa::path(get, path = "/settlement/periods/{period_id}/statements", tag = "settlement",
+    params(("period_id" = String, Path, description = "The local month, YYYY-MM"), FormatParams),
+    responses(
+        (status = 200, body = Vec<Statement>, description = "JSON, or CSV with `?format=csv`"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn settlement_statements_list(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(period_id): ApiPath<String>,
+    ApiQuery(params): ApiQuery<FormatParams>,
+) -> ApiResult<Response> {
+    let party = visible_party(&principal)?;
+    let csv = wants_csv(params.format.as_deref())?;
+    let period = period(&state, &period_id).await?;
+    let (statements, _) = periods::statements(&state, &period, party.as_deref()).await?;
+    if csv {
+        let name = format!("statements-{}", period.id);
+        return Ok(csv_response(export::statements_csv(&statements)?, &name));
+    }
+    Ok(ApiJson(statements).into_response())
+}
+
+/// One party's statement (admins, or that brand's key).
+#[utoipa::path(get, path = "/settlement/periods/{period_id}/statements/{party}", tag = "settlement",
+    params(
+        ("period_id" = String, Path, description = "The local month, YYYY-MM"),
+        ("party" = String, Path, description = "Brand id, or `platform`"),
+        FormatParams,
+    ),
+    responses(
+        (status = 200, body = Statement, description = "JSON, or CSV with `?format=csv`"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn settlement_statements_get(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath((period_id, party)): ApiPath<(String, String)>,
+    ApiQuery(params): ApiQuery<FormatParams>,
+) -> ApiResult<Response> {
+    check_path_id("party", &party)?;
+    require_party(&principal, &party)?;
+    let csv = wants_csv(params.format.as_deref())?;
+    let period = period(&state, &period_id).await?;
+    let (statements, _) = periods::statements(&state, &period, Some(&party)).await?;
+    let statement = statements.into_iter().next().unwrap_or_else(|| Statement {
+        period_id: period.id.clone(),
+        party: party.clone(),
+        is_final: period.status == "closed",
+        ..Statement::default()
+    });
+    if csv {
+        let name = format!("statement-{}-{party}", period.id);
+        return Ok(csv_response(export::statements_csv(&[statement])?, &name));
+    }
+    Ok(ApiJson(statement).into_response())
+}
+
+/// Bilateral netting of a period (admins: every pair; a brand: its pairs).
+#[utoipa::path(get, path = "/settlement/periods/{period_id}/netting", tag = "settlement",
+    params(("period_id" = String, Path, description = "The local month, YYYY-MM")),
+    responses(
+        (status = 200, body = Vec<Netting>),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn settlement_netting_list(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(period_id): ApiPath<String>,
+) -> ApiResult<ApiJson<Vec<Netting>>> {
+    let party = visible_party(&principal)?;
+    let period = period(&state, &period_id).await?;
+    let (_, netting) = periods::statements(&state, &period, None).await?;
+    Ok(ApiJson(
+        netting
+            .into_iter()
+            .filter(|n| {
+                party
+                    .as_deref()
+                    .is_none_or(|p| n.party_a == p || n.party_b == p)
+            })
+            .collect(),
+    ))
+}
+
+/// Paging through lines.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LinesParams {
+    /// Only lines this party pays or receives (a brand key always gets its own).
+    pub party: Option<String>,
+    /// The previous page's `next_after`.
+    pub after: Option<String>,
+    /// Page size, 1..=10000 (default 1000).
+    pub limit: Option<i64>,
+    /// `json` (default) or `csv` (the next cursor is then in the `x-next-after` header).
+    pub format: Option<String>,
+}
+
+/// A period's lines, by id, paged (admins: all; a brand: the lines it is a party to).
+#[utoipa::path(get, path = "/settlement/periods/{period_id}/lines", tag = "settlement",
+    params(("period_id" = String, Path, description = "The local month, YYYY-MM"), LinesParams),
+    responses(
+        (status = 200, body = LinesPage, description = "JSON, or CSV with `?format=csv`"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn settlement_lines_list(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(period_id): ApiPath<String>,
+    ApiQuery(params): ApiQuery<LinesParams>,
+) -> ApiResult<Response> {
+    let party = match visible_party(&principal)? {
+        Some(own) => {
+            if params.party.as_deref().is_some_and(|p| p != own) {
+                return Err(ApiError::forbidden("a brand sees only its own lines"));
+            }
+            Some(own)
+        }
+        None => params.party.clone(),
+    };
+    if let Some(p) = &party {
+        check_path_id("party", p)?;
+    }
+    // An empty cursor is the first page.
+    let after = params.after.as_deref().unwrap_or("");
+    if !after.is_empty() {
+        check_path_id("line", after)?;
+    }
+    let csv = wants_csv(params.format.as_deref())?;
+    let period = period(&state, &period_id).await?;
+    let page = export::lines_page(
+        state.store.read(),
+        &period.id,
+        party.as_deref(),
+        after,
+        params.limit.unwrap_or(DEFAULT_LINES_PAGE),
+    )
+    .await?;
+    if csv {
+        let mut response = csv_response(
+            export::lines_csv(&page.lines, true)?,
+            &format!("lines-{}", period.id),
+        );
+        if let Some(next) = page
+            .next_after
+            .as_deref()
+            .and_then(|n| n.parse::<axum::http::HeaderValue>().ok())
+        {
+            response.headers_mut().insert("x-next-after", next);
+        }
+        return Ok(response);
+    }
+    Ok(ApiJson(page).into_response())
+}
+
+/// Reconcile a period (admin): every check with pass/fail and the offending ids.
+#[utoipa::path(get, path = "/settlement/periods/{period_id}/reconciliation", tag = "settlement",
+    params(("period_id" = String, Path, description = "The local month, YYYY-MM")),
+    responses(
+        (status = 200, body = Reconciliation),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn settlement_reconciliation_get(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(period_id): ApiPath<String>,
+) -> ApiResult<ApiJson<Reconciliation>> {
+    principal.require_admin()?;
+    let id = PeriodId::parse(&period_id)?;
+    Ok(ApiJson(
+        reconcile::reconcile(&state, &id.to_string()).await?,
+    ))
+}

@@ -1,0 +1,1366 @@
+//! The plugin lifecycle: partner brands upload signed packages; platform admins review, approve,
+//! deploy, canary, promote, roll back and kill. Nothing reaches members without review.
+//!
+//! ```text
+//! uploaded ──validate──▶ awaiting_cosign ──co-signatures──▶ validated ──approve──▶ approved
+//!     │                        │                                │                    │
+//!     └──────────── reject (any review step, with a reason) ────┴────────────────────┤
+//!                                                                                    ▼
+//!                 retired ◀── deploy of another version / rollback ── active (deployed)
+//! ```
+//!
+//! - **Upload** (a brand key): the brand must be one of the manifest's brands; the package is
+//!   signed by one of the brand's admin-approved ed25519 keys over the content hash
+//!   ([`super::signing`]). A bad signature, or a changed byte of manifest or component, is
+//!   refused with `signature_invalid` and nothing is stored.
+//! - **Validate**: the component compiles within [`VALIDATION_BUDGET`], imports nothing the host
+//!   does not offer, exports what the manifest declares, limits within platform maxima
+//!   ([`coalition_runtime::Runtime::load`]); a failure rejects the version with the reason.
+//! - **Co-signature**: every other brand the manifest names (a perk may spend their money) must
+//!   sign the same content hash with one of its approved keys before an admin can approve.
+//! - **Serve**: one active version per plugin (a unique index), optionally one canary serving
+//!   a share of members ([`super::canary_bucket`]), a kill switch, and a shadow.
+//!
+//! Every transition runs in one transaction with guarded `UPDATE … WHERE status = …`, appends
+//! an entry to the hash-chained audit log ([`crate::audit`]) and, when what serves changes,
+//! bumps the generation so every node reloads ([`super::sync`]).
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use coalition_runtime::Manifest;
+use serde::Serialize;
+use sqlx::AnyConnection;
+use utoipa::ToSchema;
+
+use super::registry::{self, InstalledVersion};
+use super::signing;
+use crate::api::AppState;
+use crate::auth::{Principal, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::store::Backend;
+
+/// Longest a validation compile may take before the version is rejected: a 32 MB JavaScript
+/// guest compiles in about 2 s on one core, and the whole upload must answer within the
+/// server's 10 s request timeout.
+pub const VALIDATION_BUDGET: Duration = Duration::from_secs(6);
+/// Signing keys one brand may hold in `pending` or `approved`: enough for rotation and a
+/// key per developer team, few enough that an admin can review each.
+pub const MAX_SIGNING_KEYS_PER_BRAND: i64 = 10;
+/// Longest key label.
+pub const MAX_LABEL_LEN: usize = 100;
+/// Largest upload body: the component in base64 (4/3 of [`registry::MAX_COMPONENT_BYTES`])
+/// plus the manifest, signature and JSON framing.
+pub const MAX_UPLOAD_BODY_BYTES: usize = registry::MAX_COMPONENT_BYTES / 3 * 4 + 256 * 1024;
+
+/// How a principal appears in the audit log.
+pub fn actor(principal: &Principal) -> String {
+    match (&principal.role, &principal.brand_id) {
+        (Role::Admin, _) => format!("admin:{}", principal.key_id),
+        (role, Some(brand)) => format!("{}:{brand}:{}", role.as_str(), principal.key_id),
+        (role, None) => format!("{}:{}", role.as_str(), principal.key_id),
+    }
+}
+
+/// Actor of automatic steps (validation).
+pub const SYSTEM_VALIDATOR: &str = "system:validator";
+
+#[allow(clippy::too_many_arguments)]
+async fn audit(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    actor: &str,
+    action: &str,
+    subject_kind: &str,
+    subject_id: &str,
+    reason: &str,
+    details: serde_json::Value,
+    now_ms: i64,
+) -> ApiResult<()> {
+    crate::audit::append(
+        conn,
+        backend,
+        &crate::audit::NewEntry {
+            actor,
+            action,
+            subject_kind,
+            subject_id,
+            reason,
+            details,
+        },
+        now_ms,
+    )
+    .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signing keys
+
+/// A brand's signing key.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct SigningKey {
+    /// Key id (name it when signing).
+    pub id: String,
+    /// Owning brand.
+    pub brand_id: String,
+    /// ed25519 public key, hex.
+    pub public_key: String,
+    /// Free text.
+    pub label: String,
+    /// `pending`, `approved` or `revoked`.
+    pub status: String,
+    /// Who registered it.
+    pub created_by: String,
+    /// When, Unix ms.
+    pub created_at: i64,
+    /// Who approved or revoked it.
+    pub decided_by: Option<String>,
+    /// When, Unix ms.
+    pub decided_at: Option<i64>,
+}
+
+const KEY_COLUMNS: &str =
+    "id, brand_id, public_key, label, status, created_by, created_at, decided_by, decided_at";
+
+/// Registers a public key for `brand` as `pending`.
+#[allow(clippy::too_many_arguments)]
+pub async fn register_key(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    brand: &str,
+    public_key: &str,
+    label: &str,
+    actor: &str,
+    now_ms: i64,
+) -> ApiResult<SigningKey> {
+    let key = signing::parse_public_key(public_key)
+        .map_err(|err| ApiError::validation(format!("public_key: {err}")))?;
+    if label.len() > MAX_LABEL_LEN {
+        return Err(ApiError::validation(format!(
+            "label is longer than {MAX_LABEL_LEN} bytes"
+        )));
+    }
+    let (brands,): (i64,) =
+        sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM brands WHERE id = $1")
+            .bind(brand)
+            .fetch_one(&mut *conn)
+            .await?;
+    if brands == 0 {
+        return Err(ApiError::not_found("brand", brand));
+    }
+    let (held,): (i64,) = sqlx::query_as(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM brand_signing_keys
+         WHERE brand_id = $1 AND status <> 'revoked'",
+    )
+    .bind(brand)
+    .fetch_one(&mut *conn)
+    .await?;
+    if held >= MAX_SIGNING_KEYS_PER_BRAND {
+        return Err(ApiError::unprocessable(
+            "too_many_signing_keys",
+            format!("a brand holds at most {MAX_SIGNING_KEYS_PER_BRAND} keys; revoke one first"),
+        ));
+    }
+    let id = crate::store::new_id();
+    let public_hex = hex::encode(key.to_bytes());
+    let inserted = sqlx::query(
+        "INSERT INTO brand_signing_keys (id, brand_id, public_key, label, status, created_by,
+            created_at) VALUES ($1, $2, $3, $4, 'pending', $5, $6)",
+    )
+    .bind(&id)
+    .bind(brand)
+    .bind(&public_hex)
+    .bind(label)
+    .bind(actor)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(err) if crate::store::is_unique_violation(&err) => {
+            return Err(ApiError::conflict(
+                "signing_key_exists",
+                "this public key is already registered",
+            ))
+        }
+        Err(err) => return Err(err.into()),
+    }
+    audit(
+        conn,
+        backend,
+        actor,
+        "signing_key.register",
+        "signing_key",
+        &id,
+        "",
+        serde_json::json!({"brand_id": brand, "public_key": public_hex}),
+        now_ms,
+    )
+    .await?;
+    load_key(conn, &id).await
+}
+
+async fn load_key(conn: &mut AnyConnection, id: &str) -> ApiResult<SigningKey> {
+    let key: Option<SigningKey> = sqlx::query_as(&format!(
+        "SELECT {KEY_COLUMNS} FROM brand_signing_keys WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    key.ok_or_else(|| ApiError::not_found("signing key", id))
+}
+
+/// A brand's keys, newest first.
+pub async fn list_keys(pool: &sqlx::AnyPool, brand: &str) -> ApiResult<Vec<SigningKey>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {KEY_COLUMNS} FROM brand_signing_keys WHERE brand_id = $1
+         ORDER BY created_at DESC, id DESC LIMIT 100"
+    ))
+    .bind(brand)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Approves a pending key (admins) or revokes a key (admins, or the owning brand).
+pub async fn decide_key(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    principal: &Principal,
+    key_id: &str,
+    approve: bool,
+    reason: &str,
+    now_ms: i64,
+) -> ApiResult<SigningKey> {
+    let key = load_key(conn, key_id).await?;
+    if approve {
+        principal.require_admin()?;
+    } else {
+        principal.require_brand(&key.brand_id)?;
+    }
+    let actor = actor(principal);
+    let (to, from) = if approve {
+        ("approved", "status = 'pending'")
+    } else {
+        ("revoked", "status <> 'revoked'")
+    };
+    let updated = sqlx::query(&format!(
+        "UPDATE brand_signing_keys SET status = $1, decided_by = $2, decided_at = $3
+         WHERE id = $4 AND {from}"
+    ))
+    .bind(to)
+    .bind(&actor)
+    .bind(now_ms)
+    .bind(key_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(ApiError::conflict(
+            "invalid_transition",
+            format!("signing key is {}; it cannot become {to}", key.status),
+        ));
+    }
+    let action = if approve {
+        "signing_key.approve"
+    } else {
+        "signing_key.revoke"
+    };
+    audit(
+        conn,
+        backend,
+        &actor,
+        action,
+        "signing_key",
+        key_id,
+        reason,
+        serde_json::json!({"brand_id": key.brand_id}),
+        now_ms,
+    )
+    .await?;
+    load_key(conn, key_id).await
+}
+
+/// Checks that `key_id` is an approved key of `brand` and that `signature` verifies over
+/// `hash` with it.
+async fn check_signature(
+    conn: &mut AnyConnection,
+    brand: &str,
+    key_id: &str,
+    signature: &str,
+    hash: &[u8; 32],
+) -> ApiResult<()> {
+    let key = load_key(conn, key_id).await?;
+    if key.brand_id != brand {
+        return Err(ApiError::unprocessable(
+            "signature_invalid",
+            format!("signing key {key_id} is not a key of brand {brand:?}"),
+        ));
+    }
+    if key.status != "approved" {
+        return Err(ApiError::unprocessable(
+            "signing_key_not_approved",
+            format!(
+                "signing key {key_id} is {}; an admin must approve it first",
+                key.status
+            ),
+        ));
+    }
+    signing::verify(&key.public_key, signature, hash)
+        .map_err(|err| ApiError::unprocessable("signature_invalid", err.to_string()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upload, validation, co-signature, review
+
+/// A package as uploaded.
+#[derive(Debug, Clone)]
+pub struct Package<'a> {
+    /// Manifest TOML text.
+    pub manifest: &'a str,
+    /// Component, base64.
+    pub component_base64: &'a str,
+    /// Signing key id.
+    pub key_id: &'a str,
+    /// ed25519 signature over the content hash, hex.
+    pub signature: &'a str,
+}
+
+/// Stores a signed package as `uploaded` (the uploading brand's signature verified, content
+/// hash recorded). Validation follows with [`validate`].
+pub async fn upload(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    principal: &Principal,
+    package: &Package<'_>,
+    now_ms: i64,
+) -> ApiResult<InstalledVersion> {
+    let brand = match (principal.role, principal.brand_id.as_deref()) {
+        (Role::Brand, Some(brand)) => brand.to_owned(),
+        _ => {
+            return Err(ApiError::forbidden(
+                "packages are uploaded with a brand key; the platform installs its own \
+                 components directly",
+            ))
+        }
+    };
+    let component = base64::engine::general_purpose::STANDARD
+        .decode(package.component_base64.trim())
+        .map_err(|_| ApiError::validation("component_base64 is not valid base64"))?;
+    if component.len() > registry::MAX_COMPONENT_BYTES {
+        return Err(ApiError::validation(format!(
+            "component is {} bytes; the limit is {}",
+            component.len(),
+            registry::MAX_COMPONENT_BYTES
+        )));
+    }
+    let manifest = Manifest::parse(package.manifest)
+        .map_err(|err| ApiError::unprocessable("manifest_invalid", err.to_string()))?;
+    if !manifest.brands.contains(&brand) {
+        return Err(ApiError::forbidden(format!(
+            "brand {brand:?} is not among the manifest's brands {:?}",
+            manifest.brands
+        )));
+    }
+    let hash = signing::content_hash(package.manifest.as_bytes(), &component);
+    check_signature(conn, &brand, package.key_id, package.signature, &hash).await?;
+    let content_hex = hex::encode(hash);
+    let component_sha = coalition_runtime::receipt::sha256_hex(&component);
+
+    sqlx::query(
+        "INSERT INTO plugin_components (sha256, size_bytes, bytes_b64, created_at)
+         VALUES ($1, $2, $3, $4) ON CONFLICT (sha256) DO NOTHING",
+    )
+    .bind(&component_sha)
+    .bind(i64::try_from(component.len()).unwrap_or(i64::MAX))
+    .bind(base64::engine::general_purpose::STANDARD.encode(&component))
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    let id = crate::store::new_id();
+    let actor = actor(principal);
+    let hooks: Vec<&str> = manifest.hooks.iter().map(|h| h.as_str()).collect();
+    let inserted = sqlx::query(
+        "INSERT INTO plugin_versions (id, name, version, wit, component_sha256, manifest, hooks,
+            brands, config, status, installed_by, created_at, updated_at, content_sha256,
+            uploaded_by_brand)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '{}', 'uploaded', $9, $10, $10, $11, $12)",
+    )
+    .bind(&id)
+    .bind(&manifest.name)
+    .bind(&manifest.version)
+    .bind(manifest.wit.package_id())
+    .bind(&component_sha)
+    .bind(package.manifest)
+    .bind(serde_json::to_string(&hooks).unwrap_or_default())
+    .bind(serde_json::to_string(&manifest.brands).unwrap_or_default())
+    .bind(&actor)
+    .bind(now_ms)
+    .bind(&content_hex)
+    .bind(&brand)
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(err) if crate::store::is_unique_violation(&err) => {
+            return Err(ApiError::conflict(
+                "plugin_version_exists",
+                format!(
+                    "{}@{} was already uploaded; bump the version",
+                    manifest.name, manifest.version
+                ),
+            ))
+        }
+        Err(err) => return Err(err.into()),
+    }
+    sqlx::query(
+        "INSERT INTO plugin_signatures (version_id, brand_id, key_id, content_sha256, signature,
+            kind, created_at) VALUES ($1, $2, $3, $4, $5, 'upload', $6)",
+    )
+    .bind(&id)
+    .bind(&brand)
+    .bind(package.key_id)
+    .bind(&content_hex)
+    .bind(package.signature.trim().to_lowercase())
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    audit(
+        conn,
+        backend,
+        &actor,
+        "plugin.upload",
+        "plugin_version",
+        &id,
+        "",
+        serde_json::json!({
+            "name": manifest.name,
+            "version": manifest.version,
+            "content_sha256": content_hex,
+            "component_sha256": component_sha,
+            "key_id": package.key_id,
+        }),
+        now_ms,
+    )
+    .await?;
+    registry::get(&mut *conn, &id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("uploaded version vanished")))
+}
+
+/// Brands named by the manifest that have not signed the version yet.
+async fn missing_signers(
+    conn: &mut AnyConnection,
+    version: &InstalledVersion,
+) -> ApiResult<Vec<String>> {
+    let signed: Vec<(String,)> =
+        sqlx::query_as("SELECT brand_id FROM plugin_signatures WHERE version_id = $1")
+            .bind(&version.id)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(version
+        .brands
+        .iter()
+        .filter(|b| !signed.iter().any(|(s,)| s == *b))
+        .cloned()
+        .collect())
+}
+
+/// Locks and loads a version.
+async fn lock_version(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    id: &str,
+) -> ApiResult<InstalledVersion> {
+    let row: Option<(String,)> = sqlx::query_as(&format!(
+        "SELECT id FROM plugin_versions WHERE id = $1{}",
+        crate::ledger::for_update(backend)
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if row.is_none() {
+        return Err(ApiError::not_found("plugin version", id));
+    }
+    registry::get(&mut *conn, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("plugin version", id))
+}
+
+/// Compiles and checks an `uploaded` version within [`VALIDATION_BUDGET`], then moves it to
+/// `awaiting_cosign` (co-signatures missing), `validated`, or `rejected` with the reason.
+pub async fn validate(state: &AppState, id: &str) -> ApiResult<InstalledVersion> {
+    let row: Option<(String, String, String, String)> = sqlx::query_as(
+        "SELECT v.status, v.manifest, v.component_sha256, c.bytes_b64
+         FROM plugin_versions v JOIN plugin_components c ON c.sha256 = v.component_sha256
+         WHERE v.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(state.store.read())
+    .await?;
+    let Some((status, manifest_text, sha, b64)) = row else {
+        return Err(ApiError::not_found("plugin version", id));
+    };
+    if status != "uploaded" {
+        return Err(ApiError::conflict(
+            "invalid_transition",
+            format!("version is {status}; only uploaded versions are validated"),
+        ));
+    }
+    let runtime = state.plugins.runtime().clone();
+    let component_sha = sha.clone();
+    let task = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let manifest = Manifest::parse(&manifest_text).map_err(|e| format!("manifest: {e}"))?;
+        manifest
+            .effective_config(&Default::default())
+            .map_err(|e| format!("config defaults: {e}"))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| format!("stored component: {e}"))?;
+        runtime
+            .load(&manifest, &bytes, Some(&sha))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    let outcome = match tokio::time::timeout(VALIDATION_BUDGET, task).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(err)) => Err(format!("validation task failed: {err}")),
+        Err(_) => Err(format!(
+            "the component did not compile within {} s",
+            VALIDATION_BUDGET.as_secs()
+        )),
+    };
+    if outcome.is_ok() {
+        state.plugins.mark_warm(&component_sha);
+    }
+    let now_ms = state.now_ms();
+    let backend = state.store.backend();
+    let mut tx = state.store.begin().await?;
+    let version = lock_version(&mut tx, backend, id).await?;
+    if version.status != "uploaded" {
+        // Another validation finished first; report what it decided.
+        return Ok(version);
+    }
+    let (to, reason) = match &outcome {
+        Ok(()) => {
+            if missing_signers(&mut tx, &version).await?.is_empty() {
+                ("validated", String::new())
+            } else {
+                ("awaiting_cosign", String::new())
+            }
+        }
+        Err(reason) => ("rejected", clip(reason)),
+    };
+    sqlx::query(
+        "UPDATE plugin_versions SET status = $1, status_reason = $2, updated_at = $3
+         WHERE id = $4 AND status = 'uploaded'",
+    )
+    .bind(to)
+    .bind(&reason)
+    .bind(now_ms)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    let action = if to == "rejected" {
+        "plugin.reject"
+    } else {
+        "plugin.validate"
+    };
+    audit(
+        &mut tx,
+        backend,
+        SYSTEM_VALIDATOR,
+        action,
+        "plugin_version",
+        id,
+        &reason,
+        serde_json::json!({"status": to}),
+        now_ms,
+    )
+    .await?;
+    tx.commit().await?;
+    registry::get(state.store.read(), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("plugin version", id))
+}
+
+fn clip(text: &str) -> String {
+    let max = crate::audit::MAX_REASON_LEN;
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// A co-signature by another brand the manifest names, over the same content hash.
+pub async fn cosign(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    principal: &Principal,
+    id: &str,
+    key_id: &str,
+    signature: &str,
+    now_ms: i64,
+) -> ApiResult<InstalledVersion> {
+    let brand = match (principal.role, principal.brand_id.as_deref()) {
+        (Role::Brand, Some(brand)) => brand.to_owned(),
+        _ => {
+            return Err(ApiError::forbidden(
+                "co-signatures are made with a brand key",
+            ))
+        }
+    };
+    let version = lock_version(conn, backend, id).await?;
+    if !version.brands.contains(&brand) {
+        return Err(ApiError::not_found("plugin version", id));
+    }
+    if !matches!(
+        version.status.as_str(),
+        "uploaded" | "awaiting_cosign" | "validated"
+    ) {
+        return Err(ApiError::conflict(
+            "invalid_transition",
+            format!(
+                "version is {}; co-signatures are taken before approval",
+                version.status
+            ),
+        ));
+    }
+    let content_hex = version.content_sha256.clone().ok_or_else(|| {
+        ApiError::conflict("invalid_transition", "direct installs are not signed")
+    })?;
+    let hash: [u8; 32] = hex::decode(&content_hex)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored content hash is not hex")))?;
+    check_signature(conn, &brand, key_id, signature, &hash).await?;
+    let inserted = sqlx::query(
+        "INSERT INTO plugin_signatures (version_id, brand_id, key_id, content_sha256, signature,
+            kind, created_at) VALUES ($1, $2, $3, $4, $5, 'cosign', $6)",
+    )
+    .bind(id)
+    .bind(&brand)
+    .bind(key_id)
+    .bind(&content_hex)
+    .bind(signature.trim().to_lowercase())
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(err) if crate::store::is_unique_violation(&err) => {
+            return Err(ApiError::conflict(
+                "already_signed",
+                format!("brand {brand:?} has already signed this version"),
+            ))
+        }
+        Err(err) => return Err(err.into()),
+    }
+    if version.status == "awaiting_cosign" && missing_signers(conn, &version).await?.is_empty() {
+        sqlx::query(
+            "UPDATE plugin_versions SET status = 'validated', updated_at = $1
+             WHERE id = $2 AND status = 'awaiting_cosign'",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    audit(
+        conn,
+        backend,
+        &actor(principal),
+        "plugin.cosign",
+        "plugin_version",
+        id,
+        "",
+        serde_json::json!({"brand_id": brand, "key_id": key_id, "content_sha256": content_hex}),
+        now_ms,
+    )
+    .await?;
+    registry::get(&mut *conn, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("plugin version", id))
+}
+
+/// Approves a `validated` version (admins), optionally with its configuration.
+pub async fn approve(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    principal: &Principal,
+    id: &str,
+    reason: &str,
+    config: Option<serde_json::Map<String, serde_json::Value>>,
+    now_ms: i64,
+) -> ApiResult<InstalledVersion> {
+    principal.require_admin()?;
+    let version = lock_version(conn, backend, id).await?;
+    match version.status.as_str() {
+        "validated" => {}
+        "awaiting_cosign" => {
+            let missing = missing_signers(conn, &version).await?;
+            return Err(ApiError::conflict(
+                "cosignature_missing",
+                format!("brands {missing:?} must co-sign the content hash before approval"),
+            ));
+        }
+        other => {
+            return Err(ApiError::conflict(
+                "invalid_transition",
+                format!("version is {other}; only validated versions can be approved"),
+            ))
+        }
+    }
+    // Defence in depth: the status says co-signed; the signatures must agree.
+    let missing = missing_signers(conn, &version).await?;
+    if !missing.is_empty() {
+        return Err(ApiError::conflict(
+            "cosignature_missing",
+            format!("brands {missing:?} must co-sign the content hash before approval"),
+        ));
+    }
+    let config_text = match &config {
+        Some(config) => {
+            let manifest =
+                Manifest::parse(&stored_manifest(conn, id).await?).map_err(ApiError::internal)?;
+            let strings = registry::config_strings(config)?;
+            manifest
+                .effective_config(&strings)
+                .map_err(|err| ApiError::validation(format!("config: {err}")))?;
+            serde_json::Value::Object(config.clone()).to_string()
+        }
+        None => version.config.to_string(),
+    };
+    sqlx::query(
+        "UPDATE plugin_versions SET status = 'approved', config = $1, status_reason = $2,
+            updated_at = $3 WHERE id = $4 AND status = 'validated'",
+    )
+    .bind(&config_text)
+    .bind(reason)
+    .bind(now_ms)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    audit(
+        conn,
+        backend,
+        &actor(principal),
+        "plugin.approve",
+        "plugin_version",
+        id,
+        reason,
+        serde_json::json!({"config": serde_json::from_str::<serde_json::Value>(&config_text)
+            .unwrap_or(serde_json::Value::Null)}),
+        now_ms,
+    )
+    .await?;
+    // Every node precompiles approved versions, so deploying later is a pointer swap.
+    super::sync::changed(conn, backend, &version.name).await?;
+    registry::get(&mut *conn, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("plugin version", id))
+}
+
+async fn stored_manifest(conn: &mut AnyConnection, id: &str) -> ApiResult<String> {
+    let (text,): (String,) = sqlx::query_as("SELECT manifest FROM plugin_versions WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(text)
+}
+
+/// Rejects a version at any review step (admins), with a reason.
+pub async fn reject(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    principal: &Principal,
+    id: &str,
+    reason: &str,
+    now_ms: i64,
+) -> ApiResult<InstalledVersion> {
+    principal.require_admin()?;
+    require_reason(reason)?;
+    let version = lock_version(conn, backend, id).await?;
+    let updated = sqlx::query(
+        "UPDATE plugin_versions SET status = 'rejected', status_reason = $1, updated_at = $2
+         WHERE id = $3 AND status IN ('uploaded', 'validated', 'awaiting_cosign', 'approved')",
+    )
+    .bind(reason)
+    .bind(now_ms)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(ApiError::conflict(
+            "invalid_transition",
+            format!(
+                "version is {}; only versions under review can be rejected",
+                version.status
+            ),
+        ));
+    }
+    // A rejected version no longer shadows anything.
+    let unshadowed = sqlx::query("DELETE FROM plugin_shadows WHERE version_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if unshadowed > 0 {
+        super::sync::changed(conn, backend, &version.name).await?;
+    }
+    audit(
+        conn,
+        backend,
+        &actor(principal),
+        "plugin.reject",
+        "plugin_version",
+        id,
+        reason,
+        serde_json::json!({"previous_status": version.status}),
+        now_ms,
+    )
+    .await?;
+    registry::get(&mut *conn, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("plugin version", id))
+}
+
+fn require_reason(reason: &str) -> ApiResult<()> {
+    if reason.trim().is_empty() {
+        return Err(ApiError::validation("a reason is required"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// What serves
+
+/// Makes `version` the active version of its plugin, retiring the current one (kept as the
+/// version rollback restores), and ends any canary of the plugin.
+async fn make_active(
+    conn: &mut AnyConnection,
+    version: &InstalledVersion,
+    now_ms: i64,
+) -> ApiResult<Option<String>> {
+    let previous: Option<(String,)> = sqlx::query_as(
+        "UPDATE plugin_versions SET status = 'retired', updated_at = $1
+         WHERE name = $2 AND status = 'active' AND id <> $3 RETURNING id",
+    )
+    .bind(now_ms)
+    .bind(&version.name)
+    .bind(&version.id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let previous = previous.map(|(id,)| id);
+    let updated = sqlx::query(
+        "UPDATE plugin_versions SET status = 'active', previous_version_id = $1, deployed_at = $2,
+            updated_at = $2 WHERE id = $3 AND status IN ('approved', 'retired')",
+    )
+    .bind(&previous)
+    .bind(now_ms)
+    .bind(&version.id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(ApiError::conflict(
+            "invalid_transition",
+            format!(
+                "version is {}; only approved (or retired) versions can be deployed",
+                version.status
+            ),
+        ));
+    }
+    sqlx::query("DELETE FROM plugin_canaries WHERE name = $1")
+        .bind(&version.name)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM plugin_shadows WHERE version_id = $1")
+        .bind(&version.id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(previous)
+}
+
+/// Deploys an approved version (admins).
+pub async fn deploy(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    principal: &Principal,
+    id: &str,
+    reason: &str,
+    now_ms: i64,
+) -> ApiResult<InstalledVersion> {
+    principal.require_admin()?;
+    let version = lock_version(conn, backend, id).await?;
+    if !matches!(version.status.as_str(), "approved" | "retired") {
+        return Err(ApiError::conflict(
+            "invalid_transition",
+            format!(
+                "version is {}; only approved (or retired) versions can be deployed",
+                version.status
+            ),
+        ));
+    }
+    let previous = make_active(conn, &version, now_ms).await?;
+    audit(
+        conn,
+        backend,
+        &actor(principal),
+        "plugin.deploy",
+        "plugin_version",
+        id,
+        reason,
+        serde_json::json!({"name": version.name, "version": version.version,
+            "previous_version_id": previous}),
+        now_ms,
+    )
+    .await?;
+    super::sync::changed(conn, backend, &version.name).await?;
+    registry::get(&mut *conn, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("plugin version", id))
+}
+
+/// Starts (or changes) the canary of an approved version, serving `basis_points`/10000 of
+/// members; 0 ends the canary (admins).
+pub async fn canary(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    principal: &Principal,
+    id: &str,
+    basis_points: i64,
+    reason: &str,
+    now_ms: i64,
+) -> ApiResult<InstalledVersion> {
+    principal.require_admin()?;
+    if !(0..10_000).contains(&basis_points) {
+        return Err(ApiError::validation(
+            "basis_points must be 0 (end the canary) to 9999; deploy to serve everyone",
+        ));
+    }
+    let version = lock_version(conn, backend, id).await?;
+    if basis_points == 0 {
+        let ended = sqlx::query("DELETE FROM plugin_canaries WHERE version_id = $1")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        if ended == 0 {
+            return Err(ApiError::conflict(
+                "no_canary",
+                "this version is not a canary",
+            ));
+        }
+    } else {
+        if version.status != "approved" {
+            return Err(ApiError::conflict(
+                "invalid_transition",
+                format!(
+                    "version is {}; only approved versions can be canaries",
+                    version.status
+                ),
+            ));
+        }
+        let (active,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM plugin_versions
+             WHERE name = $1 AND status = 'active'",
+        )
+        .bind(&version.name)
+        .fetch_one(&mut *conn)
+        .await?;
+        if active == 0 {
+            return Err(ApiError::conflict(
+                "no_active_version",
+                "a canary runs beside an active version; deploy the first version directly",
+            ));
+        }
+        sqlx::query("DELETE FROM plugin_canaries WHERE name = $1")
+            .bind(&version.name)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO plugin_canaries (name, version_id, basis_points, created_at)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&version.name)
+        .bind(id)
+        .bind(basis_points)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
+    }
+    audit(
+        conn,
+        backend,
+        &actor(principal),
+        "plugin.canary",
+        "plugin_version",
+        id,
+        reason,
+        serde_json::json!({"name": version.name, "basis_points": basis_points}),
+        now_ms,
+    )
+    .await?;
+    super::sync::changed(conn, backend, &version.name).await?;
+    registry::get(&mut *conn, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("plugin version", id))
+}
+
+async fn lock_name(conn: &mut AnyConnection, backend: Backend, name: &str) -> ApiResult<()> {
+    let rows: Vec<(String,)> = sqlx::query_as(&format!(
+        "SELECT id FROM plugin_versions WHERE name = $1{}",
+        crate::ledger::for_update(backend)
+    ))
+    .bind(name)
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.is_empty() {
+        return Err(ApiError::not_found("plugin", name));
+    }
+    Ok(())
+}
+
+/// Makes the canary of `name` its active version (admins).
+pub async fn promote(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    principal: &Principal,
+    name: &str,
+    reason: &str,
+    now_ms: i64,
+) -> ApiResult<InstalledVersion> {
+    principal.require_admin()?;
+    lock_name(conn, backend, name).await?;
+    let canary: Option<(String, i64)> =
+        sqlx::query_as("SELECT version_id, basis_points FROM plugin_canaries WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((id, basis_points)) = canary else {
+        return Err(ApiError::conflict(
+            "no_canary",
+            format!("{name} has no canary"),
+        ));
+    };
+    let version = registry::get(&mut *conn, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("plugin version", &id))?;
+    let previous = make_active(conn, &version, now_ms).await?;
+    audit(
+        conn,
+        backend,
+        &actor(principal),
+        "plugin.promote",
+        "plugin_version",
+        &id,
+        reason,
+        serde_json::json!({"name": name, "version": version.version,
+            "basis_points": basis_points, "previous_version_id": previous}),
+        now_ms,
+    )
+    .await?;
+    super::sync::changed(conn, backend, name).await?;
+    registry::get(&mut *conn, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("plugin version", &id))
+}
+
+/// Restores the version the active one replaced; the current one is retired and any canary
+/// ends (admins). Returns the restored version.
+pub async fn rollback(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    principal: &Principal,
+    name: &str,
+    reason: &str,
+    now_ms: i64,
+) -> ApiResult<InstalledVersion> {
+    principal.require_admin()?;
+    require_reason(reason)?;
+    lock_name(conn, backend, name).await?;
+    let current: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT id, previous_version_id FROM plugin_versions WHERE name = $1 AND status = 'active'",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((current, Some(previous))) = current else {
+        return Err(ApiError::conflict(
+            "nothing_to_roll_back",
+            format!("{name} has no earlier deployed version to return to"),
+        ));
+    };
+    sqlx::query(
+        "UPDATE plugin_versions SET status = 'retired', updated_at = $1
+         WHERE id = $2 AND status = 'active'",
+    )
+    .bind(now_ms)
+    .bind(&current)
+    .execute(&mut *conn)
+    .await?;
+    let restored = sqlx::query(
+        "UPDATE plugin_versions SET status = 'active', deployed_at = $1, updated_at = $1
+         WHERE id = $2 AND status = 'retired'",
+    )
+    .bind(now_ms)
+    .bind(&previous)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if restored == 0 {
+        return Err(ApiError::conflict(
+            "nothing_to_roll_back",
+            "the previous version is no longer retired",
+        ));
+    }
+    sqlx::query("DELETE FROM plugin_canaries WHERE name = $1")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    audit(
+        conn,
+        backend,
+        &actor(principal),
+        "plugin.rollback",
+        "plugin_version",
+        &previous,
+        reason,
+        serde_json::json!({"name": name, "retired_version_id": current}),
+        now_ms,
+    )
+    .await?;
+    super::sync::changed(conn, backend, name).await?;
+    registry::get(&mut *conn, &previous)
+        .await?
+        .ok_or_else(|| ApiError::not_found("plugin version", &previous))
+}
+
+/// The kill switch: `kill` stops every version of `name` serving anyone; `resume` undoes it
+/// (admins).
+pub async fn kill(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    principal: &Principal,
+    name: &str,
+    kill: bool,
+    reason: &str,
+    now_ms: i64,
+) -> ApiResult<()> {
+    principal.require_admin()?;
+    require_reason(reason)?;
+    lock_name(conn, backend, name).await?;
+    let actor = actor(principal);
+    if kill {
+        let inserted = sqlx::query(
+            "INSERT INTO plugin_kills (name, killed_by, reason, killed_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(&actor)
+        .bind(reason)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(ApiError::conflict(
+                "plugin_killed",
+                format!("{name} is already killed"),
+            ));
+        }
+    } else {
+        let deleted = sqlx::query("DELETE FROM plugin_kills WHERE name = $1")
+            .bind(name)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(ApiError::conflict(
+                "plugin_not_killed",
+                format!("{name} is not killed"),
+            ));
+        }
+    }
+    audit(
+        conn,
+        backend,
+        &actor,
+        if kill { "plugin.kill" } else { "plugin.resume" },
+        "plugin",
+        name,
+        reason,
+        serde_json::json!({}),
+        now_ms,
+    )
+    .await?;
+    super::sync::changed(conn, backend, name).await
+}
+
+/// Runs a validated or approved version as the shadow of its plugin, or ends the shadow
+/// (admins).
+pub async fn shadow(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    principal: &Principal,
+    id: &str,
+    on: bool,
+    reason: &str,
+    now_ms: i64,
+) -> ApiResult<InstalledVersion> {
+    principal.require_admin()?;
+    let version = lock_version(conn, backend, id).await?;
+    if on {
+        if !matches!(version.status.as_str(), "validated" | "approved") {
+            return Err(ApiError::conflict(
+                "invalid_transition",
+                format!(
+                    "version is {}; only validated or approved versions can shadow",
+                    version.status
+                ),
+            ));
+        }
+        sqlx::query("DELETE FROM plugin_shadows WHERE name = $1")
+            .bind(&version.name)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO plugin_shadows (name, version_id, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&version.name)
+        .bind(id)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
+    } else {
+        sqlx::query("DELETE FROM plugin_shadows WHERE version_id = $1")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    audit(
+        conn,
+        backend,
+        &actor(principal),
+        if on {
+            "plugin.shadow"
+        } else {
+            "plugin.unshadow"
+        },
+        "plugin_version",
+        id,
+        reason,
+        serde_json::json!({"name": version.name}),
+        now_ms,
+    )
+    .await?;
+    super::sync::changed(conn, backend, &version.name).await?;
+    registry::get(&mut *conn, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("plugin version", id))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Views
+
+/// A signature on a version.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct SignatureView {
+    /// Signing brand.
+    pub brand_id: String,
+    /// Key used.
+    pub key_id: String,
+    /// `upload` or `cosign`.
+    pub kind: String,
+    /// When, Unix ms.
+    pub created_at: i64,
+}
+
+/// A version with its review and serving state.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VersionStatus {
+    /// The version.
+    #[serde(flatten)]
+    pub version: InstalledVersion,
+    /// Signatures over its content hash.
+    pub signatures: Vec<SignatureView>,
+    /// Brands named by the manifest that have not signed yet.
+    pub cosignatures_missing: Vec<String>,
+    /// Share of members it serves as a canary, in basis points.
+    pub canary_basis_points: Option<i64>,
+    /// Whether it runs as the shadow of its plugin.
+    pub shadow: bool,
+    /// Whether the kill switch of its plugin is on.
+    pub killed: bool,
+    /// Whether this node has it loaded.
+    pub loaded: bool,
+}
+
+/// Whether `principal` may see `version`: admins see all, brands the versions naming them.
+pub fn visible_to(principal: &Principal, version: &InstalledVersion) -> bool {
+    match principal.role {
+        Role::Admin => true,
+        Role::Brand => principal
+            .brand_id
+            .as_ref()
+            .is_some_and(|b| version.brands.contains(b)),
+        _ => false,
+    }
+}
+
+/// The status of one version as `principal` may see it (404 when not).
+pub async fn status(state: &AppState, principal: &Principal, id: &str) -> ApiResult<VersionStatus> {
+    let pool = state.store.read();
+    let version = registry::get(pool, id)
+        .await?
+        .filter(|v| visible_to(principal, v))
+        .ok_or_else(|| ApiError::not_found("plugin version", id))?;
+    let signatures: Vec<SignatureView> = sqlx::query_as(
+        "SELECT brand_id, key_id, kind, created_at FROM plugin_signatures
+         WHERE version_id = $1 ORDER BY created_at, brand_id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    let cosignatures_missing = if version.content_sha256.is_some() {
+        version
+            .brands
+            .iter()
+            .filter(|b| !signatures.iter().any(|s| &s.brand_id == *b))
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let canary: Option<(i64,)> =
+        sqlx::query_as("SELECT basis_points FROM plugin_canaries WHERE version_id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    let (shadows,): (i64,) =
+        sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM plugin_shadows WHERE version_id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await?;
+    let (kills,): (i64,) =
+        sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM plugin_kills WHERE name = $1")
+            .bind(&version.name)
+            .fetch_one(pool)
+            .await?;
+    let loaded = state.plugins.loaded().iter().any(|p| p.version_id == id);
+    Ok(VersionStatus {
+        version,
+        signatures,
+        cosignatures_missing,
+        canary_basis_points: canary.map(|(bp,)| bp),
+        shadow: shadows > 0,
+        killed: kills > 0,
+        loaded,
+    })
+}

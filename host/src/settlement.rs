@@ -1,0 +1,22 @@
+//! Settlement between brands: every money-relevant event becomes settlement lines (through the
+//! settle hook of the plugin that governs it, or the platform's default rules), lines are
+//! netted per period into statements, and reconciliation proves the result.
+//!
+//! # Layout
+//! - [`events`]: the outbox of settleable events, written in the same transaction as the
+//!   purchase, refund, redemption or coupon that caused them.
+//! - [`rules`]: the `[settlement]` configuration and the platform's default rules (pure).
+//! - [`job`]: the settle job: which rule governs an event, fail-closed holds, writing lines.
+//! - [`periods`]: local-month periods, closing them, statements and bilateral netting.
+//! - [`reconcile`]: the checks that prove a period (exactly once, balance, statements,
+//!   determinism, ledger).
+//! - [`export`]: statements and lines as JSON and CSV; paging through lines.
+//! - [`cli`]: `coalition settlement run | close | reconcile | export`.
+
+pub mod cli;
+pub mod events;
+pub mod export;
+pub mod job;
+pub mod periods;
+pub mod reconcile;
+pub mod rules;

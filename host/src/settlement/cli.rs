@@ -1,0 +1,229 @@
+//! `coalition settlement …`: run the settle job, close a period with a progress bar, reconcile
+//! and export, directly against the configured database.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::periods::{self, CloseRequest, PeriodId, Stage};
+use crate::config::Config;
+use crate::error::ApiError;
+
+/// Actor of audit entries written from the command line.
+const CLI_ACTOR: &str = "cli:settlement";
+
+/// `coalition settlement …`
+#[derive(Debug, clap::Subcommand)]
+pub enum SettlementCommand {
+    /// Settle pending and held events now; prints the report as JSON.
+    Run,
+    /// Close a period (a local month): settle, freeze, net and write statements.
+    Close {
+        /// The month, `YYYY-MM`.
+        #[arg(long)]
+        period: String,
+        /// Close even if events are held by a failing plugin (they settle later as adjustments).
+        #[arg(long)]
+        carry_held: bool,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Reconcile a period; prints every check and exits with status 1 if one fails.
+    Reconcile {
+        /// The month, `YYYY-MM`.
+        #[arg(long)]
+        period: String,
+    },
+    /// Export a period's statements (or lines) as JSON or CSV.
+    Export {
+        /// The month, `YYYY-MM`.
+        #[arg(long)]
+        period: String,
+        /// Only this party's statement (or lines).
+        #[arg(long)]
+        party: Option<String>,
+        /// Export the lines instead of the statements.
+        #[arg(long)]
+        lines: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "json")]
+        format: ExportFormat,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// JSON (statements: one document; lines: one object per line).
+    Json,
+    /// Comma-separated values with a header row.
+    Csv,
+}
+
+fn fail(err: ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{err}")
+}
+
+/// Runs `coalition settlement …`.
+pub async fn run_command(config: Config, command: SettlementCommand) -> anyhow::Result<()> {
+    crate::jobs::validate_config(&config)?;
+    let state = crate::server::build_state(config, Arc::new(crate::clock::SystemClock)).await?;
+    let result = dispatch(&state, command).await;
+    state.store.close().await;
+    result
+}
+
+async fn dispatch(state: &crate::api::AppState, command: SettlementCommand) -> anyhow::Result<()> {
+    match command {
+        SettlementCommand::Run => {
+            let report = super::job::run(state, state.now_ms()).await.map_err(fail)?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        SettlementCommand::Close {
+            period,
+            carry_held,
+            reason,
+        } => {
+            let period = PeriodId::parse(&period).map_err(fail)?;
+            let bar = spinner();
+            let progress_bar = bar.clone();
+            let progress = move |stage: Stage| {
+                progress_bar.set_message(match stage {
+                    Stage::Settling => "settling pending events",
+                    Stage::Aggregating => "aggregating lines",
+                    Stage::Writing => "writing statements and netting",
+                    Stage::Done => "closed",
+                });
+            };
+            let closed = periods::close(
+                state,
+                &CloseRequest {
+                    period,
+                    carry_held,
+                    actor: CLI_ACTOR,
+                    reason: &reason,
+                    settle_deadline: None,
+                },
+                &progress,
+            )
+            .await
+            .map_err(fail);
+            bar.finish_and_clear();
+            println!("{}", serde_json::to_string_pretty(&closed?)?);
+        }
+        SettlementCommand::Reconcile { period } => {
+            let period = PeriodId::parse(&period).map_err(fail)?;
+            let report = super::reconcile::reconcile(state, &period.to_string())
+                .await
+                .map_err(fail)?;
+            for check in &report.checks {
+                eprintln!(
+                    "{} {:<24} {}",
+                    if check.ok { "pass" } else { "FAIL" },
+                    check.name,
+                    check.detail
+                );
+                for id in &check.offenders {
+                    eprintln!("       {id}");
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.ok {
+                anyhow::bail!("reconciliation of {} failed", report.period_id);
+            }
+        }
+        SettlementCommand::Export {
+            period,
+            party,
+            lines,
+            format,
+            out,
+        } => {
+            let period = PeriodId::parse(&period).map_err(fail)?;
+            let period = periods::get(state.store.read(), &period.to_string())
+                .await
+                .map_err(fail)?;
+            let mut sink: Box<dyn Write> = match &out {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("while creating {}", path.display()))?,
+                )),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            if lines {
+                let mut after = String::new();
+                let mut first = true;
+                loop {
+                    let page = super::export::lines_page(
+                        state.store.read(),
+                        &period.id,
+                        party.as_deref(),
+                        &after,
+                        super::export::MAX_LINES_PAGE,
+                    )
+                    .await
+                    .map_err(fail)?;
+                    match format {
+                        ExportFormat::Csv => sink.write_all(
+                            super::export::lines_csv(&page.lines, first)
+                                .map_err(fail)?
+                                .as_bytes(),
+                        )?,
+                        ExportFormat::Json => {
+                            for line in &page.lines {
+                                serde_json::to_writer(&mut sink, line)?;
+                                sink.write_all(b"\n")?;
+                            }
+                        }
+                    }
+                    first = false;
+                    match page.next_after {
+                        Some(next) => after = next,
+                        None => break,
+                    }
+                }
+            } else {
+                let (statements, netting) = periods::statements(state, &period, party.as_deref())
+                    .await
+                    .map_err(fail)?;
+                match format {
+                    ExportFormat::Csv => sink.write_all(
+                        super::export::statements_csv(&statements)
+                            .map_err(fail)?
+                            .as_bytes(),
+                    )?,
+                    ExportFormat::Json => serde_json::to_writer_pretty(
+                        &mut sink,
+                        &serde_json::json!({
+                            "period": period,
+                            "statements": statements,
+                            "netting": netting,
+                        }),
+                    )?,
+                }
+            }
+            sink.flush()?;
+        }
+    }
+    Ok(())
+}
+
+fn spinner() -> indicatif::ProgressBar {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    if ci || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} [{elapsed}] {msg}") {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}

@@ -1,0 +1,1057 @@
+//! The plugin lifecycle over HTTP with the real compiled components: signed uploads, tampering,
+//! co-signatures, roles, review states, deploy, canary, promote, rollback, kill switch, the
+//! audit chain, dry runs, shadows, two nodes on one PostgreSQL, and the CLI.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use coalition::plugins::signing;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::fixtures::{create_brand, create_key, idem, member_id};
+use crate::helpers::{Backend, TestApp, T0_MS};
+
+const DAY_MS: i64 = 86_400_000;
+
+fn plugins_dir() -> PathBuf {
+    let dir = std::env::var_os("COALITION_PLUGINS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+                .join("plugins")
+        });
+    assert!(
+        dir.join("coffee-bonus-next.wasm").exists(),
+        "plugin components missing in {}: run `cargo xtask build-plugins`",
+        dir.display()
+    );
+    dir
+}
+
+/// `(manifest, component)` of a built plugin.
+fn package(file_stem: &str) -> (String, Vec<u8>) {
+    let dir = plugins_dir();
+    let component = std::fs::read(dir.join(format!("{file_stem}.wasm"))).expect("component");
+    let manifest = std::fs::read_to_string(dir.join(format!("{file_stem}.toml"))).expect("toml");
+    (manifest, component)
+}
+
+/// A brand with a back-office key and an approved signing key.
+struct Partner {
+    brand: String,
+    api_key: String,
+    key_id: String,
+    secret: String,
+}
+
+async fn partner(app: &TestApp, brand: &str) -> Partner {
+    create_brand(app, brand).await;
+    let api_key = create_key(app, "brand", Some(brand), None).await;
+    let (secret, public) = signing::generate_keypair();
+    let (status, key) = app
+        .post(
+            &format!("/brands/{brand}/signing-keys"),
+            &api_key,
+            &idem(),
+            &json!({ "public_key": public, "label": "release key" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    assert_eq!(key["status"], "pending");
+    let key_id = key["id"].as_str().expect("id").to_owned();
+    // A brand cannot approve its own key.
+    let (status, _) = app
+        .post(
+            &format!("/signing-keys/{key_id}/approve"),
+            &api_key,
+            &idem(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, key) = app
+        .post(
+            &format!("/signing-keys/{key_id}/approve"),
+            &app.admin_key,
+            &idem(),
+            &json!({ "reason": "verified with the brand" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{key}");
+    assert_eq!(key["status"], "approved");
+    Partner {
+        brand: brand.to_owned(),
+        api_key,
+        key_id,
+        secret,
+    }
+}
+
+async fn upload_raw(
+    app: &TestApp,
+    p: &Partner,
+    manifest: &str,
+    component: &[u8],
+    signature: &str,
+) -> (StatusCode, Value) {
+    app.post(
+        "/plugins",
+        &p.api_key,
+        &idem(),
+        &json!({
+            "manifest": manifest,
+            "component_base64": base64::engine::general_purpose::STANDARD.encode(component),
+            "key_id": p.key_id,
+            "signature": signature,
+        }),
+    )
+    .await
+}
+
+/// Uploads a built plugin signed by `p`; returns the version.
+async fn upload(app: &TestApp, p: &Partner, file_stem: &str) -> Value {
+    let (manifest, component) = package(file_stem);
+    let signature =
+        signing::sign(&p.secret, manifest.as_bytes(), &component).expect("sign package");
+    let (status, body) = upload_raw(app, p, &manifest, &component, &signature).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+async fn admin_post(app: &TestApp, path: &str, body: Value) -> (StatusCode, Value) {
+    app.post(path, &app.admin_key, &idem(), &body).await
+}
+
+/// Upload (coffee), approve and deploy `file_stem`; returns the version id.
+async fn ship(app: &TestApp, p: &Partner, file_stem: &str) -> String {
+    let version = upload(app, p, file_stem).await;
+    assert_eq!(version["status"], "validated", "{version}");
+    let id = version["id"].as_str().expect("id").to_owned();
+    let (status, body) = admin_post(
+        app,
+        &format!("/plugins/{id}/approve"),
+        json!({ "reason": "reviewed" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = admin_post(
+        app,
+        &format!("/plugins/{id}/deploy"),
+        json!({ "reason": "go" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "active", "{body}");
+    id
+}
+
+/// Records a coffee purchase of 32.00 (32 base points); returns the response body.
+async fn coffee_purchase(app: &TestApp, counter: &str, member: &str) -> Value {
+    let order_id = format!("O-{}", uuid::Uuid::new_v4().simple());
+    let (status, body) = app
+        .post(
+            "/brands/coffee/purchases",
+            counter,
+            &idem(),
+            &json!({ "order_id": order_id, "member_id": member, "lines": [
+                { "line_id": "1", "sku": "latte", "category": "coffee", "quantity": 1,
+                  "unit_price_cents": 3_200 }
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+fn bonus_codes(purchase: &Value) -> Vec<String> {
+    purchase["bonuses"]
+        .as_array()
+        .map(|b| {
+            b.iter()
+                .map(|x| x["code"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Saturday 2026-03-07 10:00Z.
+const SATURDAY_MS: i64 = T0_MS + 5 * DAY_MS;
+
+both_backends!(
+    upload_review_deploy_rollback_with_a_verifiable_audit_chain,
+    |app| async move {
+        let coffee = partner(&app, "coffee").await;
+        let counter = create_key(&app, "counter", Some("coffee"), None).await;
+        let member = member_id(&app, "+8613800000001", "Ann").await;
+
+        // 1.0.0: upload, validated, approved, deployed.
+        let v1 = upload(&app, &coffee, "coffee-bonus").await;
+        assert_eq!(v1["status"], "validated", "{v1}");
+        assert_eq!(v1["uploaded_by_brand"], "coffee");
+        let (manifest, component) = package("coffee-bonus");
+        assert_eq!(
+            v1["content_sha256"],
+            signing::content_hash_hex(manifest.as_bytes(), &component)
+        );
+        let v1_id = v1["id"].as_str().expect("id").to_owned();
+        // Not serving before deploy: no bonus on Monday.
+        assert!(bonus_codes(&coffee_purchase(&app, &counter, &member).await).is_empty());
+        // The brand can see but not approve or deploy its own plugin.
+        for action in ["approve", "deploy"] {
+            let (status, body) = app
+                .post(
+                    &format!("/plugins/{v1_id}/{action}"),
+                    &coffee.api_key,
+                    &idem(),
+                    &json!({}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{action}: {body}");
+        }
+        // Deploy needs approval first.
+        let (status, body) = admin_post(&app, &format!("/plugins/{v1_id}/deploy"), json!({})).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "invalid_transition");
+        let (status, _) = admin_post(
+            &app,
+            &format!("/plugins/{v1_id}/approve"),
+            json!({ "reason": "reviewed" }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = admin_post(
+            &app,
+            &format!("/plugins/{v1_id}/deploy"),
+            json!({ "reason": "first release" }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            bonus_codes(&coffee_purchase(&app, &counter, &member).await),
+            ["weekday-x2"]
+        );
+
+        // 1.1.0 doubles on Saturdays too; deployed, then rolled back in one call.
+        app.clock.set_ms(SATURDAY_MS);
+        assert!(bonus_codes(&coffee_purchase(&app, &counter, &member).await).is_empty());
+        let v2_id = ship(&app, &coffee, "coffee-bonus-next").await;
+        assert_eq!(
+            bonus_codes(&coffee_purchase(&app, &counter, &member).await),
+            ["saturday-x2"]
+        );
+        let (_, status_v1) = app.get(&format!("/plugins/{v1_id}"), &coffee.api_key).await;
+        assert_eq!(status_v1["status"], "retired", "{status_v1}");
+
+        let (status, body) =
+            admin_post(&app, "/plugin-names/coffee-bonus/rollback", json!({})).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "a rollback needs a reason: {body}"
+        );
+        let (status, body) = admin_post(
+            &app,
+            "/plugin-names/coffee-bonus/rollback",
+            json!({ "reason": "Saturday bonus not budgeted" }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["active"]["id"], v1_id.as_str(), "{body}");
+        // The previous decisions are back at once.
+        assert!(bonus_codes(&coffee_purchase(&app, &counter, &member).await).is_empty());
+        app.clock.set_ms(T0_MS + 7 * DAY_MS); // the next Monday
+        assert_eq!(
+            bonus_codes(&coffee_purchase(&app, &counter, &member).await),
+            ["weekday-x2"]
+        );
+        let (_, v2) = app.get(&format!("/plugins/{v2_id}"), &app.admin_key).await;
+        assert_eq!(v2["status"], "retired");
+        // Nothing earlier than 1.0.0 to go back to.
+        let (status, body) = admin_post(
+            &app,
+            "/plugin-names/coffee-bonus/rollback",
+            json!({ "reason": "again" }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "nothing_to_roll_back");
+
+        // Every transition is in the audit log, with who and why.
+        let (status, entries) = app.get("/audit?limit=500", &app.admin_key).await;
+        assert_eq!(status, StatusCode::OK, "{entries}");
+        let actions: Vec<&str> = entries
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter(|e| {
+                e["action"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("plugin."))
+            })
+            .map(|e| e["action"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "plugin.upload",
+                "plugin.validate",
+                "plugin.approve",
+                "plugin.deploy",
+                "plugin.upload",
+                "plugin.validate",
+                "plugin.approve",
+                "plugin.deploy",
+                "plugin.rollback"
+            ]
+        );
+        let rollback = entries
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["action"] == "plugin.rollback"))
+            .expect("rollback entry");
+        assert_eq!(rollback["reason"], "Saturday bonus not budgeted");
+        assert!(rollback["actor"]
+            .as_str()
+            .expect("actor")
+            .starts_with("admin:"));
+        let (status, _) = app.get("/audit", &coffee.api_key).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+
+        let (_, verified) = app.get("/audit/verify", &app.admin_key).await;
+        assert_eq!(verified["ok"], true, "{verified}");
+        // Changing one recorded reason breaks the chain at that entry.
+        let seq = rollback["seq"].as_i64().expect("seq");
+        sqlx::query("UPDATE audit_log SET reason = 'routine' WHERE seq = $1")
+            .bind(seq)
+            .execute(app.state.store.write())
+            .await
+            .expect("tamper");
+        let (_, verified) = app.get("/audit/verify", &app.admin_key).await;
+        assert_eq!(verified["ok"], false, "{verified}");
+        assert_eq!(verified["first_bad_seq"], seq, "{verified}");
+        app.stop().await;
+    }
+);
+
+both_backends!(
+    bad_signatures_and_tampered_packages_are_refused,
+    |app| async move {
+        let coffee = partner(&app, "coffee").await;
+        let (manifest, component) = package("coffee-bonus");
+        let good = signing::sign(&coffee.secret, manifest.as_bytes(), &component).expect("sign");
+
+        // Signed by a key that is not the registered one.
+        let (other_secret, _) = signing::generate_keypair();
+        let forged = signing::sign(&other_secret, manifest.as_bytes(), &component).expect("sign");
+        let (status, body) = upload_raw(&app, &coffee, &manifest, &component, &forged).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "signature_invalid");
+
+        // One byte of the component changed after signing.
+        let mut tampered = component.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 0x01;
+        let (status, body) = upload_raw(&app, &coffee, &manifest, &tampered, &good).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "signature_invalid");
+
+        // The manifest changed after signing (a bigger fuel budget).
+        let bigger = manifest.replace("fuel = 2_000_000", "fuel = 2_000_001");
+        assert_ne!(bigger, manifest);
+        let (status, body) = upload_raw(&app, &coffee, &bigger, &component, &good).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "signature_invalid");
+
+        // Garbage signature.
+        let (status, body) = upload_raw(&app, &coffee, &manifest, &component, "00ff").await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "signature_invalid");
+
+        // A key the admin has not approved cannot sign.
+        let (secret, public) = signing::generate_keypair();
+        let (_, pending) = app
+            .post(
+                "/brands/coffee/signing-keys",
+                &coffee.api_key,
+                &idem(),
+                &json!({ "public_key": public }),
+            )
+            .await;
+        let pending_partner = Partner {
+            brand: "coffee".into(),
+            api_key: coffee.api_key.clone(),
+            key_id: pending["id"].as_str().expect("id").to_owned(),
+            secret,
+        };
+        let sig =
+            signing::sign(&pending_partner.secret, manifest.as_bytes(), &component).expect("s");
+        let (status, body) = upload_raw(&app, &pending_partner, &manifest, &component, &sig).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "signing_key_not_approved");
+
+        // Another brand cannot upload a plugin that does not name it.
+        let cinema = partner(&app, "cinema").await;
+        let sig = signing::sign(&cinema.secret, manifest.as_bytes(), &component).expect("s");
+        let (status, body) = upload_raw(&app, &cinema, &manifest, &component, &sig).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(pending_partner.brand, "coffee");
+
+        // Nothing was stored by any refused upload.
+        assert_eq!(crate::fixtures::count(&app, "plugin_versions").await, 0);
+
+        // A correctly signed package whose component does not compile is stored and rejected at
+        // validation, with the reason.
+        let corrupt = upload(&app, &coffee, "corrupt").await;
+        assert_eq!(corrupt["status"], "rejected", "{corrupt}");
+        assert!(
+            !corrupt["status_reason"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty(),
+            "{corrupt}"
+        );
+        let id = corrupt["id"].as_str().expect("id");
+        let (status, body) = admin_post(&app, &format!("/plugins/{id}/approve"), json!({})).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        app.stop().await;
+    }
+);
+
+both_backends!(
+    cosignature_gates_approval_and_brands_see_only_their_own,
+    |app| async move {
+        let cinema = partner(&app, "cinema").await;
+        let restaurant = partner(&app, "restaurant").await;
+        let coffee = partner(&app, "coffee").await;
+        let (manifest, component) = package("cinema-dinner");
+
+        let version = upload(&app, &cinema, "cinema-dinner").await;
+        assert_eq!(version["status"], "awaiting_cosign", "{version}");
+        let id = version["id"].as_str().expect("id").to_owned();
+        let (_, status) = app.get(&format!("/plugins/{id}"), &cinema.api_key).await;
+        assert_eq!(
+            status["cosignatures_missing"],
+            json!(["restaurant"]),
+            "{status}"
+        );
+
+        // The admin cannot approve before the restaurant co-signs.
+        let (status, body) = admin_post(&app, &format!("/plugins/{id}/approve"), json!({})).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "cosignature_missing");
+
+        // Coffee is not involved: it cannot see, co-sign, approve or deploy it.
+        let (status, _) = app.get(&format!("/plugins/{id}"), &coffee.api_key).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (_, listed) = app.get("/plugins", &coffee.api_key).await;
+        assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
+        let (_, listed) = app.get("/plugins", &restaurant.api_key).await;
+        assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+        let sig = signing::sign(&coffee.secret, manifest.as_bytes(), &component).expect("s");
+        let (status, _) = app
+            .post(
+                &format!("/plugins/{id}/cosign"),
+                &coffee.api_key,
+                &idem(),
+                &json!({ "key_id": coffee.key_id, "signature": sig }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        for (key, action) in [
+            (&coffee.api_key, "approve"),
+            (&coffee.api_key, "deploy"),
+            (&cinema.api_key, "approve"),
+            (&restaurant.api_key, "deploy"),
+        ] {
+            let (status, _) = app
+                .post(&format!("/plugins/{id}/{action}"), key, &idem(), &json!({}))
+                .await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{action}");
+        }
+
+        // A restaurant signature over different bytes does not count.
+        let wrong = signing::sign(&restaurant.secret, b"other manifest", &component).expect("s");
+        let (status, body) = app
+            .post(
+                &format!("/plugins/{id}/cosign"),
+                &restaurant.api_key,
+                &idem(),
+                &json!({ "key_id": restaurant.key_id, "signature": wrong }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "signature_invalid");
+
+        let sig = signing::sign(&restaurant.secret, manifest.as_bytes(), &component).expect("s");
+        let (status, body) = app
+            .post(
+                &format!("/plugins/{id}/cosign"),
+                &restaurant.api_key,
+                &idem(),
+                &json!({ "key_id": restaurant.key_id, "signature": sig }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "validated", "{body}");
+
+        let (status, body) = admin_post(
+            &app,
+            &format!("/plugins/{id}/approve"),
+            json!({ "reason": "both brands signed", "config": {} }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = admin_post(&app, &format!("/plugins/{id}/deploy"), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "active");
+        let (_, status) = app
+            .get(&format!("/plugins/{id}"), &restaurant.api_key)
+            .await;
+        assert_eq!(status["loaded"], true, "{status}");
+        assert_eq!(status["signatures"].as_array().map(Vec::len), Some(2));
+
+        // A rejected version says why.
+        let retry = app
+            .post(
+                &format!("/plugins/{id}/reject"),
+                &app.admin_key,
+                &idem(),
+                &json!({ "reason": "too late" }),
+            )
+            .await;
+        assert_eq!(
+            retry.0,
+            StatusCode::CONFLICT,
+            "an active version is past review"
+        );
+        app.stop().await;
+    }
+);
+
+both_backends!(
+    canary_serves_its_share_stably_per_member,
+    |app| async move {
+        let coffee = partner(&app, "coffee").await;
+        let counter = create_key(&app, "counter", Some("coffee"), None).await;
+        let v1 = ship(&app, &coffee, "coffee-bonus").await;
+        let next = upload(&app, &coffee, "coffee-bonus-next").await;
+        let v2 = next["id"].as_str().expect("id").to_owned();
+        admin_post(&app, &format!("/plugins/{v2}/approve"), json!({})).await;
+        let (status, body) = admin_post(
+            &app,
+            &format!("/plugins/{v2}/canary"),
+            json!({ "basis_points": 3_000, "reason": "30% first" }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        // Per member, the serving version follows the member's bucket, every time.
+        let mut in_canary = 0;
+        let total = 2_000;
+        for i in 0..total {
+            let member = format!("m-{i}");
+            let expected_canary =
+                coalition::plugins::canary_bucket("coffee-bonus", &member) < 3_000;
+            for _ in 0..2 {
+                let serving = app.state.plugins.serving(&member);
+                assert_eq!(serving.len(), 1);
+                let id = &serving[0].version_id;
+                assert_eq!(id == &v2, expected_canary, "{member}");
+                assert_eq!(id == &v1, !expected_canary, "{member}");
+            }
+            in_canary += usize::from(expected_canary);
+        }
+        // About 30% (2000 members: 3 sigma is about 3 points).
+        assert!((500..=700).contains(&in_canary), "{in_canary} of {total}");
+
+        // Through the API: on Saturday, canary members get the Saturday bonus, others do not.
+        app.clock.set_ms(SATURDAY_MS);
+        let mut seen = (false, false);
+        for i in 0..16 {
+            let member = member_id(&app, &format!("+86138000010{i:02}"), "M").await;
+            let canary = coalition::plugins::canary_bucket("coffee-bonus", &member) < 3_000;
+            for _ in 0..2 {
+                let codes = bonus_codes(&coffee_purchase(&app, &counter, &member).await);
+                assert_eq!(codes == ["saturday-x2"], canary, "{member}: {codes:?}");
+            }
+            if canary {
+                seen.0 = true;
+            } else {
+                seen.1 = true;
+            }
+            if seen.0 && seen.1 {
+                break;
+            }
+        }
+        assert!(seen.0 && seen.1, "members on both sides of the canary");
+
+        // Promote: everyone gets 1.1.0.
+        let (status, body) = admin_post(
+            &app,
+            "/plugin-names/coffee-bonus/promote",
+            json!({ "reason": "no complaints" }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["active"]["id"], v2.as_str());
+        for i in 0..50 {
+            let serving = app.state.plugins.serving(&format!("m-{i}"));
+            assert_eq!(serving[0].version_id, v2);
+        }
+        let (status, body) =
+            admin_post(&app, "/plugin-names/coffee-bonus/promote", json!({})).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "no_canary");
+        app.stop().await;
+    }
+);
+
+both_backends!(kill_switch_stops_calls_at_once, |app| async move {
+    let coffee = partner(&app, "coffee").await;
+    let counter = create_key(&app, "counter", Some("coffee"), None).await;
+    let member = member_id(&app, "+8613800000001", "Ann").await;
+    ship(&app, &coffee, "coffee-bonus").await;
+    assert_eq!(
+        bonus_codes(&coffee_purchase(&app, &counter, &member).await),
+        ["weekday-x2"]
+    );
+
+    let (status, _) = app
+        .post(
+            "/plugin-names/coffee-bonus/kill",
+            &coffee.api_key,
+            &idem(),
+            &json!({ "reason": "mine" }),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "brands cannot pull the kill switch"
+    );
+    let (status, body) = admin_post(
+        &app,
+        "/plugin-names/coffee-bonus/kill",
+        json!({ "reason": "bonus storm" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["killed"], true);
+    // The very next call, with no wait: the plugin is not asked.
+    assert!(app.state.plugins.serving(&member).is_empty());
+    assert!(bonus_codes(&coffee_purchase(&app, &counter, &member).await).is_empty());
+    let (status, body) = admin_post(
+        &app,
+        "/plugin-names/coffee-bonus/kill",
+        json!({ "reason": "again" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "plugin_killed");
+
+    let (status, body) = admin_post(
+        &app,
+        "/plugin-names/coffee-bonus/resume",
+        json!({ "reason": "fixed upstream" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        bonus_codes(&coffee_purchase(&app, &counter, &member).await),
+        ["weekday-x2"]
+    );
+    let (status, _) = admin_post(
+        &app,
+        "/plugin-names/no-such-plugin/kill",
+        json!({"reason": "x"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.stop().await;
+});
+
+both_backends!(
+    dry_run_reports_exactly_the_changed_inputs,
+    |app| async move {
+        let coffee = partner(&app, "coffee").await;
+        let counter = create_key(&app, "counter", Some("coffee"), None).await;
+        let member = member_id(&app, "+8613800000001", "Ann").await;
+        ship(&app, &coffee, "coffee-bonus").await;
+
+        // Purchases through 1.0.0 over a week: Mon (bonus), Tue, Wed, Sat, Sat, Sun.
+        let mut saturday_receipts = Vec::new();
+        let mut all_receipts = Vec::new();
+        for day in [0, 1, 2, 5, 5, 6] {
+            app.clock.set_ms(T0_MS + day * DAY_MS);
+            let purchase = coffee_purchase(&app, &counter, &member).await;
+            let id = purchase["id"].as_str().expect("id");
+            let (_, receipts) = app
+                .get(
+                    &format!("/receipts?subject_kind=purchase&subject_id={id}"),
+                    &app.admin_key,
+                )
+                .await;
+            let receipts = receipts.as_array().expect("receipts").clone();
+            assert_eq!(receipts.len(), 1, "every call keeps its receipt");
+            let receipt_id = receipts[0]["id"].as_str().expect("id").to_owned();
+            if day == 5 {
+                saturday_receipts.push(receipt_id.clone());
+            }
+            all_receipts.push(receipt_id);
+        }
+
+        let next = upload(&app, &coffee, "coffee-bonus-next").await;
+        let id = next["id"].as_str().expect("id");
+        let (status, _) = app
+            .post(
+                &format!("/plugins/{id}/dry-run"),
+                &coffee.api_key,
+                &idem(),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, report) = admin_post(
+            &app,
+            &format!("/plugins/{id}/dry-run"),
+            json!({ "limit": 100 }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["inputs"], 6, "{report}");
+        assert_eq!(report["differing"], 2, "{report}");
+        let items = report["items"].as_array().expect("items");
+        let mut differing: Vec<String> = items
+            .iter()
+            .filter(|i| i["differs"] == true)
+            .map(|i| i["receipt_id"].as_str().expect("id").to_owned())
+            .collect();
+        differing.sort();
+        saturday_receipts.sort();
+        assert_eq!(differing, saturday_receipts);
+        let mut replayed: Vec<String> = items
+            .iter()
+            .map(|i| i["receipt_id"].as_str().expect("id").to_owned())
+            .collect();
+        replayed.sort();
+        all_receipts.sort();
+        assert_eq!(replayed, all_receipts);
+        for item in items {
+            assert!(
+                item["candidate_fuel_used"].as_u64().expect("fuel") > 0,
+                "{item}"
+            );
+            assert!(
+                item["active_fuel_used"].as_i64().expect("fuel") > 0,
+                "{item}"
+            );
+            if item["differs"] == true {
+                assert_eq!(item["active_output"], json!([]));
+                assert_eq!(item["candidate_output"][0]["code"], "saturday-x2");
+            } else {
+                assert_eq!(item["active_output"], item["candidate_output"]);
+            }
+        }
+        // Limit: the newest N inputs only.
+        let (_, report) = admin_post(
+            &app,
+            &format!("/plugins/{id}/dry-run"),
+            json!({ "limit": 2 }),
+        )
+        .await;
+        assert_eq!(report["inputs"], 2, "{report}");
+        let (status, _) = admin_post(
+            &app,
+            &format!("/plugins/{id}/dry-run"),
+            json!({ "limit": 100_000 }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        app.stop().await;
+    }
+);
+
+both_backends!(
+    shadow_decisions_are_recorded_never_applied,
+    |app| async move {
+        let coffee = partner(&app, "coffee").await;
+        let counter = create_key(&app, "counter", Some("coffee"), None).await;
+        let member = member_id(&app, "+8613800000001", "Ann").await;
+        ship(&app, &coffee, "coffee-bonus").await;
+        let next = upload(&app, &coffee, "coffee-bonus-next").await;
+        let id = next["id"].as_str().expect("id").to_owned();
+        let (status, body) = admin_post(
+            &app,
+            &format!("/plugins/{id}/shadow"),
+            json!({ "enabled": true, "reason": "compare on live traffic" }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        app.clock.set_ms(SATURDAY_MS);
+        let purchase = coffee_purchase(&app, &counter, &member).await;
+        assert!(
+            bonus_codes(&purchase).is_empty(),
+            "the shadow's bonus is never applied"
+        );
+        app.clock.set_ms(T0_MS);
+        coffee_purchase(&app, &counter, &member).await;
+
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let results = loop {
+            let (status, results) = app
+                .get(&format!("/plugins/{id}/shadow-results"), &app.admin_key)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{results}");
+            if results.as_array().map(Vec::len) == Some(2) || Instant::now() > deadline {
+                break results;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let results = results.as_array().expect("results");
+        assert_eq!(results.len(), 2, "{results:?}");
+        let saturday = results
+            .iter()
+            .find(|r| r["same"] == false)
+            .expect("the Saturday call differs");
+        assert_eq!(saturday["serving_output"], json!([]));
+        assert_eq!(saturday["shadow_output"][0]["code"], "saturday-x2");
+        assert_eq!(results.iter().filter(|r| r["same"] == true).count(), 1);
+        assert_eq!(
+            crate::fixtures::count(&app, "plugin_shadow_results").await,
+            2
+        );
+        app.stop().await;
+    }
+);
+
+/// Two nodes on one PostgreSQL: a deploy, kill or rollback on node A is served by node B
+/// within one second; a node started later loads the current set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_on_postgres_follow_each_other_within_a_second() {
+    let a = TestApp::spawn(Backend::Postgres).await;
+    let b = a.spawn_sharing().await;
+    let coffee = partner(&a, "coffee").await;
+    let serves = |app: &TestApp| -> Vec<String> {
+        app.state
+            .plugins
+            .serving("m-1")
+            .iter()
+            .map(|p| p.version_id.clone())
+            .collect()
+    };
+    async fn within_a_second(label: &str, check: impl Fn() -> bool) -> Duration {
+        let started = Instant::now();
+        while !check() {
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{label}: node B did not follow within one second"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        started.elapsed()
+    }
+    /// Upload and approve on A; every node precompiles approved versions in the background
+    /// (a debug build takes ~0.5 s per component), and the deploy is timed from there.
+    async fn approve_and_wait_warm(
+        a: &TestApp,
+        b: &TestApp,
+        coffee: &Partner,
+        stem: &str,
+    ) -> String {
+        let version = upload(a, coffee, stem).await;
+        let id = version["id"].as_str().expect("id").to_owned();
+        let sha = version["component_sha256"]
+            .as_str()
+            .expect("sha")
+            .to_owned();
+        let (status, _) = admin_post(a, &format!("/plugins/{id}/approve"), json!({})).await;
+        assert_eq!(status, StatusCode::OK);
+        let started = Instant::now();
+        while !b.state.plugins.is_warm(&sha) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "node B never precompiled {stem}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        eprintln!(
+            "node B precompiled {stem} {:?} after approval",
+            started.elapsed()
+        );
+        id
+    }
+
+    let v1 = approve_and_wait_warm(&a, &b, &coffee, "coffee-bonus").await;
+    let (status, _) = admin_post(&a, &format!("/plugins/{v1}/deploy"), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let took = within_a_second("deploy 1.0.0", || serves(&b) == [v1.clone()]).await;
+    eprintln!("node B served the first deploy after {took:?}");
+
+    let v2 = approve_and_wait_warm(&a, &b, &coffee, "coffee-bonus-next").await;
+    let (status, _) = admin_post(&a, &format!("/plugins/{v2}/deploy"), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serves(&a),
+        std::slice::from_ref(&v2),
+        "node A serves it before answering"
+    );
+    let took = within_a_second("deploy 1.1.0", || serves(&b) == [v2.clone()]).await;
+    eprintln!("node B served the new version after {took:?}");
+
+    let (status, _) = admin_post(
+        &a,
+        "/plugin-names/coffee-bonus/kill",
+        json!({"reason": "x"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let took = within_a_second("kill", || serves(&b).is_empty()).await;
+    eprintln!("node B stopped the killed plugin after {took:?}");
+
+    // A node started now loads the current state: killed.
+    let c = a.spawn_sharing().await;
+    assert!(serves(&c).is_empty());
+    let (status, _) = admin_post(
+        &b,
+        "/plugin-names/coffee-bonus/resume",
+        json!({"reason": "y"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    within_a_second("resume on B, seen by A", || serves(&a) == [v2.clone()]).await;
+    let (status, _) = admin_post(
+        &b,
+        "/plugin-names/coffee-bonus/rollback",
+        json!({"reason": "z"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    within_a_second("rollback on B, seen by A", || serves(&a) == [v1.clone()]).await;
+    within_a_second("rollback on B, seen by C", || serves(&c) == [v1.clone()]).await;
+    c.stop().await;
+    b.stop().await;
+    a.stop().await;
+}
+
+both_backends!(cli_signs_uploads_and_reads_status, |app| async move {
+    use coalition::plugins::cli::{execute, PluginCommand, ServerArgs};
+    create_brand(&app, "coffee").await;
+    let brand_key = create_key(&app, "brand", Some("coffee"), None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_path = dir.path().join("coffee.key");
+    let server = |key: &str| ServerArgs {
+        server: app.base.clone(),
+        key: Some(key.to_owned()),
+        idempotency_key: None,
+    };
+
+    // Offline: keygen, sign, and the signature verifies over the package's content hash.
+    let keys = execute(PluginCommand::Keygen {
+        out: secret_path.clone(),
+    })
+    .await
+    .expect("keygen");
+    let public = keys["public_key"].as_str().expect("public").to_owned();
+    assert!(
+        execute(PluginCommand::Keygen {
+            out: secret_path.clone()
+        })
+        .await
+        .is_err(),
+        "keygen never overwrites a key"
+    );
+    let plugins = plugins_dir();
+    let manifest = plugins.join("coffee-bonus.toml");
+    let component = plugins.join("coffee-bonus.wasm");
+    let signed = execute(PluginCommand::Sign {
+        secret_key: secret_path.clone(),
+        manifest: manifest.clone(),
+        component: component.clone(),
+    })
+    .await
+    .expect("sign");
+    let (m, c) = package("coffee-bonus");
+    let hash = signing::content_hash(m.as_bytes(), &c);
+    signing::verify(&public, signed["signature"].as_str().expect("sig"), &hash)
+        .expect("the CLI's signature verifies");
+
+    // Against the server: register the key, approve it, upload, read the status.
+    let registered = execute(PluginCommand::RegisterKey {
+        brand: "coffee".into(),
+        public_key: dir.path().join("coffee.key.pub"),
+        label: "ci".into(),
+        server: server(&brand_key),
+    })
+    .await
+    .expect("register");
+    let key_id = registered["id"].as_str().expect("id").to_owned();
+    let err = execute(PluginCommand::Upload {
+        manifest: manifest.clone(),
+        component: component.clone(),
+        key_id: key_id.clone(),
+        secret_key: secret_path.clone(),
+        server: server(&brand_key),
+    })
+    .await
+    .expect_err("pending key");
+    assert!(
+        err.to_string().contains("signing_key_not_approved"),
+        "{err}"
+    );
+    execute(PluginCommand::ApproveKey {
+        key_id: key_id.clone(),
+        reason: "ok".into(),
+        server: server(&app.admin_key),
+    })
+    .await
+    .expect("approve key");
+    let uploaded = execute(PluginCommand::Upload {
+        manifest,
+        component,
+        key_id,
+        secret_key: secret_path,
+        server: server(&brand_key),
+    })
+    .await
+    .expect("upload");
+    assert_eq!(uploaded["status"], "validated", "{uploaded}");
+    let id = uploaded["id"].as_str().expect("id").to_owned();
+    execute(PluginCommand::Approve {
+        version_id: id.clone(),
+        reason: "ok".into(),
+        config: Some(r#"{"double_weekday": "friday"}"#.into()),
+        server: server(&app.admin_key),
+    })
+    .await
+    .expect("approve");
+    execute(PluginCommand::Deploy {
+        version_id: id.clone(),
+        reason: "ok".into(),
+        server: server(&app.admin_key),
+    })
+    .await
+    .expect("deploy");
+    let status = execute(PluginCommand::Status {
+        version_id: Some(id),
+        server: server(&brand_key),
+    })
+    .await
+    .expect("status");
+    assert_eq!(status["status"], "active", "{status}");
+    assert_eq!(status["config"]["double_weekday"], "friday", "{status}");
+    let verified = execute(PluginCommand::Audit {
+        verify: true,
+        after: 0,
+        limit: 100,
+        server: server(&app.admin_key),
+    })
+    .await
+    .expect("audit verify");
+    assert_eq!(verified["ok"], true);
+    app.stop().await;
+});

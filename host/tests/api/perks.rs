@@ -1,0 +1,757 @@
+//! Perks end to end over HTTP with the real example plugins: earn at the restaurant, see and
+//! redeem the cinema perk, apply its coupon at the cinema counter, buy, refund; stock under
+//! 200 concurrent redemptions; per-member, per-tier and per-period limits; plugin refusals.
+
+use std::path::PathBuf;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::fixtures::{create_brand, create_key, idem, member_id};
+use crate::helpers::TestApp;
+
+const DAY_MS: i64 = 86_400_000;
+
+fn plugins_dir() -> PathBuf {
+    let dir = std::env::var_os("COALITION_PLUGINS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+                .join("plugins")
+        });
+    assert!(
+        dir.join("cinema-dinner.wasm").exists(),
+        "plugin components missing in {}: run `cargo xtask build-plugins`",
+        dir.display()
+    );
+    dir
+}
+
+async fn install(app: &TestApp, name: &str, config: Value) {
+    use coalition::clock::Clock;
+    let dir = plugins_dir();
+    let component = std::fs::read(dir.join(format!("{name}.wasm"))).expect("component");
+    let manifest = std::fs::read_to_string(dir.join(format!("{name}.toml"))).expect("manifest");
+    coalition::plugins::registry::install(
+        &app.state.store,
+        &app.state.plugins,
+        &manifest,
+        component,
+        config.as_object().cloned().unwrap_or_default(),
+        "test",
+        app.clock.now_ms(),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("install {name}: {err}"));
+}
+
+async fn balance(app: &TestApp, member: &str) -> i64 {
+    let (status, body) = app
+        .get(&format!("/members/{member}/points"), &app.admin_key)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["balance"].as_i64().expect("balance")
+}
+
+async fn scalar(app: &TestApp, sql: &str, arg: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sql)
+        .bind(arg)
+        .fetch_one(app.state.store.read())
+        .await
+        .expect("query");
+    n
+}
+
+/// The cinema's half-price ticket coupon, applied by coupon-logic.
+async fn cinema_template(app: &TestApp) {
+    let (status, body) = app
+        .post(
+            "/coupon-templates",
+            &app.admin_key,
+            &idem(),
+            &json!({
+                "id": "cinema-ticket-half", "title": "Half-price cinema ticket",
+                "funding_brand": "restaurant", "honouring_brand": "cinema",
+                "plugin": "coupon-logic",
+                "params": { "kind": "percent-off-category", "category": "ticket",
+                            "percent-bp": "5000", "cap-cents": "4000" },
+                "validity_days": 30, "value_cents": 4000
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+async fn set_inventory(app: &TestApp, key: &str, plugin: &str, perk: &str, body: Value) {
+    let (status, inv) = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/perks/{plugin}/{perk}/inventory"),
+            Some(key),
+            Some(&idem()),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{inv}");
+}
+
+async fn buy(
+    app: &TestApp,
+    counter: &str,
+    brand: &str,
+    member: &str,
+    order: &str,
+    cents: i64,
+) -> Value {
+    let (status, body) = app
+        .post(
+            &format!("/brands/{brand}/purchases"),
+            counter,
+            &idem(),
+            &json!({ "order_id": order, "member_id": member, "lines": [
+                { "line_id": "1", "sku": "set", "category": "dining", "quantity": 1,
+                  "unit_price_cents": cents } ] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+fn redeem_path(member: &str) -> String {
+    format!("/members/{member}/perks/cinema-dinner/cinema-ticket-half/redeem")
+}
+
+async fn event_value(app: &TestApp, kind: &str, subject: &str) -> (i64, i64, String, String) {
+    let (points, value, funding, honouring): (i64, i64, String, String) = sqlx::query_as(
+        "SELECT points, value_cents, funding_brand, honouring_brand FROM settle_events
+         WHERE kind = $1 AND subject_id = $2",
+    )
+    .bind(kind)
+    .bind(subject)
+    .fetch_one(app.state.store.read())
+    .await
+    .unwrap_or_else(|err| panic!("no {kind} event for {subject}: {err}"));
+    (points, value, funding, honouring)
+}
+
+both_backends!(
+    earn_at_restaurant_redeem_cinema_perk_use_coupon_and_refund,
+    |app| async move {
+        create_brand(&app, "restaurant").await;
+        create_brand(&app, "cinema").await;
+        let restaurant = create_key(&app, "counter", Some("restaurant"), None).await;
+        let restaurant_office = create_key(&app, "brand", Some("restaurant"), None).await;
+        let cinema = create_key(&app, "counter", Some("cinema"), None).await;
+        let member = member_id(&app, "+8613900000001", "Ann").await;
+        let member_key = create_key(&app, "member", None, Some(&member)).await;
+        install(&app, "cinema-dinner", json!({})).await;
+        install(&app, "coupon-logic", json!({})).await;
+        cinema_template(&app).await;
+        set_inventory(
+            &app,
+            &restaurant_office,
+            "cinema-dinner",
+            "cinema-ticket-half",
+            json!({ "funding_brand": "restaurant", "total_stock": 10, "per_member_limit": 2 }),
+        )
+        .await;
+
+        // Dinner for 600.00 earns 600 points and unlocks the perk.
+        buy(&app, &restaurant, "restaurant", &member, "R-1", 60_000).await;
+        assert_eq!(balance(&app, &member).await, 600);
+        let (status, perks) = app
+            .get(&format!("/members/{member}/perks"), &member_key)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{perks}");
+        let list = perks["perks"].as_array().expect("perks");
+        assert_eq!(list.len(), 1, "{perks}");
+        assert_eq!(list[0]["id"], "cinema-ticket-half");
+        assert_eq!(list[0]["remaining_stock"], 10);
+        assert_eq!(list[0]["redemptions_left"], 2);
+
+        // Redeem: 500 points, one coupon, one unit of stock; the retry is applied once.
+        let key = idem();
+        let body = json!({ "expected_cost_points": 500, "device_id": "app-1" });
+        let (status, redeemed) = app
+            .post(&redeem_path(&member), &member_key, &key, &body)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{redeemed}");
+        assert_eq!(redeemed["points"], 500);
+        assert_eq!(redeemed["balance_after"], 100);
+        assert_eq!(redeemed["remaining_stock"], 9);
+        assert_eq!(redeemed["device_id"], "app-1");
+        let code = redeemed["coupon"]["code"]
+            .as_str()
+            .expect("code")
+            .to_owned();
+        assert_eq!(code.len(), 16);
+        let (status, again) = app
+            .post(&redeem_path(&member), &member_key, &key, &body)
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(again, redeemed);
+        assert_eq!(balance(&app, &member).await, 100);
+        let redemption = redeemed["id"].as_str().expect("id").to_owned();
+        assert_eq!(
+            scalar(
+                &app,
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM perk_redemptions WHERE member_id = $1",
+                &member
+            )
+            .await,
+            1
+        );
+        assert_eq!(
+            event_value(&app, "perk-redeemed", &redemption).await,
+            (500, 4000, "restaurant".into(), "cinema".into())
+        );
+        let (_, receipts) = app
+            .get(
+                &format!("/receipts?subject_kind=redemption&subject_id={redemption}"),
+                &app.admin_key,
+            )
+            .await;
+        assert_eq!(receipts[0]["hook"], "redeem-perk", "{receipts}");
+
+        // 100 points left: the 500-point perk is no longer shown, unless asked for.
+        let (_, perks) = app
+            .get(&format!("/members/{member}/perks"), &member_key)
+            .await;
+        assert_eq!(
+            perks["perks"].as_array().expect("perks").len(),
+            0,
+            "{perks}"
+        );
+        let (_, perks) = app
+            .get(
+                &format!("/members/{member}/perks?include_unaffordable=true"),
+                &member_key,
+            )
+            .await;
+        assert_eq!(perks["perks"][0]["affordable"], false, "{perks}");
+        assert_eq!(perks["perks"][0]["remaining_stock"], 9, "{perks}");
+
+        // The coupon: the member sees it; the cinema counter can look it up, the restaurant's not.
+        let (_, coupons) = app
+            .get(&format!("/members/{member}/coupons"), &member_key)
+            .await;
+        assert_eq!(coupons[0]["code"], code.as_str(), "{coupons}");
+        assert_eq!(coupons[0]["status"], "issued");
+        let (status, _) = app
+            .get(&format!("/brands/cinema/coupons/{code}"), &cinema)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = app
+            .get(&format!("/brands/restaurant/coupons/{code}"), &restaurant)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // At the cinema: two tickets at 50.00 and popcorn; 50% off tickets, capped at 40.00.
+        let lines = json!([
+            { "line_id": "t", "sku": "ticket-2d", "category": "ticket", "quantity": 2,
+              "unit_price_cents": 5000 },
+            { "line_id": "p", "sku": "popcorn", "category": "snacks", "quantity": 1,
+              "unit_price_cents": 1200 }
+        ]);
+        let (status, checkout) = app
+            .post(
+                "/brands/cinema/checkouts",
+                &cinema,
+                &idem(),
+                &json!({ "member_id": member, "lines": lines, "coupon_codes": [code] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{checkout}");
+        assert_eq!(checkout["discount_cents"], 4000, "{checkout}");
+        assert_eq!(checkout["payable_cents"], 7200);
+        assert_eq!(checkout["lines"][0]["discount_cents"], 4000);
+        assert_eq!(checkout["lines"][1]["discount_cents"], 0);
+        assert_eq!(checkout["max_points_payable"], 100, "balance caps it");
+        let checkout_id = checkout["id"].as_str().expect("id").to_owned();
+        // The coupon is reserved: a second checkout cannot take it.
+        let (status, second) = app
+            .post(
+                "/brands/cinema/checkouts",
+                &cinema,
+                &idem(),
+                &json!({ "member_id": member, "lines": lines, "coupon_codes": [code] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{second}");
+        assert_eq!(second["code"], "coupon_reserved");
+
+        // The purchase redeems it; 100 points pay 1.00; 71.00 paid in money earns 71.
+        let (status, purchase) = app
+            .post(
+                "/brands/cinema/purchases",
+                &cinema,
+                &idem(),
+                &json!({ "order_id": "CIN-1", "member_id": member, "lines": lines,
+                         "points_spent": 100, "checkout_id": checkout_id }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{purchase}");
+        assert_eq!(purchase["discount_cents"], 4000);
+        assert_eq!(purchase["cash_cents"], 7100);
+        assert_eq!(purchase["base_points"], 71);
+        assert_eq!(balance(&app, &member).await, 71);
+        let (_, coupon) = app
+            .get(&format!("/brands/cinema/coupons/{code}"), &cinema)
+            .await;
+        assert_eq!(coupon["status"], "redeemed", "{coupon}");
+        assert_eq!(coupon["discount_cents"], 4000);
+        assert_eq!(
+            event_value(&app, "coupon-honoured", &code).await,
+            (0, 4000, "restaurant".into(), "cinema".into())
+        );
+        // A checkout completes one purchase only.
+        let (status, reused) = app
+            .post(
+                "/brands/cinema/purchases",
+                &cinema,
+                &idem(),
+                &json!({ "order_id": "CIN-2", "member_id": member, "lines": lines,
+                         "checkout_id": checkout_id }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{reused}");
+        assert_eq!(reused["code"], "checkout_completed");
+
+        // Full refund: the coupon is voided, the perk's 500 points and its stock come back,
+        // the 100 points paid come back, the 71 earned are clawed back.
+        let (status, refund) = app
+            .post(
+                "/brands/cinema/purchases/CIN-1/refunds",
+                &cinema,
+                &idem(),
+                &json!({ "refund_id": "RF-1" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{refund}");
+        assert_eq!(refund["coupons_voided"], json!([code]), "{refund}");
+        assert_eq!(refund["perk_points_restored"], 500);
+        assert_eq!(refund["cash_refund_cents"], 7100);
+        assert_eq!(balance(&app, &member).await, 600);
+        let (_, coupon) = app
+            .get(&format!("/brands/cinema/coupons/{code}"), &cinema)
+            .await;
+        assert_eq!(coupon["status"], "voided", "{coupon}");
+        let (_, history) = app
+            .get(&format!("/members/{member}/redemptions"), &member_key)
+            .await;
+        assert_eq!(history[0]["status"], "reversed", "{history}");
+        let (_, inventory) = app.get("/perks/inventory", &app.admin_key).await;
+        assert_eq!(inventory[0]["remaining"], 10, "{inventory}");
+        assert_eq!(
+            event_value(&app, "refund", &code).await,
+            (0, 4000, "restaurant".into(), "cinema".into())
+        );
+        assert_eq!(
+            event_value(&app, "refund", &redemption).await,
+            (500, 4000, "restaurant".into(), "cinema".into())
+        );
+        // The perk can be redeemed again (two per member; the reversed one does not count).
+        let (_, perks) = app
+            .get(&format!("/members/{member}/perks"), &member_key)
+            .await;
+        assert_eq!(perks["perks"][0]["redemptions_left"], 2, "{perks}");
+        // Settlement sees the same month as the ledger: the purchases, the perk, the coupon and
+        // their refunds all settle, and every reconciliation check passes (the perk's points
+        // are redeemed on the funding brand's account in both).
+        let (status, run) = app
+            .post("/settlement/run", &app.admin_key, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{run}");
+        assert_eq!(run["held"], 0, "{run}");
+        let (status, report) = app
+            .get("/settlement/periods/2026-03/reconciliation", &app.admin_key)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["ok"], true, "{report}");
+        app.stop().await;
+    }
+);
+
+both_backends!(
+    two_hundred_concurrent_redemptions_of_fifty_in_stock,
+    |app| async move {
+        create_brand(&app, "restaurant").await;
+        create_brand(&app, "cinema").await;
+        let restaurant = create_key(&app, "counter", Some("restaurant"), None).await;
+        install(&app, "cinema-dinner", json!({})).await;
+        install(&app, "coupon-logic", json!({})).await;
+        cinema_template(&app).await;
+        set_inventory(
+            &app,
+            &app.admin_key,
+            "cinema-dinner",
+            "cinema-ticket-half",
+            json!({ "funding_brand": "restaurant", "total_stock": 50 }),
+        )
+        .await;
+        let mut members = Vec::new();
+        for i in 0..100 {
+            let id = member_id(&app, &format!("+86139100{i:05}"), "M").await;
+            // 1,000.00 at the restaurant: 1,000 points, enough for two perks.
+            buy(
+                &app,
+                &restaurant,
+                "restaurant",
+                &id,
+                &format!("R-{i}"),
+                100_000,
+            )
+            .await;
+            members.push(id);
+        }
+        let admin = app.admin_key.clone();
+        let mut tasks = Vec::new();
+        for attempt in 0..200 {
+            let member = members[attempt % 100].clone();
+            let client = app.client.clone();
+            let url = format!("{}{}", app.base, redeem_path(&member));
+            let admin = admin.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = idem();
+                let resp = client
+                    .post(&url)
+                    .bearer_auth(&admin)
+                    .header("Idempotency-Key", &key)
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .expect("send");
+                let status = resp.status();
+                let body: Value = resp.json().await.expect("json");
+                (member, key, status, body)
+            }));
+        }
+        let mut won = Vec::new();
+        for task in tasks {
+            let (member, key, status, body) = task.await.expect("task");
+            match status {
+                StatusCode::CREATED => won.push((member, key, body)),
+                StatusCode::CONFLICT => assert_eq!(body["code"], "perk_sold_out", "{body}"),
+                other => panic!("unexpected {other}: {body}"),
+            }
+        }
+        assert_eq!(won.len(), 50, "exactly the stock is redeemed");
+        let (_, inventory) = app.get("/perks/inventory", &admin).await;
+        assert_eq!(inventory[0]["remaining"], 0, "{inventory}");
+        let redemptions = scalar(
+            &app,
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM perk_redemptions WHERE perk_id = $1",
+            "cinema-ticket-half",
+        )
+        .await;
+        assert_eq!(redemptions, 50);
+        let coupons = scalar(
+            &app,
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM coupons WHERE template_id = $1",
+            "cinema-ticket-half",
+        )
+        .await;
+        assert_eq!(coupons, 50);
+        // Every balance is 1,000 minus 500 per redemption it won; nothing else moved.
+        let mut total = 0;
+        for member in &members {
+            let wins = won.iter().filter(|(m, ..)| m == member).count() as i64;
+            let b = balance(&app, member).await;
+            assert_eq!(b, 1_000 - 500 * wins, "member {member}");
+            total += b;
+        }
+        assert_eq!(total, 100 * 1_000 - 50 * 500);
+
+        // A winner's retry with its key replays the same redemption and changes nothing.
+        let (member, key, first) = &won[0];
+        let (status, replay) = app
+            .post(&redeem_path(member), &admin, key, &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(&replay, first);
+        let again = scalar(
+            &app,
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM perk_redemptions WHERE perk_id = $1",
+            "cinema-ticket-half",
+        )
+        .await;
+        assert_eq!(again, 50);
+        app.stop().await;
+    }
+);
+
+both_backends!(
+    one_balance_is_never_overdrawn_by_concurrent_redemptions,
+    |app| async move {
+        create_brand(&app, "restaurant").await;
+        create_brand(&app, "cinema").await;
+        let restaurant = create_key(&app, "counter", Some("restaurant"), None).await;
+        install(&app, "cinema-dinner", json!({})).await;
+        cinema_template(&app).await;
+        let member = member_id(&app, "+8613900000002", "Bo").await;
+        // 1,200 points: two perks, not three; no inventory row, so only the balance limits.
+        buy(&app, &restaurant, "restaurant", &member, "R-1", 120_000).await;
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            let client = app.client.clone();
+            let url = format!("{}{}", app.base, redeem_path(&member));
+            let admin = app.admin_key.clone();
+            tasks.push(tokio::spawn(async move {
+                let resp = client
+                    .post(&url)
+                    .bearer_auth(&admin)
+                    .header("Idempotency-Key", idem())
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .expect("send");
+                let status = resp.status();
+                (status, resp.json::<Value>().await.expect("json"))
+            }));
+        }
+        let mut ok = 0;
+        for task in tasks {
+            let (status, body) = task.await.expect("task");
+            if status == StatusCode::CREATED {
+                ok += 1;
+            } else {
+                assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+                // The plugin sees the locked balance and refuses, or the debit is refused.
+                assert!(
+                    body["code"] == "perk_refused" || body["code"] == "insufficient_points",
+                    "{body}"
+                );
+            }
+        }
+        assert_eq!(ok, 2);
+        assert_eq!(balance(&app, &member).await, 200);
+        app.stop().await;
+    }
+);
+
+both_backends!(
+    tier_and_period_limits_hold_and_hide_the_perk,
+    |app| async move {
+        create_brand(&app, "mall").await;
+        create_brand(&app, "parking").await;
+        let parking = create_key(&app, "counter", Some("parking"), None).await;
+        let mall_counter = create_key(&app, "counter", Some("mall"), None).await;
+        install(&app, "parking-perk", json!({ "min_tier_rank": 0 })).await;
+        let member = member_id(&app, "+8613900000003", "Cy").await;
+        let (_, m) = app.get(&format!("/members/{member}"), &app.admin_key).await;
+        let tier = m["tier"].as_str().expect("tier").to_owned();
+        // Once a day, and twice in all at the member's tier (the member limit is 5).
+        set_inventory(
+            &app,
+            &app.admin_key,
+            "parking-perk",
+            "parking-2h",
+            json!({ "funding_brand": "mall", "per_member_limit": 5,
+                    "tier_limits": { tier.clone(): 2 }, "period": "day", "per_period_limit": 1 }),
+        )
+        .await;
+        let path = format!("/members/{member}/perks/parking-perk/parking-2h/redeem");
+        // Free parking is handed over by parking: the mall's counter may not redeem it.
+        let (status, body) = app.post(&path, &mall_counter, &idem(), &json!({})).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let (status, body) = app.post(&path, &parking, &idem(), &json!({})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(
+            body["grant"],
+            json!({ "kind": "free_item", "value": "parking-2h" })
+        );
+        let (status, body) = app.post(&path, &parking, &idem(), &json!({})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "perk_period_limit_reached");
+        let (_, perks) = app
+            .get(&format!("/members/{member}/perks"), &app.admin_key)
+            .await;
+        assert_eq!(
+            perks["perks"].as_array().expect("perks").len(),
+            0,
+            "{perks}"
+        );
+
+        app.clock.advance_ms(DAY_MS);
+        let (_, perks) = app
+            .get(&format!("/members/{member}/perks"), &app.admin_key)
+            .await;
+        assert_eq!(perks["perks"][0]["redemptions_left"], 1, "{perks}");
+        let (status, body) = app.post(&path, &parking, &idem(), &json!({})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        app.clock.advance_ms(DAY_MS);
+        let (status, body) = app.post(&path, &parking, &idem(), &json!({})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "perk_limit_reached");
+        app.stop().await;
+    }
+);
+
+both_backends!(
+    plugin_refusal_and_stacking_rules_change_nothing,
+    |app| async move {
+        create_brand(&app, "restaurant").await;
+        create_brand(&app, "cinema").await;
+        let restaurant = create_key(&app, "counter", Some("restaurant"), None).await;
+        let cinema = create_key(&app, "counter", Some("cinema"), None).await;
+        install(&app, "cinema-dinner", json!({})).await;
+        install(&app, "coupon-logic", json!({})).await;
+        cinema_template(&app).await;
+        let member = member_id(&app, "+8613900000004", "Di").await;
+        let member_key = create_key(&app, "member", None, Some(&member)).await;
+        // 150.00 is under the plugin's 200.00 threshold: refused, nothing moves.
+        buy(&app, &restaurant, "restaurant", &member, "R-1", 15_000).await;
+        let (status, body) = app
+            .post(&redeem_path(&member), &member_key, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "perk_refused");
+        assert!(
+            body["detail"].as_str().expect("detail").contains("200.00"),
+            "{body}"
+        );
+        assert_eq!(balance(&app, &member).await, 150);
+        assert_eq!(
+            scalar(
+                &app,
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM coupons WHERE member_id = $1",
+                &member
+            )
+            .await,
+            0
+        );
+
+        // Two coupons, one exclusive: refused before any plugin runs, nothing reserved.
+        buy(&app, &restaurant, "restaurant", &member, "R-2", 100_000).await;
+        let mut codes = Vec::new();
+        for _ in 0..2 {
+            let (status, r) = app
+                .post(&redeem_path(&member), &member_key, &idem(), &json!({}))
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{r}");
+            codes.push(r["coupon"]["code"].as_str().expect("code").to_owned());
+        }
+        sqlx::query("UPDATE coupon_templates SET exclusive = 1 WHERE id = 'cinema-ticket-half'")
+            .execute(app.state.store.write())
+            .await
+            .expect("exclusive");
+        let cart = json!([{ "line_id": "t", "sku": "ticket", "category": "ticket",
+                            "quantity": 4, "unit_price_cents": 5000 }]);
+        let (status, body) = app
+            .post(
+                "/brands/cinema/checkouts",
+                &cinema,
+                &idem(),
+                &json!({ "member_id": member, "lines": cart, "coupon_codes": codes }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "coupons_not_combinable");
+        // A cart without tickets: the plugin rejects the coupon with its reason.
+        let popcorn = json!([{ "line_id": "p", "sku": "popcorn", "category": "snacks",
+                               "quantity": 1, "unit_price_cents": 1200 }]);
+        let (status, body) = app
+            .post(
+                "/brands/cinema/checkouts",
+                &cinema,
+                &idem(),
+                &json!({ "member_id": member, "lines": popcorn, "coupon_codes": [codes[0]] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "coupon_rejected");
+        let reserved = scalar(
+            &app,
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM coupons WHERE member_id = $1 AND status <> 'issued'",
+            &member,
+        )
+        .await;
+        assert_eq!(reserved, 0);
+        // A purchase whose cart differs from its checkout's is refused.
+        let (status, checkout) = app
+            .post(
+                "/brands/cinema/checkouts",
+                &cinema,
+                &idem(),
+                &json!({ "member_id": member, "lines": cart, "coupon_codes": [codes[0]] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{checkout}");
+        let (status, body) = app
+            .post(
+                "/brands/cinema/purchases",
+                &cinema,
+                &idem(),
+                &json!({ "order_id": "CIN-1", "member_id": member, "lines": popcorn,
+                         "checkout_id": checkout["id"] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "checkout_mismatch");
+        app.stop().await;
+    }
+);
+
+both_backends!(
+    a_lapsed_checkout_releases_its_coupon_and_cannot_complete,
+    |app| async move {
+        create_brand(&app, "restaurant").await;
+        create_brand(&app, "cinema").await;
+        let restaurant = create_key(&app, "counter", Some("restaurant"), None).await;
+        let cinema = create_key(&app, "counter", Some("cinema"), None).await;
+        install(&app, "cinema-dinner", json!({})).await;
+        install(&app, "coupon-logic", json!({})).await;
+        cinema_template(&app).await;
+        let member = member_id(&app, "+8613900000005", "Ed").await;
+        buy(&app, &restaurant, "restaurant", &member, "R-1", 60_000).await;
+        let (status, r) = app
+            .post(&redeem_path(&member), &app.admin_key, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{r}");
+        let code = r["coupon"]["code"].as_str().expect("code").to_owned();
+        let cart = json!([{ "line_id": "t", "sku": "ticket", "category": "ticket",
+                            "quantity": 1, "unit_price_cents": 5000 }]);
+        let checkout = |key: String| {
+            let body = json!({ "member_id": member, "lines": cart, "coupon_codes": [code] });
+            let app = &app;
+            let cinema = cinema.clone();
+            async move {
+                app.post("/brands/cinema/checkouts", &cinema, &key, &body)
+                    .await
+            }
+        };
+        let first_key = idem();
+        let (status, first) = checkout(first_key.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{first}");
+        assert_eq!(first["discount_cents"], 2500, "{first}");
+        // The same request retried replays the checkout instead of tripping on its own hold.
+        let (status, replay) = checkout(first_key).await;
+        assert_eq!(status, StatusCode::CREATED, "{replay}");
+        assert_eq!(replay, first);
+        // Sixteen minutes later the 15-minute reservation has lapsed: another checkout takes it.
+        app.clock.advance_ms(16 * 60 * 1000);
+        let (status, second) = checkout(idem()).await;
+        assert_eq!(status, StatusCode::CREATED, "{second}");
+        let purchase = |checkout_id: Value, order: &str| {
+            let body = json!({ "order_id": order, "member_id": member, "lines": cart,
+                               "checkout_id": checkout_id });
+            let app = &app;
+            let cinema = cinema.clone();
+            async move {
+                app.post("/brands/cinema/purchases", &cinema, &idem(), &body)
+                    .await
+            }
+        };
+        let (status, body) = purchase(first["id"].clone(), "CIN-1").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "checkout_expired");
+        let (status, body) = purchase(second["id"].clone(), "CIN-2").await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["discount_cents"], 2500);
+        assert_eq!(body["cash_cents"], 2500);
+        app.stop().await;
+    }
+);
