@@ -47,9 +47,8 @@ fn runtime(adjust: impl FnOnce(&mut RuntimeConfig)) -> (Runtime, tempfile::TempD
     (Runtime::new(config).expect("runtime"), dir)
 }
 
-/// Loads with the manifest's fuel but the platform's longest deadline: over millions of calls
-/// on a shared machine, a thread descheduled mid-call can outlast a 20 ms wall-clock backstop,
-/// and a benchmark measures speed, not the backstop.
+/// Loads with the manifest's fuel but the platform's longest deadline: a benchmark measures
+/// speed, not the backstop.
 fn load(rt: &Runtime, name: &str) -> LoadedPlugin {
     let mut manifest = manifest(name);
     manifest.limits.deadline_ms = coalition_runtime::limits::MAX_DEADLINE_MS;

@@ -19,7 +19,7 @@ use crate::limits::{
 };
 use crate::sandbox::CallState;
 
-/// Epoch tick: the resolution of wall-clock deadlines (1 ms wakeups cost nothing measurable).
+/// Epoch tick: the resolution of deadline checks (1 ms wakeups cost nothing measurable).
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Wasm stack per call: deep recursion traps cleanly long before a host thread's 2 MiB stack.
 pub const MAX_WASM_STACK_BYTES: usize = 512 * 1024;

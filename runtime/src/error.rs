@@ -139,7 +139,7 @@ pub enum ErrorKind {
         /// The budget.
         fuel: u64,
     },
-    /// The wall-clock deadline passed.
+    /// The deadline (CPU time of the call) or the wall-clock backstop passed.
     #[error("deadline of {deadline_ms} ms exceeded")]
     Deadline {
         /// The deadline.

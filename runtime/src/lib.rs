@@ -42,6 +42,7 @@
 mod bindings;
 pub mod breaker;
 pub mod cache;
+mod deadline;
 mod engine;
 pub mod error;
 pub mod limits;

@@ -9,8 +9,13 @@ use serde::{Deserialize, Serialize};
 pub const MAX_FUEL_PER_CALL: u64 = 50_000_000;
 /// Ceiling on linear memory per call: JS/Python guests start at 9–12.4 MiB; bounds the pool.
 pub const MAX_MEMORY_MIB: u32 = 64;
-/// Ceiling on the wall-clock deadline: a counter call must answer well inside a POS timeout.
+/// Ceiling on a call's deadline (CPU time of the guest's thread): a counter call must answer
+/// well inside a POS timeout.
 pub const MAX_DEADLINE_MS: u32 = 250;
+/// Wall-clock backstop on any call, however starved the host: deadlines are charged in CPU time
+/// so host load does not fail a plugin, but a counter never waits longer than this for one call
+/// (twice the longest deadline, like the wait for an instance slot).
+pub const MAX_WALL_MS_PER_CALL: u32 = 2 * MAX_DEADLINE_MS;
 
 /// Fuel when a manifest declares none: ~100x what a small Rust evaluation uses (~10k).
 pub const DEFAULT_FUEL_PER_CALL: u64 = 1_000_000;
@@ -70,7 +75,8 @@ pub struct Limits {
     pub fuel: u64,
     /// Linear memory the call may use, MiB.
     pub memory_mib: u32,
-    /// Wall-clock deadline, milliseconds; a backstop behind fuel.
+    /// Deadline in milliseconds of the guest thread's CPU time (wall time is capped separately
+    /// by [`MAX_WALL_MS_PER_CALL`]); a backstop behind fuel.
     pub deadline_ms: u32,
 }
 

@@ -12,7 +12,8 @@ use wasmtime::{Store, Trap, WasmBacktrace};
 use crate::bindings::GuestError;
 use crate::breaker::{Admission, Breaker, BreakerState, Transition};
 use crate::cache::{ArtifactSource, Compiled};
-use crate::engine::{self, SleepRefused, SHADOW_STACK_OVERFLOW_FRAMES};
+use crate::deadline::CallClock;
+use crate::engine::{SleepRefused, SHADOW_STACK_OVERFLOW_FRAMES};
 use crate::error::{ErrorKind, Operation, PluginError, TrapKind};
 use crate::limits::{Limits, MAX_INPUT_BYTES, MAX_OUTPUT_BYTES};
 use crate::manifest::Manifest;
@@ -204,8 +205,9 @@ pub(crate) fn new_store(
     store
         .set_fuel(limits.fuel)
         .map_err(|e| ErrorKind::Trap(TrapKind::Other(format!("setting fuel: {e}"))))?;
-    store.set_epoch_deadline(engine::deadline_ticks(limits.deadline_ms));
-    store.epoch_deadline_trap();
+    let clock = CallClock::start(limits.deadline_ms);
+    store.set_epoch_deadline(clock.first_ticks());
+    store.epoch_deadline_callback(move |_| Ok(clock.check()));
     Ok(store)
 }
 

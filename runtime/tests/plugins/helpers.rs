@@ -104,8 +104,8 @@ pub fn runtime_with_clock(
 
 /// Loads a fixture, panicking with the plugin's error if it does not load.
 ///
-/// The wall-clock deadline is raised to the platform maximum: tests run in parallel on a
-/// shared machine, where a 20 ms backstop can pass while a thread waits for a core. Fuel (the
+/// The deadline is raised to the platform maximum: deadlines are charged in the guest thread's
+/// CPU time, but debug builds and parallel tests still make that time vary. Fuel (the
 /// deterministic budget) is the manifest's own; the deadline has tests of its own.
 pub fn load(rt: &Runtime, name: &str) -> LoadedPlugin {
     let f = fixture(name);
