@@ -453,17 +453,50 @@ async fn missing_signers(
     conn: &mut AnyConnection,
     version: &InstalledVersion,
 ) -> ApiResult<Vec<String>> {
-    let signed: Vec<(String,)> =
-        sqlx::query_as("SELECT brand_id FROM plugin_signatures WHERE version_id = $1")
-            .bind(&version.id)
-            .fetch_all(&mut *conn)
-            .await?;
+    // Only signatures by keys still approved count: revoking a key withdraws its signatures
+    // from every version not yet approved.
+    let signed: Vec<(String,)> = sqlx::query_as(
+        "SELECT s.brand_id FROM plugin_signatures s
+         JOIN brand_signing_keys k ON k.id = s.key_id
+         WHERE s.version_id = $1 AND k.status = 'approved'",
+    )
+    .bind(&version.id)
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(version
         .brands
         .iter()
         .filter(|b| !signed.iter().any(|(s,)| s == *b))
         .cloned()
         .collect())
+}
+
+/// Refuses a version any of whose signatures was made by a key revoked since: the brand must
+/// upload or co-sign again with an approved key.
+async fn refuse_revoked_signatures(
+    conn: &mut AnyConnection,
+    version: &InstalledVersion,
+) -> ApiResult<()> {
+    let revoked: Option<(String, String)> = sqlx::query_as(
+        "SELECT s.brand_id, s.key_id FROM plugin_signatures s
+         JOIN brand_signing_keys k ON k.id = s.key_id
+         WHERE s.version_id = $1 AND k.status = 'revoked'
+         ORDER BY s.brand_id LIMIT 1",
+    )
+    .bind(&version.id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match revoked {
+        Some((brand, key)) => Err(ApiError::conflict(
+            "signing_key_revoked",
+            format!(
+                "the signature of brand {brand:?} was made with key {key}, since revoked; \
+                 the brand signs again with an approved key (POST /plugins/{}/cosign)",
+                version.id
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Locks and loads a version.
@@ -638,27 +671,56 @@ pub async fn cosign(
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored content hash is not hex")))?;
     check_signature(conn, &brand, key_id, signature, &hash).await?;
-    let inserted = sqlx::query(
-        "INSERT INTO plugin_signatures (version_id, brand_id, key_id, content_sha256, signature,
-            kind, created_at) VALUES ($1, $2, $3, $4, $5, 'cosign', $6)",
+    let already_signed = || {
+        ApiError::conflict(
+            "already_signed",
+            format!("brand {brand:?} has already signed this version"),
+        )
+    };
+    // The version row is locked, so this read and the write below cannot race another cosign.
+    let existing: Option<(String,)> = sqlx::query_as(
+        "SELECT k.status FROM plugin_signatures s JOIN brand_signing_keys k ON k.id = s.key_id
+         WHERE s.version_id = $1 AND s.brand_id = $2",
     )
     .bind(id)
     .bind(&brand)
-    .bind(key_id)
-    .bind(&content_hex)
-    .bind(signature.trim().to_lowercase())
-    .bind(now_ms)
-    .execute(&mut *conn)
-    .await;
-    match inserted {
-        Ok(_) => {}
-        Err(err) if crate::store::is_unique_violation(&err) => {
-            return Err(ApiError::conflict(
-                "already_signed",
-                format!("brand {brand:?} has already signed this version"),
-            ))
+    .fetch_optional(&mut *conn)
+    .await?;
+    match existing {
+        // A signature by a key revoked since is replaced by one with an approved key.
+        Some((status,)) if status == "revoked" => {
+            sqlx::query(
+                "UPDATE plugin_signatures SET key_id = $1, signature = $2, created_at = $3
+                 WHERE version_id = $4 AND brand_id = $5",
+            )
+            .bind(key_id)
+            .bind(signature.trim().to_lowercase())
+            .bind(now_ms)
+            .bind(id)
+            .bind(&brand)
+            .execute(&mut *conn)
+            .await?;
         }
-        Err(err) => return Err(err.into()),
+        Some(_) => return Err(already_signed()),
+        None => {
+            let inserted = sqlx::query(
+                "INSERT INTO plugin_signatures (version_id, brand_id, key_id, content_sha256,
+                    signature, kind, created_at) VALUES ($1, $2, $3, $4, $5, 'cosign', $6)",
+            )
+            .bind(id)
+            .bind(&brand)
+            .bind(key_id)
+            .bind(&content_hex)
+            .bind(signature.trim().to_lowercase())
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await;
+            match inserted {
+                Ok(_) => {}
+                Err(err) if crate::store::is_unique_violation(&err) => return Err(already_signed()),
+                Err(err) => return Err(err.into()),
+            }
+        }
     }
     if version.status == "awaiting_cosign" && missing_signers(conn, &version).await?.is_empty() {
         sqlx::query(
@@ -699,6 +761,7 @@ pub async fn approve(
 ) -> ApiResult<InstalledVersion> {
     principal.require_admin()?;
     let version = lock_version(conn, backend, id).await?;
+    refuse_revoked_signatures(conn, &version).await?;
     match version.status.as_str() {
         "validated" => {}
         "awaiting_cosign" => {

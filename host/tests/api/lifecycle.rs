@@ -610,6 +610,136 @@ both_backends!(
     }
 );
 
+both_backends!(
+    revoked_keys_stop_signing_and_their_signatures_stop_counting,
+    |app| async move {
+        let coffee = partner(&app, "coffee").await;
+        let version = upload(&app, &coffee, "coffee-bonus").await;
+        assert_eq!(version["status"], "validated", "{version}");
+        let id = version["id"].as_str().expect("id").to_owned();
+
+        // The brand revokes the key it signed with (a leaked key, say).
+        let (status, key) = app
+            .post(
+                &format!("/signing-keys/{}/revoke", coffee.key_id),
+                &coffee.api_key,
+                &idem(),
+                &json!({ "reason": "laptop lost" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{key}");
+        assert_eq!(key["status"], "revoked");
+
+        // Its signature no longer carries the version to approval ...
+        let (status, body) = admin_post(&app, &format!("/plugins/{id}/approve"), json!({})).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "signing_key_revoked", "{body}");
+        // ... and it cannot sign anything new.
+        let (manifest, component) = package("coffee-bonus-next");
+        let sig = signing::sign(&coffee.secret, manifest.as_bytes(), &component).expect("sign");
+        let (status, body) = upload_raw(&app, &coffee, &manifest, &component, &sig).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "signing_key_not_approved", "{body}");
+
+        // A new approved key signs the same content hash again, replacing the old signature.
+        let (secret, public) = signing::generate_keypair();
+        let (_, key) = app
+            .post(
+                "/brands/coffee/signing-keys",
+                &coffee.api_key,
+                &idem(),
+                &json!({ "public_key": public }),
+            )
+            .await;
+        let new_key = key["id"].as_str().expect("id").to_owned();
+        let (status, _) =
+            admin_post(&app, &format!("/signing-keys/{new_key}/approve"), json!({})).await;
+        assert_eq!(status, StatusCode::OK);
+        let (manifest, component) = package("coffee-bonus");
+        let resign = signing::sign(&secret, manifest.as_bytes(), &component).expect("sign");
+        let (status, body) = app
+            .post(
+                &format!("/plugins/{id}/cosign"),
+                &coffee.api_key,
+                &idem(),
+                &json!({ "key_id": new_key, "signature": resign }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // Signing twice with approved keys is still refused.
+        let (status, body) = app
+            .post(
+                &format!("/plugins/{id}/cosign"),
+                &coffee.api_key,
+                &idem(),
+                &json!({ "key_id": new_key, "signature": resign }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "already_signed", "{body}");
+        let (status, body) = admin_post(&app, &format!("/plugins/{id}/approve"), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "approved", "{body}");
+        app.stop().await;
+    }
+);
+
+both_backends!(
+    an_interrupted_upload_is_validated_again_on_request,
+    |app| async move {
+        let coffee = partner(&app, "coffee").await;
+        let cinema = partner(&app, "cinema").await;
+        let version = upload(&app, &coffee, "coffee-bonus").await;
+        let id = version["id"].as_str().expect("id").to_owned();
+        // Validating a validated version is not a transition.
+        let (status, body) = app
+            .post(
+                &format!("/plugins/{id}/validate"),
+                &coffee.api_key,
+                &idem(),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "invalid_transition", "{body}");
+
+        // A node stopped between storing the upload and validating it leaves it `uploaded`.
+        sqlx::query("UPDATE plugin_versions SET status = 'uploaded' WHERE id = $1")
+            .bind(&id)
+            .execute(app.state.store.write())
+            .await
+            .expect("simulate");
+        // Nobody can approve it yet; another brand cannot even see it.
+        let (status, body) = admin_post(&app, &format!("/plugins/{id}/approve"), json!({})).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let (status, _) = app
+            .post(
+                &format!("/plugins/{id}/validate"),
+                &cinema.api_key,
+                &idem(),
+                &json!({}),
+            )
+            .await;
+        assert!(
+            status == StatusCode::NOT_FOUND || status == StatusCode::FORBIDDEN,
+            "{status}"
+        );
+        let (status, body) = app
+            .post(
+                &format!("/plugins/{id}/validate"),
+                &coffee.api_key,
+                &idem(),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "validated", "{body}");
+        let (status, body) = admin_post(&app, &format!("/plugins/{id}/approve"), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        app.stop().await;
+    }
+);
+
 both_backends!(kill_switch_stops_calls_at_once, |app| async move {
     let coffee = partner(&app, "coffee").await;
     let counter = create_key(&app, "counter", Some("coffee"), None).await;
