@@ -31,6 +31,7 @@ use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use crate::api::AppState;
+use crate::coupons::{HostRule, HOST_RULES};
 use crate::error::{ApiError, ApiResult};
 use crate::ledger::{self, PointsConfig};
 use crate::purchases::{self, LineRequest, PurchaseRequest};
@@ -354,77 +355,40 @@ pub async fn prepare(
     let mut applied = Vec::new();
     let mut receipts = Vec::new();
     for c in &coupons {
-        let active = serving
-            .iter()
-            .find(|p| p.plugin.name() == c.plugin && p.plugin.implements(Hook::ApplyCoupon))
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::unavailable(
-                    "coupon_plugin_unavailable",
-                    format!(
-                        "coupon plugin {:?} of template {} is not active",
-                        c.plugin, c.template_id
-                    ),
-                )
+        let discounts: Vec<(String, i64)> = if c.plugin == HOST_RULES {
+            let rule = HostRule::from_params(&c.params).ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!(
+                    "host-made coupon template {} has unreadable params",
+                    c.template_id
+                ))
             })?;
-        let params: BTreeMap<String, String> = serde_json::from_str(&c.params).unwrap_or_default();
-        let coupon = Coupon {
-            code: c.code.clone(),
-            template_id: c.template_id.clone(),
-            funding_brand: c.funding_brand.clone(),
-            params: params.into_iter().take(MAX_TEMPLATE_PARAMS).collect(),
-        };
-        let cart = Cart {
-            brand: brand_id.to_owned(),
-            lines: order_lines.clone(),
-            total_cents: priced.total_cents,
-            applied_templates: applied_templates.clone(),
-        };
-        let ctx = coalition_runtime::CallContext {
-            invocation: state.plugins.invocation(
-                now_ms,
+            host_rule_discounts(&rule, &order_lines, &left)
+        } else {
+            let (discounts, receipt) = plugin_discounts(
+                state,
+                &serving,
+                c,
                 brand_id,
-                &format!("coupon:{}:{}", c.code, lines_sha256(&req.lines)),
-            ),
-            config: active.config.clone(),
-        };
-        let plugin = active.plugin.clone();
-        let decision =
-            tokio::task::spawn_blocking(move || plugin.apply_coupon(&ctx, &coupon, &cart))
-                .await
-                .map_err(ApiError::internal)?
-                .map_err(|err| {
-                    tracing::warn!(error = %err, "apply-coupon failed; coupon not applied");
-                    ApiError::unavailable(
-                        "coupon_plugin_failed",
-                        format!(
-                            "plugin {}@{} failed in apply-coupon ({}); the coupon was not applied",
-                            err.plugin,
-                            err.version,
-                            err.kind.code()
-                        ),
-                    )
-                })?;
-        let discounts = match &decision.value {
-            CouponDecision::Rejected(reason) => {
-                return Err(
-                    ApiError::unprocessable("coupon_rejected", reason.clone()).with_extra(
-                        serde_json::json!({ "code": c.code, "template_id": c.template_id }),
-                    ),
-                )
-            }
-            CouponDecision::Applied(discounts) => discounts,
+                &order_lines,
+                priced.total_cents,
+                &applied_templates,
+                &req.lines,
+                now_ms,
+            )
+            .await?;
+            receipts.push(receipt);
+            discounts
         };
         let mut lines = Vec::new();
-        for d in discounts {
-            let room = left.get_mut(&d.line_id).ok_or_else(|| {
+        for (line_id, cents) in discounts {
+            let room = left.get_mut(&line_id).ok_or_else(|| {
                 ApiError::internal(anyhow::anyhow!("validated discount names unknown line"))
             })?;
-            let take = d.discount_cents.min(*room).max(0);
+            let take = cents.min(*room).max(0);
             if take > 0 {
                 *room -= take;
                 lines.push(LineDiscountView {
-                    line_id: d.line_id.clone(),
+                    line_id,
                     discount_cents: take,
                 });
             }
@@ -439,8 +403,6 @@ pub async fn prepare(
                 ),
             ));
         }
-        let output = serde_json::to_string(&decision.value).unwrap_or_default();
-        receipts.push((decision.receipt, output));
         applied_templates.push(c.template_id.clone());
         applied.push(AppliedCoupon {
             code: c.code.clone(),
@@ -491,6 +453,120 @@ pub async fn prepare(
         lines_sha256: lines_sha256(&req.lines),
         receipts,
     })
+}
+
+/// Applies one coupon through its template's plugin (`apply-coupon`, failing closed): the
+/// validated per-line discounts and the call's receipt with its output.
+#[allow(clippy::too_many_arguments)]
+async fn plugin_discounts(
+    state: &AppState,
+    serving: &[crate::plugins::ActivePlugin],
+    c: &CouponRow,
+    brand_id: &str,
+    order_lines: &[OrderLine],
+    total_cents: i64,
+    applied_templates: &[String],
+    request_lines: &[LineRequest],
+    now_ms: i64,
+) -> ApiResult<(Vec<(String, i64)>, (coalition_runtime::Receipt, String))> {
+    let active = serving
+        .iter()
+        .find(|p| p.plugin.name() == c.plugin && p.plugin.implements(Hook::ApplyCoupon))
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::unavailable(
+                "coupon_plugin_unavailable",
+                format!(
+                    "coupon plugin {:?} of template {} is not active",
+                    c.plugin, c.template_id
+                ),
+            )
+        })?;
+    let params: BTreeMap<String, String> = serde_json::from_str(&c.params).unwrap_or_default();
+    let coupon = Coupon {
+        code: c.code.clone(),
+        template_id: c.template_id.clone(),
+        funding_brand: c.funding_brand.clone(),
+        params: params.into_iter().take(MAX_TEMPLATE_PARAMS).collect(),
+    };
+    let cart = Cart {
+        brand: brand_id.to_owned(),
+        lines: order_lines.to_vec(),
+        total_cents,
+        applied_templates: applied_templates.to_vec(),
+    };
+    let ctx = coalition_runtime::CallContext {
+        invocation: state.plugins.invocation(
+            now_ms,
+            brand_id,
+            &format!("coupon:{}:{}", c.code, lines_sha256(request_lines)),
+        ),
+        config: active.config.clone(),
+    };
+    let plugin = active.plugin.clone();
+    let decision = tokio::task::spawn_blocking(move || plugin.apply_coupon(&ctx, &coupon, &cart))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|err| {
+            tracing::warn!(error = %err, "apply-coupon failed; coupon not applied");
+            ApiError::unavailable(
+                "coupon_plugin_failed",
+                format!(
+                    "plugin {}@{} failed in apply-coupon ({}); the coupon was not applied",
+                    err.plugin,
+                    err.version,
+                    err.kind.code()
+                ),
+            )
+        })?;
+    let discounts = match &decision.value {
+        CouponDecision::Rejected(reason) => {
+            return Err(ApiError::unprocessable("coupon_rejected", reason.clone())
+                .with_extra(serde_json::json!({ "code": c.code, "template_id": c.template_id })))
+        }
+        CouponDecision::Applied(discounts) => discounts
+            .iter()
+            .map(|d| (d.line_id.clone(), d.discount_cents))
+            .collect(),
+    };
+    let output = serde_json::to_string(&decision.value).unwrap_or_default();
+    Ok((discounts, (decision.receipt, output)))
+}
+
+/// What a host-made template (a perk's free item or discount) takes off the cart, given what
+/// is left of each line after the coupons before it. A free item is one unit of the first
+/// non-excluded line with its sku; a discount is spread over the non-excluded lines in order.
+/// Lines are never taken below zero; an empty answer means the coupon does not apply.
+pub fn host_rule_discounts(
+    rule: &HostRule,
+    lines: &[OrderLine],
+    left: &BTreeMap<String, i64>,
+) -> Vec<(String, i64)> {
+    let room = |l: &OrderLine| left.get(&l.line_id).copied().unwrap_or(0).max(0);
+    match rule {
+        HostRule::FreeItem { sku } => lines
+            .iter()
+            .filter(|l| !l.excluded && &l.sku == sku && l.quantity > 0)
+            .map(|l| (l.line_id.clone(), l.unit_price_cents.min(room(l))))
+            .find(|(_, cents)| *cents > 0)
+            .into_iter()
+            .collect(),
+        HostRule::DiscountCents(cents) => {
+            let mut to_give = (*cents).max(0);
+            let mut out = Vec::new();
+            for l in lines.iter().filter(|l| !l.excluded) {
+                if to_give == 0 {
+                    break;
+                }
+                let take = to_give.min(room(l));
+                if take > 0 {
+                    out.push((l.line_id.clone(), take));
+                    to_give -= take;
+                }
+            }
+            out
+        }
+    }
 }
 
 /// Writes a prepared checkout and reserves its coupons, in the caller's transaction.
@@ -618,6 +694,12 @@ pub async fn claim(
         .filter(|r| r.0 == brand_id)
         .ok_or_else(|| ApiError::not_found("checkout", checkout_id))?;
     let _ = brand;
+    if is_cancelled(conn, checkout_id).await? {
+        return Err(ApiError::conflict(
+            "checkout_cancelled",
+            format!("checkout {checkout_id} was cancelled; check the cart out again"),
+        ));
+    }
     if status != "open" {
         return Err(ApiError::conflict(
             "checkout_completed",
@@ -653,6 +735,118 @@ pub async fn claim(
         line_discounts,
         coupons,
         member_id: member,
+    })
+}
+
+async fn is_cancelled(conn: &mut AnyConnection, checkout_id: &str) -> ApiResult<bool> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT checkout_id FROM checkout_cancellations WHERE checkout_id = $1")
+            .bind(checkout_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(row.is_some())
+}
+
+/// Longest cancellation reason kept.
+pub const MAX_CANCEL_REASON_LEN: usize = 200;
+
+/// A cancellation request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Why (kept for the audit of the counter), at most 200 bytes.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// A cancelled checkout.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CancelledCheckout {
+    /// The checkout.
+    pub id: String,
+    /// Always `cancelled`.
+    pub status: String,
+    /// Coupons whose reservation was released (usable again at once).
+    pub coupons_released: Vec<String>,
+    /// When, Unix ms.
+    pub cancelled_at_ms: i64,
+}
+
+/// Cancels an open checkout of `brand_id` and releases its coupons, in the caller's
+/// transaction. Cancelling twice answers the first cancellation again.
+pub async fn cancel(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    brand_id: &str,
+    checkout_id: &str,
+    key_id: &str,
+    reason: &str,
+    now_ms: i64,
+) -> ApiResult<CancelledCheckout> {
+    if reason.len() > MAX_CANCEL_REASON_LEN {
+        return Err(ApiError::validation(format!(
+            "reason must be at most {MAX_CANCEL_REASON_LEN} bytes"
+        )));
+    }
+    let row: Option<(String, String)> = sqlx::query_as(&format!(
+        "SELECT brand_id, status FROM checkouts WHERE id = $1{}",
+        ledger::for_update(backend)
+    ))
+    .bind(checkout_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (_, status) = row
+        .filter(|r| r.0 == brand_id)
+        .ok_or_else(|| ApiError::not_found("checkout", checkout_id))?;
+    let earlier: Option<(i64,)> =
+        sqlx::query_as("SELECT cancelled_at FROM checkout_cancellations WHERE checkout_id = $1")
+            .bind(checkout_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some((cancelled_at_ms,)) = earlier {
+        return Ok(CancelledCheckout {
+            id: checkout_id.to_owned(),
+            status: "cancelled".to_owned(),
+            coupons_released: Vec::new(),
+            cancelled_at_ms,
+        });
+    }
+    if status != "open" {
+        return Err(ApiError::conflict(
+            "checkout_completed",
+            format!("checkout {checkout_id} already completed a purchase; refund it instead"),
+        ));
+    }
+    let reserved: Vec<(String,)> = sqlx::query_as(
+        "SELECT code FROM coupons WHERE reservation_id = $1 AND status = 'reserved' ORDER BY code",
+    )
+    .bind(checkout_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE coupons SET status = 'issued', reservation_id = NULL, reserved_until = NULL,
+            updated_at = $1
+         WHERE reservation_id = $2 AND status = 'reserved'",
+    )
+    .bind(now_ms)
+    .bind(checkout_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO checkout_cancellations (checkout_id, cancelled_by, reason, cancelled_at)
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(checkout_id)
+    .bind(key_id)
+    .bind(reason)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(CancelledCheckout {
+        id: checkout_id.to_owned(),
+        status: "cancelled".to_owned(),
+        coupons_released: reserved.into_iter().map(|(c,)| c).collect(),
+        cancelled_at_ms: now_ms,
     })
 }
 
@@ -837,4 +1031,101 @@ pub async fn after_refund(
         out.voided.push(code);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(id: &str, sku: &str, quantity: u32, unit: i64, excluded: bool) -> OrderLine {
+        OrderLine {
+            line_id: id.into(),
+            sku: sku.into(),
+            category: "c".into(),
+            quantity,
+            unit_price_cents: unit,
+            excluded,
+        }
+    }
+
+    fn left(lines: &[OrderLine]) -> BTreeMap<String, i64> {
+        lines
+            .iter()
+            .map(|l| {
+                (
+                    l.line_id.clone(),
+                    l.unit_price_cents * i64::from(l.quantity),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_free_item_is_one_unit_of_its_first_line() {
+        let lines = [
+            line("1", "wash", 1, 3_000, false),
+            line("2", "parking-2h", 3, 800, false),
+            line("3", "parking-2h", 1, 800, false),
+        ];
+        let rule = HostRule::FreeItem {
+            sku: "parking-2h".into(),
+        };
+        assert_eq!(
+            host_rule_discounts(&rule, &lines, &left(&lines)),
+            [("2".to_owned(), 800)]
+        );
+        // What earlier coupons left of the line caps it; an exhausted line is skipped.
+        let mut partly = left(&lines);
+        partly.insert("2".into(), 0);
+        assert_eq!(
+            host_rule_discounts(&rule, &lines, &partly),
+            [("3".to_owned(), 800)]
+        );
+        partly.insert("3".into(), 300);
+        assert_eq!(
+            host_rule_discounts(&rule, &lines, &partly),
+            [("3".to_owned(), 300)]
+        );
+        // Excluded lines and other skus never match.
+        let excluded = [line("1", "parking-2h", 1, 800, true)];
+        assert!(host_rule_discounts(&rule, &excluded, &left(&excluded)).is_empty());
+    }
+
+    #[test]
+    fn a_discount_spreads_over_lines_in_order_never_below_zero() {
+        let lines = [
+            line("1", "a", 1, 300, false),
+            line("2", "b", 1, 5_000, true),
+            line("3", "c", 2, 400, false),
+        ];
+        assert_eq!(
+            host_rule_discounts(&HostRule::DiscountCents(1_000), &lines, &left(&lines)),
+            [("1".to_owned(), 300), ("3".to_owned(), 700)]
+        );
+        // Bigger than the cart: the cart's non-excluded total, no more.
+        assert_eq!(
+            host_rule_discounts(&HostRule::DiscountCents(99_999), &lines, &left(&lines)),
+            [("1".to_owned(), 300), ("3".to_owned(), 800)]
+        );
+    }
+
+    #[test]
+    fn host_rules_round_trip_through_template_params() {
+        for rule in [
+            HostRule::FreeItem {
+                sku: "parking-2h".into(),
+            },
+            HostRule::DiscountCents(1_500),
+        ] {
+            assert_eq!(
+                HostRule::from_params(&rule.params().to_string()),
+                Some(rule)
+            );
+        }
+        assert_eq!(
+            HostRule::from_params(r#"{"grant":"discount-cents","cents":"0"}"#),
+            None
+        );
+        assert_eq!(HostRule::from_params(r#"{"kind":"percent-off"}"#), None);
+    }
 }

@@ -123,6 +123,110 @@ pub async fn issue(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Perk grants the host applies itself
+
+/// The `plugin` of templates the host makes for perks that grant a free item or a fixed
+/// discount: the host applies them at the counter itself. `@` is never part of a plugin name
+/// (template plugins are slugs), so no plugin can claim these templates.
+pub const HOST_RULES: &str = "@host";
+
+/// What a host-made template takes off a cart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostRule {
+    /// One unit of the line with this sku, free.
+    FreeItem {
+        /// The sku handed over.
+        sku: String,
+    },
+    /// A fixed amount off the cart, spread over its lines in order.
+    DiscountCents(i64),
+}
+
+impl HostRule {
+    /// The template params that describe the rule.
+    pub fn params(&self) -> serde_json::Value {
+        match self {
+            HostRule::FreeItem { sku } => serde_json::json!({ "grant": "free-item", "sku": sku }),
+            HostRule::DiscountCents(cents) => {
+                serde_json::json!({ "grant": "discount-cents", "cents": cents.to_string() })
+            }
+        }
+    }
+
+    /// Reads the rule back from a host-made template's params.
+    pub fn from_params(params: &str) -> Option<HostRule> {
+        let map: std::collections::BTreeMap<String, String> = serde_json::from_str(params).ok()?;
+        match map.get("grant")?.as_str() {
+            "free-item" => Some(HostRule::FreeItem {
+                sku: map.get("sku")?.clone(),
+            }),
+            "discount-cents" => map
+                .get("cents")?
+                .parse()
+                .ok()
+                .filter(|c: &i64| *c > 0)
+                .map(HostRule::DiscountCents),
+            _ => None,
+        }
+    }
+}
+
+/// The template for a perk's free-item or discount grant, created on first use, in the caller's
+/// transaction. One template per (plugin, perk, funding, honouring, rule): its id is a hash of
+/// them, so a plugin that changes what its perk grants gets a new template, and coupons already
+/// issued keep what they promised.
+pub async fn grant_template(
+    conn: &mut AnyConnection,
+    plugin: &str,
+    perk: &coalition_runtime::model::Perk,
+    rule: &HostRule,
+    validity_days: i64,
+    now_ms: i64,
+) -> ApiResult<String> {
+    use sha2::{Digest, Sha256};
+    let params = rule.params().to_string();
+    let mut hash = Sha256::new();
+    for part in [
+        plugin,
+        &perk.id,
+        &perk.funding_brand,
+        &perk.honouring_brand,
+        &params,
+    ] {
+        hash.update(part.as_bytes());
+        hash.update([0u8]);
+    }
+    let id = format!("grant-{}", &hex::encode(hash.finalize())[..24]);
+    // The runtime already holds perk titles to 120 bytes (the WIT contract); cut defensively.
+    let mut title = perk.title.clone();
+    while title.len() > MAX_TITLE_LEN {
+        title.pop();
+    }
+    let value_cents = match rule {
+        HostRule::FreeItem { .. } => perk.value_cents,
+        HostRule::DiscountCents(cents) => *cents,
+    };
+    sqlx::query(
+        "INSERT INTO coupon_templates (id, title, funding_brand, honouring_brand, plugin, params,
+            exclusive, validity_days, value_cents, status, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, 'active', $9, $9)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(&title)
+    .bind(&perk.funding_brand)
+    .bind(&perk.honouring_brand)
+    .bind(HOST_RULES)
+    .bind(&params)
+    .bind(validity_days.clamp(1, MAX_VALIDITY_DAYS))
+    .bind(value_cents.max(0))
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(id)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Templates and member coupons
 
 /// Longest template id (a slug).

@@ -44,7 +44,7 @@ use utoipa::ToSchema;
 use crate::api::AppState;
 use crate::auth::{Principal, Role};
 use crate::clock::DAY_MS;
-use crate::coupons::IssuedCoupon;
+use crate::coupons::{HostRule, IssuedCoupon};
 use crate::error::{ApiError, ApiResult};
 use crate::ledger::{self, Account, Entry, EntryKind, EntryRefs, PointsConfig, RestoreExpiry};
 use crate::settlement::events::{self, EventKind, NewEvent};
@@ -73,6 +73,9 @@ pub struct PerksConfig {
     pub checkout_ttl_ms: i64,
     /// Most coupons on one order, whatever the coupon plugins allow.
     pub max_coupons_per_order: usize,
+    /// How long the coupon a free-item or discount perk issues stays valid, days: the member
+    /// shows it at the honouring brand's counter.
+    pub grant_validity_days: i64,
 }
 
 impl Default for PerksConfig {
@@ -82,6 +85,7 @@ impl Default for PerksConfig {
             list_cache_entries: 100_000,
             checkout_ttl_ms: 15 * 60 * 1000,
             max_coupons_per_order: 3,
+            grant_validity_days: 30,
         }
     }
 }
@@ -820,7 +824,8 @@ pub struct RedemptionView {
     pub value_cents: i64,
     /// What was granted.
     pub grant: GrantView,
-    /// The coupon issued, for coupon grants.
+    /// The coupon issued: for coupon grants, and for free items and discounts, which the
+    /// honouring counter hands over against it.
     pub coupon: Option<IssuedCoupon>,
     /// `redeemed` or `reversed`.
     pub status: String,
@@ -838,6 +843,30 @@ pub struct RedemptionView {
 
 /// Redeems `plugin`/`perk_id` for `member_id` in the caller's transaction (see the module docs).
 #[allow(clippy::too_many_arguments)]
+/// Issues the coupon that hands a free item or a discount over at the counter.
+#[allow(clippy::too_many_arguments)]
+async fn grant_coupon(
+    conn: &mut AnyConnection,
+    state: &AppState,
+    plugin: &str,
+    perk: &Perk,
+    rule: &HostRule,
+    member_id: &str,
+    redemption_id: &str,
+    now_ms: i64,
+) -> ApiResult<IssuedCoupon> {
+    let template = crate::coupons::grant_template(
+        conn,
+        plugin,
+        perk,
+        rule,
+        state.config.perks.grant_validity_days,
+        now_ms,
+    )
+    .await?;
+    crate::coupons::issue(conn, &template, member_id, "perk", redemption_id, now_ms).await
+}
+
 pub async fn redeem(
     state: &AppState,
     conn: &mut AnyConnection,
@@ -972,8 +1001,38 @@ pub async fn redeem(
                     .await?;
             (Some(coupon), None, None, "coupon")
         }
-        Grant::FreeItem(sku) => (None, Some(sku.clone()), None, "free-item"),
-        Grant::DiscountCents(cents) => (None, None, Some(*cents), "discount-cents"),
+        // A free item or a discount is handed over at the honouring brand's counter against a
+        // coupon the host applies itself (see `coupons::HOST_RULES`).
+        Grant::FreeItem(sku) => {
+            let rule = HostRule::FreeItem { sku: sku.clone() };
+            let coupon = grant_coupon(
+                conn,
+                state,
+                plugin_name,
+                &perk,
+                &rule,
+                member_id,
+                &redemption_id,
+                now_ms,
+            )
+            .await?;
+            (Some(coupon), Some(sku.clone()), None, "free-item")
+        }
+        Grant::DiscountCents(cents) => {
+            let rule = HostRule::DiscountCents(*cents);
+            let coupon = grant_coupon(
+                conn,
+                state,
+                plugin_name,
+                &perk,
+                &rule,
+                member_id,
+                &redemption_id,
+                now_ms,
+            )
+            .await?;
+            (Some(coupon), None, Some(*cents), "discount-cents")
+        }
     };
     let output = serde_json::to_string(&decision.value).unwrap_or_default();
     let receipt_id = crate::plugins::receipts::store_receipt(

@@ -10,13 +10,15 @@ use utoipa_axum::routes;
 use crate::api::points::check_path_id;
 use crate::api::AppState;
 use crate::auth::Principal;
-use crate::checkout::{self, CheckoutRequest, CheckoutView};
+use crate::checkout::{self, CancelRequest, CancelledCheckout, CheckoutRequest, CheckoutView};
 use crate::error::{ApiJson, ApiPath, ApiResult, Problem};
 use crate::idempotency::{begin_write, finish_write, Begun, IdempotencyKey};
 
 /// Routes of this resource.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(checkouts_create))
+    OpenApiRouter::new()
+        .routes(routes!(checkouts_create))
+        .routes(routes!(checkouts_cancel))
 }
 
 /// Check a cart out at the counter (its counter keys, admins): validates the member's coupons,
@@ -76,4 +78,50 @@ pub async fn checkouts_create(
     };
     let view = checkout::reserve(&mut tx, prepared, state.now_ms()).await?;
     finish_write(tx, &principal, &key, StatusCode::CREATED, view).await
+}
+
+/// Cancel an open checkout (its counter keys, admins): the customer walked away, so its coupons
+/// are released at once rather than when the reservation lapses. A completed checkout cannot be
+/// cancelled (refund the purchase instead); cancelling twice answers the first cancellation.
+#[utoipa::path(post, path = "/brands/{brand_id}/checkouts/{checkout_id}/cancel", tag = "coupons",
+    params(
+        ("brand_id" = String, Path, description = "Brand of the counter"),
+        ("checkout_id" = String, Path),
+        ("Idempotency-Key" = String, Header, description = "Unique per operation"),
+    ),
+    request_body = CancelRequest,
+    responses(
+        (status = 200, body = CancelledCheckout),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "unknown checkout, or another brand's"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+            description = "`checkout_completed`"),
+    ))]
+pub async fn checkouts_cancel(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+    ApiPath((brand_id, checkout_id)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<CancelRequest>,
+) -> ApiResult<Response> {
+    check_path_id("brand", &brand_id)?;
+    check_path_id("checkout", &checkout_id)?;
+    principal.require_counter(&brand_id)?;
+    let op = format!("checkouts.cancel:{brand_id}:{checkout_id}");
+    let mut tx = match begin_write(&state, &principal, &key, &op, &req).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Fresh(tx) => tx,
+    };
+    let cancelled = checkout::cancel(
+        &mut tx,
+        state.store.backend(),
+        &brand_id,
+        &checkout_id,
+        &principal.key_id,
+        req.reason.trim(),
+        state.now_ms(),
+    )
+    .await?;
+    finish_write(tx, &principal, &key, StatusCode::OK, cancelled).await
 }

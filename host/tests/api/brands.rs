@@ -244,6 +244,10 @@ both_backends!(
             ),
             ("/coupon-templates", vec!["get", "post"]),
             ("/brands/{brand_id}/checkouts", vec!["post"]),
+            (
+                "/brands/{brand_id}/checkouts/{checkout_id}/cancel",
+                vec!["post"],
+            ),
             ("/campaigns/{campaign_id}/issue", vec!["post"]),
             ("/members/{member_id}/pass.png", vec!["get"]),
             ("/pass-keys", vec!["get"]),

@@ -755,3 +755,274 @@ both_backends!(
         app.stop().await;
     }
 );
+
+both_backends!(
+    free_parking_is_handed_over_against_a_coupon_at_the_parking_counter,
+    |app| async move {
+        create_brand(&app, "mall").await;
+        create_brand(&app, "parking").await;
+        let parking = create_key(&app, "counter", Some("parking"), None).await;
+        let mall = create_key(&app, "counter", Some("mall"), None).await;
+        install(&app, "parking-perk", json!({ "min_tier_rank": 0 })).await;
+        let member = member_id(&app, "+8613900000031", "Pat").await;
+        set_inventory(
+            &app,
+            &app.admin_key,
+            "parking-perk",
+            "parking-2h",
+            json!({ "funding_brand": "mall", "total_stock": 10 }),
+        )
+        .await;
+        let (status, redeemed) = app
+            .post(
+                &format!("/members/{member}/perks/parking-perk/parking-2h/redeem"),
+                &parking,
+                &idem(),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{redeemed}");
+        assert_eq!(
+            redeemed["grant"],
+            json!({ "kind": "free_item", "value": "parking-2h" })
+        );
+        // The free item comes with a code the member shows at the parking counter.
+        let code = redeemed["coupon"]["code"]
+            .as_str()
+            .expect("a coupon for the free item")
+            .to_owned();
+        let redemption = redeemed["id"].as_str().expect("id").to_owned();
+        let (_, history) = app
+            .get(&format!("/members/{member}/redemptions"), &app.admin_key)
+            .await;
+        assert_eq!(history[0]["coupon"]["code"], code.as_str(), "{history}");
+
+        let wash = json!({ "line_id": "w", "sku": "car-wash", "category": "services",
+                           "quantity": 1, "unit_price_cents": 3_000 });
+        let park = json!({ "line_id": "p", "sku": "parking-2h", "category": "parking",
+                           "quantity": 2, "unit_price_cents": 800 });
+        // Only parking hands it over; a cart without the item gets nothing off.
+        let (status, body) = app
+            .post(
+                "/brands/mall/checkouts",
+                &mall,
+                &idem(),
+                &json!({ "member_id": member, "coupon_codes": [code], "lines": [park] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "coupon_not_honoured_here", "{body}");
+        let (status, body) = app
+            .post(
+                "/brands/parking/checkouts",
+                &parking,
+                &idem(),
+                &json!({ "member_id": member, "coupon_codes": [code], "lines": [wash] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "coupon_rejected", "{body}");
+
+        // One unit of the parking line is free; the wash is paid in full.
+        let lines = json!([wash, park]);
+        let (status, checkout) = app
+            .post(
+                "/brands/parking/checkouts",
+                &parking,
+                &idem(),
+                &json!({ "member_id": member, "coupon_codes": [code], "lines": lines }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{checkout}");
+        assert_eq!(checkout["discount_cents"], 800, "{checkout}");
+        assert_eq!(
+            checkout["coupons"][0]["lines"],
+            json!([{ "line_id": "p", "discount_cents": 800 }])
+        );
+        let (status, purchase) = app
+            .post(
+                "/brands/parking/purchases",
+                &parking,
+                &idem(),
+                &json!({ "order_id": "PK-1", "member_id": member, "lines": lines,
+                         "checkout_id": checkout["id"] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{purchase}");
+        assert_eq!(purchase["discount_cents"], 800);
+        assert_eq!(purchase["cash_cents"], 3_800);
+        let (_, coupon) = app
+            .get(&format!("/brands/parking/coupons/{code}"), &parking)
+            .await;
+        assert_eq!(coupon["status"], "redeemed", "{coupon}");
+        // Honouring it is governed by the perk's plugin, which already settled the perk.
+        let (plugin,): (String,) = sqlx::query_as(
+            "SELECT plugin FROM settle_events WHERE kind = 'coupon-honoured' AND subject_id = $1",
+        )
+        .bind(&code)
+        .fetch_one(app.state.store.read())
+        .await
+        .expect("event");
+        assert_eq!(plugin, "parking-perk");
+
+        // A full refund voids the coupon and reverses the perk: its stock comes back.
+        let (status, refund) = app
+            .post(
+                "/brands/parking/purchases/PK-1/refunds",
+                &parking,
+                &idem(),
+                &json!({ "refund_id": "PK-RF-1" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{refund}");
+        assert_eq!(refund["coupons_voided"], json!([code]), "{refund}");
+        let (_, inventory) = app.get("/perks/inventory", &app.admin_key).await;
+        assert_eq!(inventory[0]["remaining"], 10, "{inventory}");
+        assert_eq!(
+            scalar(
+                &app,
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM perk_redemptions
+                 WHERE id = $1 AND status = 'reversed'",
+                &redemption
+            )
+            .await,
+            1
+        );
+        // Every event settles (none held) and the month reconciles.
+        let (status, run) = app
+            .post("/settlement/run", &app.admin_key, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{run}");
+        assert_eq!(run["held"], 0, "{run}");
+        let (status, report) = app
+            .get("/settlement/periods/2026-03/reconciliation", &app.admin_key)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["ok"], true, "{report}");
+        app.stop().await;
+    }
+);
+
+both_backends!(
+    a_cancelled_checkout_releases_its_coupons_at_once,
+    |app| async move {
+        create_brand(&app, "mall").await;
+        create_brand(&app, "parking").await;
+        let parking = create_key(&app, "counter", Some("parking"), None).await;
+        let mall = create_key(&app, "counter", Some("mall"), None).await;
+        install(&app, "parking-perk", json!({ "min_tier_rank": 0 })).await;
+        let member = member_id(&app, "+8613900000032", "Cas").await;
+        let (status, redeemed) = app
+            .post(
+                &format!("/members/{member}/perks/parking-perk/parking-2h/redeem"),
+                &parking,
+                &idem(),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{redeemed}");
+        let code = redeemed["coupon"]["code"]
+            .as_str()
+            .expect("code")
+            .to_owned();
+        let body = json!({ "member_id": member, "coupon_codes": [code], "lines": [
+            { "line_id": "p", "sku": "parking-2h", "category": "parking", "quantity": 1,
+              "unit_price_cents": 800 } ] });
+        let (status, first) = app
+            .post("/brands/parking/checkouts", &parking, &idem(), &body)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{first}");
+        let first_id = first["id"].as_str().expect("id").to_owned();
+        let (status, taken) = app
+            .post("/brands/parking/checkouts", &parking, &idem(), &body)
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{taken}");
+        assert_eq!(taken["code"], "coupon_reserved");
+
+        // Another brand's counter cannot see it; the parking counter cancels it.
+        let cancel = format!("/brands/parking/checkouts/{first_id}/cancel");
+        let (status, _) = app
+            .post(
+                &format!("/brands/mall/checkouts/{first_id}/cancel"),
+                &mall,
+                &idem(),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let cancel_key = idem();
+        let (status, cancelled) = app
+            .post(
+                &cancel,
+                &parking,
+                &cancel_key,
+                &json!({ "reason": "customer left" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{cancelled}");
+        assert_eq!(cancelled["status"], "cancelled");
+        assert_eq!(cancelled["coupons_released"], json!([code]));
+        // A retry replays; a second cancellation answers the first one.
+        let (status, replay) = app
+            .post(
+                &cancel,
+                &parking,
+                &cancel_key,
+                &json!({ "reason": "customer left" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(replay, cancelled);
+        let (status, again) = app.post(&cancel, &parking, &idem(), &json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(again["cancelled_at_ms"], cancelled["cancelled_at_ms"]);
+
+        // The coupon is free again at once, and the cancelled checkout completes nothing.
+        let (status, second) = app
+            .post("/brands/parking/checkouts", &parking, &idem(), &body)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{second}");
+        let purchase = |checkout: Value, order: &'static str| {
+            let mut p = body.clone();
+            p.as_object_mut().expect("object").remove("coupon_codes");
+            p["order_id"] = json!(order);
+            p["checkout_id"] = checkout;
+            p
+        };
+        let (status, refused) = app
+            .post(
+                "/brands/parking/purchases",
+                &parking,
+                &idem(),
+                &purchase(json!(first_id), "PK-C1"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+        assert_eq!(refused["code"], "checkout_cancelled");
+        let (status, paid) = app
+            .post(
+                "/brands/parking/purchases",
+                &parking,
+                &idem(),
+                &purchase(second["id"].clone(), "PK-C2"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{paid}");
+        assert_eq!(paid["discount_cents"], 800);
+        // A completed checkout is refunded, not cancelled.
+        let (status, body) = app
+            .post(
+                &format!(
+                    "/brands/parking/checkouts/{}/cancel",
+                    second["id"].as_str().expect("id")
+                ),
+                &parking,
+                &idem(),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "checkout_completed");
+        app.stop().await;
+    }
+);
