@@ -1,6 +1,8 @@
 //! Perks benchmark: listing perks with 4 plugins deployed, redeeming a perk, and checking a
 //! cart out with a coupon (the coupon plugin's `apply-coupon`), through the HTTP API of a server
-//! started in-process on a loopback port, against SQLite and PostgreSQL.
+//! started in-process on a loopback port, against SQLite and PostgreSQL — each with a baseline
+//! in the same run: the same reads or writes as raw SQL transactions through sqlx, at the same
+//! concurrency, without HTTP, auth, validation or plugin calls.
 //!
 //! ```text
 //! COALITION_PLUGINS_DIR=$PWD/target/plugins cargo bench -p coalition --bench perks_api
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use coalition::auth::Role;
 use coalition::clock::{Clock, SystemClock};
 use coalition::config::Config;
+use coalition::store::new_id;
 use coalition::store::{Backend, Store};
 use serde_json::json;
 
@@ -217,7 +220,118 @@ async fn setup(url: String, dir: tempfile::TempDir, http: &reqwest::Client) -> E
 struct Row {
     backend: &'static str,
     operation: &'static str,
-    stats: Stats,
+    api: Stats,
+    raw: Stats,
+}
+
+/// Points a perk costs (the cinema perk of `cinema-dinner`).
+const PERK_POINTS: i64 = 500;
+
+/// The fresh reads a listing does on every request (the plugins' part is cached), as one raw
+/// read: the member and wallet, the inventory, the member's redemption counts.
+async fn raw_list(store: &Store, member: &str) -> Result<(), sqlx::Error> {
+    let mut conn = store.read().acquire().await?;
+    let _: (String, i64) = sqlx::query_as(
+        "SELECT m.tier, w.balance FROM members m JOIN point_wallets w ON w.member_id = m.id
+         WHERE m.id = $1",
+    )
+    .bind(member)
+    .fetch_one(&mut *conn)
+    .await?;
+    let _: Vec<(String, String, Option<i64>)> =
+        sqlx::query_as("SELECT plugin, perk_id, remaining FROM perk_inventory")
+            .fetch_all(&mut *conn)
+            .await?;
+    let _: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT plugin, perk_id, CAST(COUNT(*) AS BIGINT) FROM perk_redemptions
+         WHERE member_id = $1 AND status = 'redeemed' GROUP BY plugin, perk_id",
+    )
+    .bind(member)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The writes of a perk redemption, as one raw transaction: idempotency claim, guarded wallet
+/// debit, the oldest lot drawn, entry, consumption, two postings, the coupon, the receipt, a
+/// guarded stock decrement, the redemption, its settle event, the stored response.
+async fn raw_redeem(store: &Store, i: usize, member: &str) -> Result<(), sqlx::Error> {
+    let now = SystemClock.now_ms();
+    let mut tx = store.begin().await?;
+    let key = format!("rr-{i}");
+    sqlx::query("INSERT INTO idempotency_keys (scope, idem_key, request_hash, created_at) VALUES ('raw', $1, 'h', $2)")
+        .bind(&key).bind(now).execute(&mut *tx).await?;
+    let debited = sqlx::query("UPDATE point_wallets SET balance = balance - $1, updated_at = $2 WHERE member_id = $3 AND balance >= $1")
+        .bind(PERK_POINTS).bind(now).bind(member).execute(&mut *tx).await?.rows_affected();
+    if debited != 1 {
+        return Err(sqlx::Error::RowNotFound);
+    }
+    let (lot,): (String,) = sqlx::query_as("SELECT id FROM point_lots WHERE member_id = $1 AND remaining >= $2 ORDER BY expires_at, id LIMIT 1")
+        .bind(member).bind(PERK_POINTS).fetch_one(&mut *tx).await?;
+    sqlx::query(
+        "UPDATE point_lots SET remaining = remaining - $1 WHERE id = $2 AND remaining >= $1",
+    )
+    .bind(PERK_POINTS)
+    .bind(&lot)
+    .execute(&mut *tx)
+    .await?;
+    let entry = new_id();
+    sqlx::query("INSERT INTO ledger_entries (id, kind, member_id, brand_id, reason, created_at) VALUES ($1, 'spend', $2, 'restaurant', 'perk', $3)")
+        .bind(&entry).bind(member).bind(now).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO lot_consumptions (id, lot_id, entry_id, amount, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(new_id()).bind(&lot).bind(&entry).bind(PERK_POINTS).bind(now).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO ledger_postings (id, entry_id, account, member_id, brand_id, amount, memo, created_at) VALUES ($1, $2, 'wallet', $3, NULL, $4, 'perk', $5), ($6, $2, 'redemption', NULL, 'restaurant', $7, 'perk', $5)")
+        .bind(new_id()).bind(&entry).bind(member).bind(-PERK_POINTS).bind(now).bind(new_id()).bind(PERK_POINTS).execute(&mut *tx).await?;
+    let redemption = new_id();
+    let code = coalition::coupons::generate_code();
+    sqlx::query("INSERT INTO coupons (code, template_id, member_id, status, source_kind, source_id, issued_at, expires_at, updated_at) VALUES ($1, 'cinema-ticket-half', $2, 'issued', 'perk', $3, $4, $5, $4)")
+        .bind(&code).bind(member).bind(&redemption).bind(now).bind(now + 30 * 86_400_000).execute(&mut *tx).await?;
+    let receipt = new_id();
+    sqlx::query("INSERT INTO plugin_receipts (id, plugin, version, hook, component_sha256, input_sha256, output_sha256, fuel_used, duration_us, input, output, subject_kind, subject_id, created_at) VALUES ($1, 'cinema-dinner', '1.0.0', 'redeem-perk', 'c', 'i', 'o', 10000, 50, '{}', '{}', 'redemption', $2, $3)")
+        .bind(&receipt).bind(&redemption).bind(now).execute(&mut *tx).await?;
+    let taken = sqlx::query("UPDATE perk_inventory SET remaining = remaining - 1, updated_at = $1 WHERE plugin = 'cinema-dinner' AND perk_id = 'cinema-ticket-half' AND remaining > 0")
+        .bind(now).execute(&mut *tx).await?.rows_affected();
+    if taken != 1 {
+        return Err(sqlx::Error::RowNotFound);
+    }
+    sqlx::query("INSERT INTO perk_redemptions (id, member_id, plugin, plugin_version, perk_id, funding_brand, honouring_brand, tier, points, value_cents, grant_kind, coupon_code, stock_taken, status, spend_entry_id, receipt_id, created_at) VALUES ($1, $2, 'cinema-dinner', '1.0.0', 'cinema-ticket-half', 'restaurant', 'cinema', 'bronze', $3, 4000, 'coupon', $4, 1, 'redeemed', $5, $6, $7)")
+        .bind(&redemption).bind(member).bind(PERK_POINTS).bind(&code).bind(&entry).bind(&receipt).bind(now).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO settle_events (id, kind, brand_id, funding_brand, honouring_brand, reference, plugin, points, value_cents, member_id, subject_kind, subject_id, dedupe_key, occurred_at, status, attempts, created_at) VALUES ($1, 'perk-redeemed', 'cinema', 'restaurant', 'cinema', 'cinema-ticket-half', 'cinema-dinner', $2, 4000, $3, 'redemption', $4, $5, $6, 'pending', 0, $6)")
+        .bind(new_id()).bind(PERK_POINTS).bind(member).bind(&redemption).bind(format!("redemption:{redemption}:perk-redeemed")).bind(now).execute(&mut *tx).await?;
+    sqlx::query("UPDATE idempotency_keys SET status_code = 201, response_body = '{}' WHERE scope = 'raw' AND idem_key = $1")
+        .bind(&key).execute(&mut *tx).await?;
+    tx.commit().await
+}
+
+/// The writes of a checkout with one coupon, as one raw transaction: idempotency claim, the
+/// coupon read and reserved by a guarded update, the checkout, its discount line, the stored
+/// response.
+async fn raw_checkout(
+    store: &Store,
+    i: usize,
+    code: &str,
+    member: &str,
+) -> Result<(), sqlx::Error> {
+    let now = SystemClock.now_ms();
+    let mut tx = store.begin().await?;
+    let key = format!("rc-{i}");
+    sqlx::query("INSERT INTO idempotency_keys (scope, idem_key, request_hash, created_at) VALUES ('raw', $1, 'h', $2)")
+        .bind(&key).bind(now).execute(&mut *tx).await?;
+    let (template,): (String,) = sqlx::query_as("SELECT c.template_id FROM coupons c JOIN coupon_templates t ON t.id = c.template_id WHERE c.code = $1 AND c.member_id = $2 AND c.status = 'issued' AND c.expires_at > $3 AND t.honouring_brand = 'cinema'")
+        .bind(code).bind(member).bind(now).fetch_one(&mut *tx).await?;
+    let checkout = new_id();
+    let reserved = sqlx::query("UPDATE coupons SET status = 'reserved', reservation_id = $1, reserved_until = $2, updated_at = $3 WHERE code = $4 AND status = 'issued'")
+        .bind(&checkout).bind(now + 900_000).bind(now).bind(code).execute(&mut *tx).await?.rows_affected();
+    if reserved != 1 {
+        return Err(sqlx::Error::RowNotFound);
+    }
+    sqlx::query("INSERT INTO checkouts (id, brand_id, member_id, lines_sha256, total_cents, discount_cents, status, expires_at, created_at) VALUES ($1, 'cinema', $2, 'h', 11200, 4000, 'open', $3, $4)")
+        .bind(&checkout).bind(member).bind(now + 900_000).bind(now).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO checkout_discounts (checkout_id, code, position, template_id, line_id, discount_cents) VALUES ($1, $2, 0, $3, 't', 4000)")
+        .bind(&checkout).bind(code).bind(&template).execute(&mut *tx).await?;
+    sqlx::query("UPDATE idempotency_keys SET status_code = 201, response_body = '{}' WHERE scope = 'raw' AND idem_key = $1")
+        .bind(&key).execute(&mut *tx).await?;
+    tx.commit().await
 }
 
 async fn bench_backend(
@@ -270,16 +384,29 @@ async fn bench_backend(
                 }
             })
             .await;
-            Row {
-                backend: name,
-                operation: label,
-                stats,
-            }
+            (label, stats)
         }
     };
+    let raw_list_stats = {
+        let (store, members) = (env.store.clone(), env.members.clone());
+        drive(clients, requests, move |i| {
+            let (store, members) = (store.clone(), members.clone());
+            async move { raw_list(&store, &members[i % members.len()]).await.is_ok() }
+        })
+        .await
+    };
     // The first pass over the members fills the listing cache; the second is served from it.
-    rows.push(list("list perks, 4 plugins (first ~1/5 cache misses)").await);
-    rows.push(list("list perks, 4 plugins (cache warm)").await);
+    for (operation, api) in [
+        list("list perks, 4 plugins (first ~1/5 cache misses)").await,
+        list("list perks, 4 plugins (cache warm)").await,
+    ] {
+        rows.push(Row {
+            backend: name,
+            operation,
+            api,
+            raw: raw_list_stats,
+        });
+    }
 
     let redeem = {
         let (http, base, admin, members) = (
@@ -307,18 +434,35 @@ async fn bench_backend(
         })
         .await
     };
+    let raw = {
+        let (store, members) = (env.store.clone(), env.members.clone());
+        drive(clients, requests, move |i| {
+            let (store, members) = (store.clone(), members.clone());
+            async move {
+                raw_redeem(&store, i, &members[i % members.len()])
+                    .await
+                    .is_ok()
+            }
+        })
+        .await
+    };
     rows.push(Row {
         backend: name,
         operation: "redeem perk (coupon issued)",
-        stats: redeem,
+        api: redeem,
+        raw,
     });
 
+    // API and raw redemptions issued 2 × `requests` coupons: the API checks out the first
+    // half, the raw baseline the second.
     let coupons: Vec<(String, String)> =
-        sqlx::query_as("SELECT code, member_id FROM coupons ORDER BY code")
+        sqlx::query_as("SELECT code, member_id FROM coupons WHERE status = 'issued' ORDER BY code")
             .fetch_all(env.store.read())
             .await
             .expect("coupons");
-    let coupons = Arc::new(coupons);
+    let half = coupons.len() / 2;
+    let raw_coupons = Arc::new(coupons[half..].to_vec());
+    let coupons = Arc::new(coupons[..half].to_vec());
     let checkout = {
         let (http, base, cinema, coupons) = (
             http.clone(),
@@ -345,10 +489,23 @@ async fn bench_backend(
         })
         .await
     };
+    let raw = {
+        let (store, coupons) = (env.store.clone(), raw_coupons.clone());
+        let total = requests.min(coupons.len());
+        drive(clients, total, move |i| {
+            let (store, coupons) = (store.clone(), coupons.clone());
+            async move {
+                let (code, member) = &coupons[i];
+                raw_checkout(&store, i, code, member).await.is_ok()
+            }
+        })
+        .await
+    };
     rows.push(Row {
         backend: name,
         operation: "checkout with 1 coupon (apply-coupon)",
-        stats: checkout,
+        api: checkout,
+        raw,
     });
 
     let _ = env.shutdown.send(());
@@ -401,18 +558,26 @@ fn main() {
         rows
     });
     println!("{clients} concurrent clients, {requests} requests per run, {MEMBERS} members\n");
-    println!("| backend | operation | throughput (req/s) | p50 (ms) | p99 (ms) | errors |");
-    println!("|---|---|---:|---:|---:|---:|");
+    println!("| backend | operation | path | throughput (req/s) | p50 (ms) | p99 (ms) | errors | API / raw |");
+    println!("|---|---|---|---:|---:|---:|---:|---:|");
     for r in rows {
-        let s = r.stats;
-        println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {} |",
-            r.backend,
-            r.operation,
-            s.throughput(),
-            s.p50_us as f64 / 1000.0,
-            s.p99_us as f64 / 1000.0,
-            s.errors,
-        );
+        for (path, s) in [("HTTP API", r.api), ("raw SQL", r.raw)] {
+            let ratio = if path == "HTTP API" {
+                format!("{:.2}", r.api.throughput() / r.raw.throughput())
+            } else {
+                String::new()
+            };
+            println!(
+                "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} |",
+                r.backend,
+                r.operation,
+                path,
+                s.throughput(),
+                s.p50_us as f64 / 1000.0,
+                s.p99_us as f64 / 1000.0,
+                s.errors,
+                ratio
+            );
+        }
     }
 }
