@@ -63,6 +63,8 @@ pub struct AppState {
     pub plugins: Arc<crate::plugins::PluginHost>,
     /// Plugin perk listings per member (see [`crate::perks`]).
     pub perk_cache: crate::perks::PerkCache,
+    /// Counter look-ups of members by phone, per key (see [`crate::risk::LookupLimiter`]).
+    pub phone_lookups: Arc<crate::risk::LookupLimiter>,
 }
 
 impl AppState {
@@ -78,10 +80,14 @@ impl AppState {
             config.limits.auth_cache_ttl_ms,
         );
         let perk_cache = crate::perks::perk_cache(&config.perks);
+        let phone_lookups = Arc::new(crate::risk::LookupLimiter::new(
+            config.risk.counter_phone_lookups_per_minute,
+        ));
         Self {
             store,
             clock,
             perk_cache,
+            phone_lookups,
             config: Arc::new(config),
             auth_cache,
             metrics: prometheus_handle(),

@@ -854,7 +854,7 @@ pub async fn cancel(
 /// The plugin that governs the settlement of honouring a coupon: for a coupon a member bought
 /// as a perk, the perk's plugin (its settle hook already split the perk's face value when the
 /// perk was redeemed, so honouring it must not be paid for twice); otherwise the template's.
-async fn governing_plugin(
+pub(crate) async fn governing_plugin(
     conn: &mut AnyConnection,
     code: &str,
     template_plugin: &str,

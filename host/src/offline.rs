@@ -14,7 +14,10 @@
 //!    recorded — by an earlier sync or online — is reported `duplicate` and nothing changes;
 //! 4. each coupon is redeemed if it is `issued` to that member, honoured by this brand and
 //!    unexpired at `taken_at_ms`; otherwise the purchase still stands (the goods are gone) and
-//!    the coupon is reported as a conflict and kept in `offline_conflicts` for the brand.
+//!    the coupon is reported as a conflict and kept in `offline_conflicts` for the brand. A
+//!    coupon redeemed offline is recorded at its template's face value (the counter applied it
+//!    without the server) and settles like one redeemed online: a perk's coupon under the
+//!    perk's plugin.
 //!
 //! An item that fails a check is `rejected` with the problem's code and changes nothing; the
 //! other items go on. Only server-side failures (database down) abort the whole batch; the
@@ -468,6 +471,16 @@ async fn redeem_coupon(
         return conflict("coupon_not_found", format!("no coupon has code {code:?}"));
     };
     if redeemed == 1 {
+        // The counter applied the coupon without the server: its face value is what it took
+        // off, and what settlement and the coupon record carry.
+        sqlx::query("UPDATE coupons SET discount_cents = $1 WHERE code = $2")
+            .bind(value_cents)
+            .bind(code)
+            .execute(&mut *conn)
+            .await?;
+        // Governed like an online redemption: a perk's coupon by the perk's plugin, which
+        // already settled the perk (so it is not paid twice), others by the template's.
+        let governing = crate::checkout::governing_plugin(conn, code, &plugin).await?;
         events::record(
             conn,
             &NewEvent {
@@ -476,7 +489,7 @@ async fn redeem_coupon(
                 funding_brand: &funding,
                 honouring_brand: &honouring,
                 reference: Some(&template_id),
-                plugin: Some(&plugin),
+                plugin: Some(&governing),
                 points: 0,
                 value_cents,
                 member_id: Some(member_id),

@@ -841,8 +841,6 @@ pub struct RedemptionView {
     pub created_at_ms: i64,
 }
 
-/// Redeems `plugin`/`perk_id` for `member_id` in the caller's transaction (see the module docs).
-#[allow(clippy::too_many_arguments)]
 /// Issues the coupon that hands a free item or a discount over at the counter.
 #[allow(clippy::too_many_arguments)]
 async fn grant_coupon(
@@ -867,6 +865,8 @@ async fn grant_coupon(
     crate::coupons::issue(conn, &template, member_id, "perk", redemption_id, now_ms).await
 }
 
+/// Redeems `plugin`/`perk_id` for `member_id` in the caller's transaction (see the module docs).
+#[allow(clippy::too_many_arguments)]
 pub async fn redeem(
     state: &AppState,
     conn: &mut AnyConnection,
@@ -1240,6 +1240,104 @@ pub async fn member_redemptions(
 /// gives its points back (new lots keeping the original expiry, but at least
 /// `restore_min_validity_days`), puts its stock back and records a refund event reversing the
 /// `perk-redeemed` one. Returns the points restored (0 if it was already reversed).
+/// An unused perk coupon given back.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReturnedCoupon {
+    /// The coupon, now `voided`.
+    pub code: String,
+    /// Always `voided`.
+    pub status: String,
+    /// The perk redemption reversed with it.
+    pub redemption_id: String,
+    /// Points given back to the member (the perk's cost).
+    pub points_restored: i64,
+}
+
+/// Gives an unused coupon bought as a perk back, in the caller's transaction: the coupon is
+/// voided and the redemption reversed — the points come back (with the validity rules of a
+/// refund), the stock returns, and a refund of the `perk-redeemed` settle event is recorded.
+/// A coupon that is redeemed, reserved by a live checkout, expired or not a perk's is refused.
+pub async fn return_coupon(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    points: &PointsConfig,
+    member_id: &str,
+    code: &str,
+    now_ms: i64,
+) -> ApiResult<ReturnedCoupon> {
+    // The member's wallet first: the lock order of redemptions and purchases.
+    ledger::lock_wallet(conn, backend, member_id, now_ms).await?;
+    let code = code.to_ascii_uppercase();
+    let row: Option<(String, String, String, String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT member_id, status, source_kind, source_id, expires_at, reserved_until
+         FROM coupons WHERE code = $1",
+    )
+    .bind(&code)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (owner, status, source_kind, source_id, expires_at, reserved_until) = row
+        .filter(|r| r.0 == member_id)
+        .ok_or_else(|| ApiError::not_found("coupon", &code))?;
+    let _ = owner;
+    if source_kind != "perk" {
+        return Err(ApiError::unprocessable(
+            "coupon_not_returnable",
+            format!("coupon {code} was not bought with points; there is nothing to give back"),
+        ));
+    }
+    match status.as_str() {
+        "redeemed" => {
+            return Err(ApiError::conflict(
+                "coupon_redeemed",
+                format!("coupon {code} was used; refund the purchase instead"),
+            ))
+        }
+        "voided" => {
+            return Err(ApiError::conflict(
+                "coupon_voided",
+                format!("coupon {code} is already void"),
+            ))
+        }
+        "reserved" if reserved_until.is_some_and(|until| until > now_ms) => {
+            return Err(ApiError::conflict(
+                "coupon_reserved",
+                format!("coupon {code} is held by an open checkout; cancel it first"),
+            ))
+        }
+        _ => {}
+    }
+    if status == "expired" || expires_at <= now_ms {
+        return Err(ApiError::unprocessable(
+            "coupon_expired",
+            format!("coupon {code} has expired; its points are not given back"),
+        ));
+    }
+    let voided = sqlx::query(
+        "UPDATE coupons SET status = 'voided', reservation_id = NULL, reserved_until = NULL,
+            updated_at = $1
+         WHERE code = $2 AND expires_at > $1
+           AND (status = 'issued' OR (status = 'reserved' AND reserved_until <= $1))",
+    )
+    .bind(now_ms)
+    .bind(&code)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if voided != 1 {
+        return Err(ApiError::conflict(
+            "coupon_unavailable",
+            format!("coupon {code} changed meanwhile; try again"),
+        ));
+    }
+    let points_restored = reverse_redemption(conn, backend, points, &source_id, now_ms).await?;
+    Ok(ReturnedCoupon {
+        code,
+        status: "voided".to_owned(),
+        redemption_id: source_id,
+        points_restored,
+    })
+}
+
 pub async fn reverse_redemption(
     conn: &mut AnyConnection,
     backend: Backend,

@@ -58,6 +58,10 @@ pub struct RiskConfig {
     /// A redemption worth more than this (cents) needs a real-name-verified member; 0 turns
     /// the rule off.
     pub real_name_above_cents: i64,
+    /// Member look-ups by phone one counter key may make per minute, on each node. A counter
+    /// serves a customer every half minute or so; 60 leaves room for retries and typos while
+    /// making it impractical to walk the phone-number space to find who is a member.
+    pub counter_phone_lookups_per_minute: i64,
 }
 
 impl Default for RiskConfig {
@@ -68,6 +72,7 @@ impl Default for RiskConfig {
             device_redemptions_per_hour: 60,
             device_redemptions_per_day: 500,
             real_name_above_cents: 50_000,
+            counter_phone_lookups_per_minute: 60,
         }
     }
 }
@@ -93,6 +98,10 @@ impl RiskConfig {
                 self.device_redemptions_per_day,
             ),
             ("real_name_above_cents", self.real_name_above_cents),
+            (
+                "counter_phone_lookups_per_minute",
+                self.counter_phone_lookups_per_minute,
+            ),
         ] {
             if value < 0 {
                 anyhow::bail!("[risk] {name} must be >= 0 (0 turns it off), not {value}");
@@ -389,6 +398,83 @@ fn rate_limited(
         "window_ms": window_ms,
         "retry_after_ms": retry_after_ms,
     }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counter look-ups by phone
+
+/// The window of [`LookupLimiter`]: one minute.
+pub const LOOKUP_WINDOW_MS: i64 = 60_000;
+/// Keys whose windows are remembered; bounds memory whatever the number of keys.
+pub const MAX_LOOKUP_KEYS: u64 = 100_000;
+
+/// Member look-ups by phone per counter key, in fixed one-minute windows of the server's clock,
+/// on this node (each node of a cluster counts its own). Kept in memory, bounded by moka: a
+/// database round trip per look-up would cost more than the look-up. Written here rather than
+/// with a rate-limit crate so that it reads the injected clock and shares the cache the server
+/// already uses.
+pub struct LookupLimiter {
+    per_minute: i64,
+    windows: moka::sync::Cache<String, std::sync::Arc<std::sync::Mutex<(i64, i64)>>>,
+}
+
+impl std::fmt::Debug for LookupLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LookupLimiter")
+            .field("per_minute", &self.per_minute)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LookupLimiter {
+    /// A limiter allowing `per_minute` look-ups per key (0: unlimited).
+    pub fn new(per_minute: i64) -> LookupLimiter {
+        LookupLimiter {
+            per_minute,
+            windows: moka::sync::Cache::builder()
+                .max_capacity(MAX_LOOKUP_KEYS)
+                .time_to_idle(std::time::Duration::from_millis(
+                    2 * LOOKUP_WINDOW_MS as u64,
+                ))
+                .build(),
+        }
+    }
+
+    /// Counts one look-up by `key_id`, or refuses it with `phone_lookup_rate_limited` (429).
+    pub fn check(&self, key_id: &str, now_ms: i64) -> ApiResult<()> {
+        if self.per_minute <= 0 {
+            return Ok(());
+        }
+        let window = now_ms.div_euclid(LOOKUP_WINDOW_MS);
+        let slot = self.windows.get_with(key_id.to_owned(), || {
+            std::sync::Arc::new(std::sync::Mutex::new((window, 0)))
+        });
+        let mut slot = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.0 != window {
+            *slot = (window, 0);
+        }
+        if slot.1 >= self.per_minute {
+            let retry_after_ms = ((window + 1) * LOOKUP_WINDOW_MS - now_ms).max(1);
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "phone_lookup_rate_limited",
+                format!(
+                    "this key looked up {} members by phone this minute; retry in {} s",
+                    self.per_minute,
+                    (retry_after_ms + 999) / 1000
+                ),
+            )
+            .with_extra(serde_json::json!({
+                "limit": self.per_minute,
+                "window_ms": LOOKUP_WINDOW_MS,
+                "retry_after_ms": retry_after_ms,
+            })));
+        }
+        slot.1 += 1;
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ use crate::auth::{Principal, Role};
 use crate::coupons::{self, CouponView, TemplateRequest, TemplateView};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiResult, Problem};
 use crate::idempotency::{begin_write, finish_write, Begun, IdempotencyKey};
+use crate::perks::ReturnedCoupon;
 
 /// Routes of this resource.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -20,6 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(coupon_templates_create, coupon_templates_list))
         .routes(routes!(coupon_templates_get))
         .routes(routes!(coupons_member_list))
+        .routes(routes!(coupons_member_return))
         .routes(routes!(coupons_counter_get))
 }
 
@@ -138,4 +140,55 @@ pub async fn coupons_counter_get(
         return Err(ApiError::not_found("coupon", &code));
     }
     Ok(ApiJson(coupon))
+}
+
+/// Give an unused perk coupon back (the member, admins): the coupon is voided and its perk
+/// redemption reversed in one transaction — the points come back, the stock returns, and the
+/// settlement of the perk is reversed. Used, reserved, expired and non-perk coupons are refused.
+#[utoipa::path(post, path = "/members/{member_id}/coupons/{code}/return", tag = "coupons",
+    params(
+        ("member_id" = String, Path, description = "Member id"),
+        ("code" = String, Path, description = "The coupon code"),
+        ("Idempotency-Key" = String, Header, description = "Unique per operation"),
+    ),
+    responses(
+        (status = 200, body = ReturnedCoupon),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "unknown code, or another member's coupon"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+            description = "`coupon_redeemed`, `coupon_voided`, `coupon_reserved`, \
+                `coupon_unavailable`"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "`coupon_not_returnable`, `coupon_expired`"),
+    ))]
+pub async fn coupons_member_return(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+    ApiPath((member_id, code)): ApiPath<(String, String)>,
+) -> ApiResult<Response> {
+    check_path_id("member", &member_id)?;
+    if code.is_empty()
+        || code.len() > crate::checkout::MAX_CODE_LEN
+        || !code.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return Err(ApiError::not_found("coupon", &code));
+    }
+    principal.require_member_self(&member_id)?;
+    let op = format!("coupons.return:{member_id}:{}", code.to_ascii_uppercase());
+    let mut tx = match begin_write(&state, &principal, &key, &op, &()).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Fresh(tx) => tx,
+    };
+    let returned = crate::perks::return_coupon(
+        &mut tx,
+        state.store.backend(),
+        &state.config.points,
+        &member_id,
+        &code,
+        state.now_ms(),
+    )
+    .await?;
+    finish_write(tx, &principal, &key, StatusCode::OK, returned).await
 }

@@ -169,6 +169,9 @@ pub async fn members_register(
         (status = 200, body = MemberPage),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json",
+            description = "`phone_lookup_rate_limited` (counter keys, `[risk] \
+                counter_phone_lookups_per_minute`)"),
     ))]
 pub async fn members_list(
     State(state): State<AppState>,
@@ -177,7 +180,11 @@ pub async fn members_list(
 ) -> ApiResult<ApiJson<MemberPage>> {
     match principal.role {
         Role::Admin | Role::Brand => {}
-        Role::Counter if params.phone.is_some() => {}
+        Role::Counter if params.phone.is_some() => {
+            state
+                .phone_lookups
+                .check(&principal.key_id, state.now_ms())?;
+        }
         Role::Counter => {
             return Err(ApiError::forbidden(
                 "a counter key may only look members up by phone",

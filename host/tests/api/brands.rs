@@ -244,6 +244,7 @@ both_backends!(
             ),
             ("/coupon-templates", vec!["get", "post"]),
             ("/brands/{brand_id}/checkouts", vec!["post"]),
+            ("/members/{member_id}/coupons/{code}/return", vec!["post"]),
             (
                 "/brands/{brand_id}/checkouts/{checkout_id}/cancel",
                 vec!["post"],

@@ -1026,3 +1026,229 @@ both_backends!(
         app.stop().await;
     }
 );
+
+both_backends!(
+    an_unused_perk_coupon_is_given_back_for_its_points,
+    |app| async move {
+        create_brand(&app, "restaurant").await;
+        create_brand(&app, "cinema").await;
+        let restaurant = create_key(&app, "counter", Some("restaurant"), None).await;
+        let cinema = create_key(&app, "counter", Some("cinema"), None).await;
+        let member = member_id(&app, "+8613900000041", "Ret").await;
+        let member_key = create_key(&app, "member", None, Some(&member)).await;
+        let other = member_id(&app, "+8613900000042", "Oth").await;
+        let other_key = create_key(&app, "member", None, Some(&other)).await;
+        install(&app, "cinema-dinner", json!({})).await;
+        install(&app, "coupon-logic", json!({})).await;
+        cinema_template(&app).await;
+        set_inventory(
+            &app,
+            &app.admin_key,
+            "cinema-dinner",
+            "cinema-ticket-half",
+            json!({ "funding_brand": "restaurant", "total_stock": 10, "per_member_limit": 2 }),
+        )
+        .await;
+        buy(&app, &restaurant, "restaurant", &member, "R-41", 120_000).await;
+        assert_eq!(balance(&app, &member).await, 1_200);
+        let mut codes = Vec::new();
+        for _ in 0..2 {
+            let (status, redeemed) = app
+                .post(&redeem_path(&member), &member_key, &idem(), &json!({}))
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{redeemed}");
+            codes.push(
+                redeemed["coupon"]["code"]
+                    .as_str()
+                    .expect("code")
+                    .to_owned(),
+            );
+        }
+        assert_eq!(balance(&app, &member).await, 200);
+        let ret = |code: &str| format!("/members/{member}/coupons/{code}/return");
+
+        // Not another member's to give back, nor a counter's.
+        let (status, _) = app
+            .post(&ret(&codes[0]), &other_key, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = app
+            .post(&ret(&codes[0]), &cinema, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, body) = app
+            .post(
+                &format!("/members/{other}/coupons/{}/return", codes[0]),
+                &other_key,
+                &idem(),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+        // The first coupon goes back: points, stock and the perk's settlement are reversed.
+        let key = idem();
+        let (status, returned) = app
+            .post(&ret(&codes[0]), &member_key, &key, &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{returned}");
+        assert_eq!(returned["status"], "voided");
+        assert_eq!(returned["points_restored"], 500);
+        assert_eq!(balance(&app, &member).await, 700);
+        let (status, replay) = app
+            .post(&ret(&codes[0]), &member_key, &key, &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(replay, returned);
+        assert_eq!(balance(&app, &member).await, 700);
+        let (status, body) = app
+            .post(&ret(&codes[0]), &member_key, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "coupon_voided");
+        let (_, inventory) = app.get("/perks/inventory", &app.admin_key).await;
+        assert_eq!(inventory[0]["remaining"], 9, "{inventory}");
+        let redemption = returned["redemption_id"].as_str().expect("id");
+        assert_eq!(
+            event_value(&app, "refund", redemption).await,
+            (500, 4000, "restaurant".into(), "cinema".into())
+        );
+
+        // The second is held by an open checkout: refused until the checkout is cancelled.
+        let (status, checkout) = app
+            .post(
+                "/brands/cinema/checkouts",
+                &cinema,
+                &idem(),
+                &json!({ "member_id": member, "coupon_codes": [codes[1]], "lines": [
+                    { "line_id": "t", "sku": "ticket-2d", "category": "ticket", "quantity": 1,
+                      "unit_price_cents": 5000 } ] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{checkout}");
+        let (status, body) = app
+            .post(&ret(&codes[1]), &member_key, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "coupon_reserved");
+        let (status, _) = app
+            .post(
+                &format!(
+                    "/brands/cinema/checkouts/{}/cancel",
+                    checkout["id"].as_str().expect("id")
+                ),
+                &cinema,
+                &idem(),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        // Once expired it is the member's loss (breakage), not a refund.
+        app.clock.advance_ms(31 * DAY_MS);
+        let (status, body) = app
+            .post(&ret(&codes[1]), &member_key, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "coupon_expired");
+
+        // A coupon not bought with points has nothing to give back.
+        let mut tx = app.state.store.begin().await.expect("begin");
+        let gift = coalition::coupons::issue(
+            &mut tx,
+            "cinema-ticket-half",
+            &member,
+            "admin",
+            "goodwill-1",
+            coalition::clock::Clock::now_ms(app.clock.as_ref()),
+        )
+        .await
+        .expect("issue");
+        tx.commit().await.expect("commit");
+        let (status, body) = app
+            .post(&ret(&gift.code), &member_key, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "coupon_not_returnable");
+        app.stop().await;
+    }
+);
+
+both_backends!(
+    a_perk_coupon_honoured_offline_settles_under_the_perk_once,
+    |app| async move {
+        create_brand(&app, "mall").await;
+        create_brand(&app, "parking").await;
+        let parking = create_key(&app, "counter", Some("parking"), None).await;
+        install(&app, "parking-perk", json!({ "min_tier_rank": 0 })).await;
+        let member = member_id(&app, "+8613900000051", "Off").await;
+        let (status, redeemed) = app
+            .post(
+                &format!("/members/{member}/perks/parking-perk/parking-2h/redeem"),
+                &parking,
+                &idem(),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{redeemed}");
+        let code = redeemed["coupon"]["code"]
+            .as_str()
+            .expect("code")
+            .to_owned();
+        let (status, pass) = app
+            .get(&format!("/members/{member}/pass"), &app.admin_key)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{pass}");
+        let now = coalition::clock::Clock::now_ms(app.clock.as_ref());
+        let (status, synced) = app
+            .post(
+                "/brands/parking/offline-purchases",
+                &parking,
+                &idem(),
+                &json!({ "device_id": "gate-2", "purchases": [{
+                    "pass": pass["token"], "taken_at_ms": now + 1_000, "coupon_codes": [code],
+                    "order": { "order_id": "GATE-1", "member_id": member, "lines": [
+                        { "line_id": "p", "sku": "parking-2h", "category": "parking",
+                          "quantity": 1, "unit_price_cents": 1_000 } ] } }] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{synced}");
+        assert_eq!(
+            synced["items"][0]["coupons_redeemed"],
+            json!([code]),
+            "{synced}"
+        );
+        // The perk's plugin governs it (the host-made template has no plugin of its own), and
+        // the coupon records what it took off.
+        let (plugin, value): (String, i64) = sqlx::query_as(
+            "SELECT plugin, value_cents FROM settle_events
+             WHERE kind = 'coupon-honoured' AND subject_id = $1",
+        )
+        .bind(&code)
+        .fetch_one(app.state.store.read())
+        .await
+        .expect("event");
+        assert_eq!(plugin, "parking-perk");
+        assert_eq!(value, 1_000);
+        let (_, coupon) = app
+            .get(&format!("/brands/parking/coupons/{code}"), &parking)
+            .await;
+        assert_eq!(coupon["status"], "redeemed", "{coupon}");
+        assert_eq!(coupon["discount_cents"], 1_000, "{coupon}");
+        // Nothing is held, and the mall pays parking for the perk once, not again for the
+        // coupon: the month's lines are the perk's two (parking's share and the commission).
+        let (status, run) = app
+            .post("/settlement/run", &app.admin_key, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{run}");
+        assert_eq!(run["held"], 0, "{run}");
+        let (paid,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(amount_cents), 0) AS BIGINT) FROM settlement_lines
+             WHERE payer = 'mall' AND payee = 'parking'",
+        )
+        .fetch_one(app.state.store.read())
+        .await
+        .expect("lines");
+        assert_eq!(paid, 950, "face value 10.00 less 5% commission, once");
+        app.stop().await;
+    }
+);

@@ -292,3 +292,36 @@ counter_test!(
         assert_eq!(accepted, 5);
     }
 );
+
+counter_test!(
+    counter_phone_lookups_are_rate_limited_per_key,
+    config = |c| c.risk.counter_phone_lookups_per_minute = 3,
+    |app| async move {
+        brand(&app, "cafe", &[], &[]).await;
+        let counter = key(&app, "counter", Some("cafe"), None).await;
+        let other = key(&app, "counter", Some("cafe"), None).await;
+        let lookup = "/members?phone=%2B8613900000999";
+        for _ in 0..3 {
+            let (status, body) = app.get(lookup, &counter).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let (status, problem) = app.get(lookup, &counter).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{problem}");
+        assert_eq!(problem["code"], "phone_lookup_rate_limited");
+        assert_eq!(problem["extra"]["limit"], 3, "{problem}");
+        assert!(problem["extra"]["retry_after_ms"]
+            .as_i64()
+            .is_some_and(|ms| ms > 0 && ms <= 60_000));
+        // Per key: another counter and an admin are not affected.
+        let (status, _) = app.get(lookup, &other).await;
+        assert_eq!(status, StatusCode::OK);
+        for _ in 0..5 {
+            let (status, _) = app.get(lookup, &app.admin_key).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        // The next minute the key may look up again.
+        app.clock.advance_ms(60_000);
+        let (status, body) = app.get(lookup, &counter).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+);
