@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{drive, pg_admin_url, Stats};
+use common::{drive, env_usize, on_both_backends, print_api_vs_raw, Row};
 use std::sync::Arc;
 
 use coalition::auth::Role;
@@ -223,13 +223,6 @@ async fn raw_spend(store: &Store, run: &str, i: usize, member: &str) -> Result<(
     tx.commit().await
 }
 
-struct Row {
-    backend: &'static str,
-    operation: &'static str,
-    api: Stats,
-    raw: Stats,
-}
-
 async fn bench_backend(
     name: &'static str,
     url: String,
@@ -371,69 +364,19 @@ async fn bench_backend(
 }
 
 fn main() {
-    let requests = std::env::var("BENCH_REQUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_REQUESTS);
-    let clients = std::env::var("BENCH_CLIENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_CLIENTS);
+    let requests = env_usize("BENCH_REQUESTS", DEFAULT_REQUESTS);
+    let clients = env_usize("BENCH_CLIENTS", DEFAULT_CLIENTS);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let rows = rt.block_on(async move {
-        sqlx::any::install_default_drivers();
-        let mut rows = Vec::new();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-        rows.extend(bench_backend("SQLite", url, dir, clients, requests).await);
-
-        use sqlx::Connection;
-        let admin = pg_admin_url();
-        match sqlx::AnyConnection::connect(&admin).await {
-            Ok(mut conn) => {
-                let db = format!("coalition_bench_{}", uuid::Uuid::new_v4().simple());
-                sqlx::query(&format!("CREATE DATABASE {db}"))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create db");
-                let url = match admin.rsplit_once('/') {
-                    Some((base, _)) => format!("{base}/{db}"),
-                    None => format!("{admin}/{db}"),
-                };
-                let dir = tempfile::tempdir().expect("tempdir");
-                rows.extend(bench_backend("PostgreSQL", url, dir, clients, requests).await);
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
-            }
-            Err(err) => eprintln!("PostgreSQL unreachable at {admin} ({err}); skipped"),
-        }
-        rows
-    });
+    let rows: Vec<Row> = rt
+        .block_on(on_both_backends(|name, url, dir| {
+            bench_backend(name, url, dir, clients, requests)
+        }))
+        .into_iter()
+        .flatten()
+        .collect();
     println!("{clients} concurrent clients, {requests} requests per run\n");
-    println!("| backend | operation | path | throughput (req/s) | p50 (ms) | p99 (ms) | errors | API / raw |");
-    println!("|---|---|---|---:|---:|---:|---:|---:|");
-    for r in rows {
-        for (path, s) in [("HTTP API", r.api), ("raw SQL", r.raw)] {
-            let ratio = if path == "HTTP API" {
-                format!("{:.2}", r.api.throughput() / r.raw.throughput())
-            } else {
-                String::new()
-            };
-            println!(
-                "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} |",
-                r.backend,
-                r.operation,
-                path,
-                s.throughput(),
-                s.p50_us as f64 / 1000.0,
-                s.p99_us as f64 / 1000.0,
-                s.errors,
-                ratio
-            );
-        }
-    }
+    print_api_vs_raw(&rows);
 }

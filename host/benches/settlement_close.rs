@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::pg_admin_url;
+use common::{env_usize, on_both_backends};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -35,13 +35,6 @@ const EVENTS_PER_TX: usize = 50_000;
 /// 2026-03-01T00:00Z and 2026-04-01T00:00Z.
 const MARCH_MS: i64 = 1_772_323_200_000;
 const APRIL_MS: i64 = 1_775_001_600_000;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Peak resident set since the last reset, KiB.
 fn vm_hwm_kib() -> u64 {
@@ -253,36 +246,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let rows = rt.block_on(async move {
-        sqlx::any::install_default_drivers();
-        let mut rows = Vec::new();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-        rows.push(bench("SQLite", url, lines, parties).await);
-
-        use sqlx::Connection;
-        let admin = pg_admin_url();
-        match sqlx::AnyConnection::connect(&admin).await {
-            Ok(mut conn) => {
-                let db = format!("coalition_bench_{}", uuid::Uuid::new_v4().simple());
-                sqlx::query(&format!("CREATE DATABASE {db}"))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create db");
-                let url = match admin.rsplit_once('/') {
-                    Some((base, _)) => format!("{base}/{db}"),
-                    None => format!("{admin}/{db}"),
-                };
-                rows.push(bench("PostgreSQL", url, lines, parties).await);
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
-            }
-            Err(err) => eprintln!("PostgreSQL unreachable at {admin} ({err}); skipped"),
-        }
+    let rows = rt.block_on(on_both_backends(|name, url, dir| async move {
+        let row = bench(name, url, lines, parties).await;
         drop(dir);
-        rows
-    });
+        row
+    }));
     println!("{parties} brands + the platform\n");
     println!("| backend | lines | generate (s, untimed setup) | close (s) | raw GROUP BY (s) | close / raw | RSS before close (MiB) | peak RSS during close (MiB) | statements | netting pairs |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");

@@ -1,5 +1,6 @@
 //! Pieces shared by the HTTP and database benchmarks: the concurrent load driver with its
-//! latency percentiles, and the PostgreSQL server to create benchmark databases on.
+//! latency percentiles, the two backends to run on (a fresh SQLite file and a fresh PostgreSQL
+//! database), knobs from the environment, and the API-vs-raw table.
 
 #![allow(dead_code)] // each bench uses the parts it needs
 
@@ -73,4 +74,84 @@ where
 pub fn pg_admin_url() -> String {
     std::env::var("COALITION_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A numeric knob from the environment, or its default.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs `bench` on a fresh SQLite file, then on a fresh PostgreSQL database (created on
+/// [`pg_admin_url`] and dropped afterwards; skipped with a note if the server is unreachable).
+/// `bench` gets the backend's name, the database URL and a scratch directory.
+pub async fn on_both_backends<T, F, Fut>(mut bench: F) -> Vec<T>
+where
+    F: FnMut(&'static str, String, tempfile::TempDir) -> Fut,
+    Fut: Future<Output = T>,
+{
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut out = Vec::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    out.push(bench("SQLite", url, dir).await);
+
+    let admin = pg_admin_url();
+    match sqlx::AnyConnection::connect(&admin).await {
+        Ok(mut conn) => {
+            let db = format!("coalition_bench_{}", uuid::Uuid::new_v4().simple());
+            sqlx::query(&format!("CREATE DATABASE {db}"))
+                .execute(&mut conn)
+                .await
+                .expect("create db");
+            let url = match admin.rsplit_once('/') {
+                Some((base, _)) => format!("{base}/{db}"),
+                None => format!("{admin}/{db}"),
+            };
+            let dir = tempfile::tempdir().expect("tempdir");
+            out.push(bench("PostgreSQL", url, dir).await);
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
+        }
+        Err(err) => eprintln!("PostgreSQL unreachable at {admin} ({err}); skipped"),
+    }
+    out
+}
+
+/// One operation measured through the API and as its raw-SQL baseline, in the same run.
+pub struct Row {
+    pub backend: &'static str,
+    pub operation: &'static str,
+    pub api: Stats,
+    pub raw: Stats,
+}
+
+/// Prints the rows as a Markdown table with the API / raw throughput ratio.
+pub fn print_api_vs_raw(rows: &[Row]) {
+    println!("| backend | operation | path | throughput (req/s) | p50 (ms) | p99 (ms) | errors | API / raw |");
+    println!("|---|---|---|---:|---:|---:|---:|---:|");
+    for r in rows {
+        for (path, s) in [("HTTP API", r.api), ("raw SQL", r.raw)] {
+            let ratio = if path == "HTTP API" {
+                format!("{:.2}", r.api.throughput() / r.raw.throughput())
+            } else {
+                String::new()
+            };
+            println!(
+                "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} |",
+                r.backend,
+                r.operation,
+                path,
+                s.throughput(),
+                s.p50_us as f64 / 1000.0,
+                s.p99_us as f64 / 1000.0,
+                s.errors,
+                ratio
+            );
+        }
+    }
 }

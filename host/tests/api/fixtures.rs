@@ -153,3 +153,52 @@ pub async fn count(app: &TestApp, table: &str) -> i64 {
         .expect("count");
     n
 }
+
+/// Where `cargo xtask build-plugins` put the components (`COALITION_PLUGINS_DIR` overrides),
+/// checked to hold `expected` (`<expected>.wasm`) so a missing build fails with the fix.
+pub fn plugins_dir(expected: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("COALITION_PLUGINS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+                .join("plugins")
+        });
+    assert!(
+        dir.join(format!("{expected}.wasm")).exists(),
+        "plugin components missing in {}: run `cargo xtask build-plugins` (or `cargo xtask test`)",
+        dir.display()
+    );
+    dir
+}
+
+/// Installs the built component `file` (`<file>.wasm` + `<file>.toml`) through the registry,
+/// trusted (the platform's direct install), with `config`.
+pub async fn try_install_plugin(
+    app: &TestApp,
+    file: &str,
+    config: Value,
+) -> Result<coalition::plugins::registry::InstalledVersion, coalition::error::ApiError> {
+    use coalition::clock::Clock;
+    let dir = plugins_dir(file);
+    let component = std::fs::read(dir.join(format!("{file}.wasm"))).expect("component");
+    let manifest = std::fs::read_to_string(dir.join(format!("{file}.toml"))).expect("manifest");
+    coalition::plugins::registry::install(
+        &app.state.store,
+        &app.state.plugins,
+        &manifest,
+        component,
+        config.as_object().cloned().unwrap_or_default(),
+        "test",
+        app.clock.now_ms(),
+    )
+    .await
+}
+
+/// [`try_install_plugin`], panicking with the reason if it fails.
+pub async fn install_plugin(app: &TestApp, file: &str, config: Value) {
+    if let Err(err) = try_install_plugin(app, file, config).await {
+        panic!("install {file}: {err}");
+    }
+}

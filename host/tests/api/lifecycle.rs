@@ -2,7 +2,6 @@
 //! co-signatures, roles, review states, deploy, canary, promote, rollback, kill switch, the
 //! audit chain, dry runs, shadows, two nodes on one PostgreSQL, and the CLI.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -16,26 +15,9 @@ use crate::helpers::{Backend, TestApp, T0_MS};
 
 const DAY_MS: i64 = 86_400_000;
 
-fn plugins_dir() -> PathBuf {
-    let dir = std::env::var_os("COALITION_PLUGINS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-                .join("plugins")
-        });
-    assert!(
-        dir.join("coffee-bonus-next.wasm").exists(),
-        "plugin components missing in {}: run `cargo xtask build-plugins`",
-        dir.display()
-    );
-    dir
-}
-
 /// `(manifest, component)` of a built plugin.
 fn package(file_stem: &str) -> (String, Vec<u8>) {
-    let dir = plugins_dir();
+    let dir = crate::fixtures::plugins_dir("coffee-bonus-next");
     let component = std::fs::read(dir.join(format!("{file_stem}.wasm"))).expect("component");
     let manifest = std::fs::read_to_string(dir.join(format!("{file_stem}.toml"))).expect("toml");
     (manifest, component)
@@ -1095,7 +1077,7 @@ both_backends!(cli_signs_uploads_and_reads_status, |app| async move {
         .is_err(),
         "keygen never overwrites a key"
     );
-    let plugins = plugins_dir();
+    let plugins = crate::fixtures::plugins_dir("coffee-bonus-next");
     let manifest = plugins.join("coffee-bonus.toml");
     let component = plugins.join("coffee-bonus.wasm");
     let signed = execute(PluginCommand::Sign {

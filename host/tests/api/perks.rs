@@ -2,51 +2,14 @@
 //! redeem the cinema perk, apply its coupon at the cinema counter, buy, refund; stock under
 //! 200 concurrent redemptions; per-member, per-tier and per-period limits; plugin refusals.
 
-use std::path::PathBuf;
-
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::fixtures::{create_brand, create_key, idem, member_id};
+use crate::fixtures::{create_brand, create_key, idem, install_plugin as install, member_id};
 use crate::helpers::TestApp;
 
 const DAY_MS: i64 = 86_400_000;
-
-fn plugins_dir() -> PathBuf {
-    let dir = std::env::var_os("COALITION_PLUGINS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-                .join("plugins")
-        });
-    assert!(
-        dir.join("cinema-dinner.wasm").exists(),
-        "plugin components missing in {}: run `cargo xtask build-plugins`",
-        dir.display()
-    );
-    dir
-}
-
-async fn install(app: &TestApp, name: &str, config: Value) {
-    use coalition::clock::Clock;
-    let dir = plugins_dir();
-    let component = std::fs::read(dir.join(format!("{name}.wasm"))).expect("component");
-    let manifest = std::fs::read_to_string(dir.join(format!("{name}.toml"))).expect("manifest");
-    coalition::plugins::registry::install(
-        &app.state.store,
-        &app.state.plugins,
-        &manifest,
-        component,
-        config.as_object().cloned().unwrap_or_default(),
-        "test",
-        app.clock.now_ms(),
-    )
-    .await
-    .unwrap_or_else(|err| panic!("install {name}: {err}"));
-}
 
 async fn balance(app: &TestApp, member: &str) -> i64 {
     let (status, body) = app

@@ -2,73 +2,14 @@
 //! `cargo xtask build-plugins`: bonus points on purchases with stored, replayable receipts; perks
 //! listed from plugins; broken plugins failing open; installs rejected for bad components.
 
-use std::path::PathBuf;
-
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::fixtures::{create_brand, create_key, idem, member_id};
+use crate::fixtures::{create_brand, create_key, idem, install_plugin as install, member_id};
 use crate::helpers::{TestApp, T0_MS};
 
 const DAY_MS: i64 = 86_400_000;
-
-/// Where the built components are; a missing build fails loudly instead of skipping.
-fn plugins_dir() -> PathBuf {
-    let dir = std::env::var_os("COALITION_PLUGINS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-                .join("plugins")
-        });
-    assert!(
-        dir.join("coffee-bonus.wasm").exists(),
-        "plugin components missing in {}: run `cargo xtask build-plugins` (or `cargo xtask test`)",
-        dir.display()
-    );
-    dir
-}
-
-/// Installs `<name>` from the built components with `config`; returns the result.
-async fn try_install(
-    app: &TestApp,
-    name: &str,
-    config: Value,
-) -> Result<coalition::plugins::registry::InstalledVersion, coalition::error::ApiError> {
-    let dir = plugins_dir();
-    let component = std::fs::read(dir.join(format!("{name}.wasm"))).expect("component");
-    let manifest = std::fs::read_to_string(dir.join(format!("{name}.toml"))).expect("manifest");
-    let config = config.as_object().cloned().unwrap_or_default();
-    coalition::plugins::registry::install(
-        &app.state.store,
-        &app.state.plugins,
-        &manifest,
-        component,
-        config,
-        "test",
-        app.clock_now(),
-    )
-    .await
-}
-
-async fn install(app: &TestApp, name: &str, config: Value) {
-    if let Err(err) = try_install(app, name, config).await {
-        panic!("install {name}: {err}");
-    }
-}
-
-trait ClockNow {
-    fn clock_now(&self) -> i64;
-}
-
-impl ClockNow for TestApp {
-    fn clock_now(&self) -> i64 {
-        use coalition::clock::Clock;
-        self.clock.now_ms()
-    }
-}
 
 /// Records a purchase of `lines` `(sku, category, qty, unit cents)` at `brand`.
 async fn purchase(
@@ -401,21 +342,22 @@ both_backends!(
 );
 
 both_backends!(bad_components_are_rejected_at_install, |app| async move {
-    let err = try_install(&app, "forbidden-import", json!({}))
+    let err = crate::fixtures::try_install_plugin(&app, "forbidden-import", json!({}))
         .await
         .expect_err("forbidden");
     assert_eq!(err.code, "plugin_rejected");
     assert!(err.detail.contains("coalition:evil"), "{}", err.detail);
-    let err = try_install(&app, "corrupt", json!({}))
+    let err = crate::fixtures::try_install_plugin(&app, "corrupt", json!({}))
         .await
         .expect_err("corrupt");
     assert_eq!(err.code, "plugin_rejected");
-    let err = try_install(&app, "coffee-bonus", json!({ "no_such_key": 1 }))
-        .await
-        .expect_err("config");
+    let err =
+        crate::fixtures::try_install_plugin(&app, "coffee-bonus", json!({ "no_such_key": 1 }))
+            .await
+            .expect_err("config");
     assert_eq!(err.code, "validation_failed");
     install(&app, "coffee-bonus", json!({})).await;
-    let err = try_install(&app, "coffee-bonus", json!({}))
+    let err = crate::fixtures::try_install_plugin(&app, "coffee-bonus", json!({}))
         .await
         .expect_err("same version");
     assert_eq!(err.code, "plugin_version_exists");
@@ -450,9 +392,12 @@ both_backends!(plugins_are_listed_per_role, |app| async move {
 both_backends!(
     demo_seeds_plugins_and_shows_their_effects,
     |app| async move {
-        coalition::demo::seed_with_plugins(&app.state, Some(&plugins_dir()))
-            .await
-            .expect("demo seed");
+        coalition::demo::seed_with_plugins(
+            &app.state,
+            Some(&crate::fixtures::plugins_dir("coffee-bonus")),
+        )
+        .await
+        .expect("demo seed");
         let (n,): (i64,) = sqlx::query_as(
             "SELECT CAST(COUNT(*) AS BIGINT) FROM plugin_versions WHERE status = 'active'",
         )
@@ -488,9 +433,12 @@ both_backends!(
         ids.sort_unstable();
         assert_eq!(ids, ["cinema-ticket-half", "parking-2h"], "{perks}");
         // A second start changes nothing.
-        coalition::demo::seed_with_plugins(&app.state, Some(&plugins_dir()))
-            .await
-            .expect("second start");
+        coalition::demo::seed_with_plugins(
+            &app.state,
+            Some(&crate::fixtures::plugins_dir("coffee-bonus")),
+        )
+        .await
+        .expect("second start");
         let (n,): (i64,) = sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM purchases")
             .fetch_one(app.state.store.read())
             .await

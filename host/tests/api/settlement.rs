@@ -4,7 +4,6 @@
 //! a settle hook that traps holds its event until the fixed plugin is deployed.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use coalition::settlement::events::{self, EventKind, NewEvent};
 use reqwest::StatusCode;
@@ -18,39 +17,9 @@ const HOUR_MS: i64 = 3_600_000;
 /// 2026-04-01T00:00Z: the end of March (the tests run in UTC).
 const APRIL_MS: i64 = 1_775_001_600_000;
 
-fn plugins_dir() -> PathBuf {
-    let dir = std::env::var_os("COALITION_PLUGINS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-                .join("plugins")
-        });
-    assert!(
-        dir.join("settle-trap-fixed.wasm").exists(),
-        "plugin components missing in {}: run `cargo xtask build-plugins`",
-        dir.display()
-    );
-    dir
-}
-
-/// Installs the built component `file` (`<file>.wasm` + `<file>.toml`) through the registry.
+/// Installs the built component `file` with its default config.
 async fn install(app: &TestApp, file: &str) {
-    let dir = plugins_dir();
-    let component = std::fs::read(dir.join(format!("{file}.wasm"))).expect("component");
-    let manifest = std::fs::read_to_string(dir.join(format!("{file}.toml"))).expect("manifest");
-    coalition::plugins::registry::install(
-        &app.state.store,
-        &app.state.plugins,
-        &manifest,
-        component,
-        serde_json::Map::new(),
-        "test",
-        now(app),
-    )
-    .await
-    .unwrap_or_else(|err| panic!("install {file}: {err}"));
+    crate::fixtures::install_plugin(app, file, serde_json::json!({})).await;
 }
 
 fn now(app: &TestApp) -> i64 {
