@@ -46,7 +46,7 @@ async fn record<T: serde::Serialize>(
     finish_write(tx, principal, key, StatusCode::OK, report).await
 }
 
-/// Expire every lot past due now.
+/// Expire every lot past due now, and mark unused coupons past their expiry `expired`.
 #[utoipa::path(post, path = "/jobs/expiry", tag = "jobs",
     params(("Idempotency-Key" = String, Header, description = "Unique per run")),
     responses(

@@ -1215,3 +1215,86 @@ both_backends!(
         app.stop().await;
     }
 );
+
+both_backends!(
+    the_expiry_job_marks_unused_coupons_expired,
+    |app| async move {
+        create_brand(&app, "mall").await;
+        create_brand(&app, "parking").await;
+        let parking = create_key(&app, "counter", Some("parking"), None).await;
+        install(&app, "parking-perk", json!({ "min_tier_rank": 0 })).await;
+        let member = member_id(&app, "+8613900000061", "Exp").await;
+        let mut codes = Vec::new();
+        for _ in 0..2 {
+            let (status, redeemed) = app
+                .post(
+                    &format!("/members/{member}/perks/parking-perk/parking-2h/redeem"),
+                    &parking,
+                    &idem(),
+                    &json!({}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{redeemed}");
+            codes.push(
+                redeemed["coupon"]["code"]
+                    .as_str()
+                    .expect("code")
+                    .to_owned(),
+            );
+        }
+        let stored = |code: String| {
+            let app = &app;
+            async move {
+                let (status,): (String,) =
+                    sqlx::query_as("SELECT status FROM coupons WHERE code = $1")
+                        .bind(code)
+                        .fetch_one(app.state.store.read())
+                        .await
+                        .expect("coupon");
+                status
+            }
+        };
+        // Before the expiry nothing changes.
+        let (status, report) = app
+            .post("/jobs/expiry", &app.admin_key, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["coupons"], 0, "{report}");
+        // One is used; after 30 days (the grant's validity) the other is marked expired, once.
+        let (status, checkout) = app
+            .post(
+                "/brands/parking/checkouts",
+                &parking,
+                &idem(),
+                &json!({ "member_id": member, "coupon_codes": [codes[0]], "lines": [
+                    { "line_id": "p", "sku": "parking-2h", "category": "parking",
+                      "quantity": 1, "unit_price_cents": 800 } ] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{checkout}");
+        let (status, body) = app
+            .post(
+                "/brands/parking/purchases",
+                &parking,
+                &idem(),
+                &json!({ "order_id": "EXP-1", "member_id": member, "checkout_id": checkout["id"],
+                         "lines": [{ "line_id": "p", "sku": "parking-2h", "category": "parking",
+                                     "quantity": 1, "unit_price_cents": 800 }] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        app.clock.advance_ms(31 * DAY_MS);
+        let (status, report) = app
+            .post("/jobs/expiry", &app.admin_key, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["coupons"], 1, "{report}");
+        assert_eq!(stored(codes[0].clone()).await, "redeemed");
+        assert_eq!(stored(codes[1].clone()).await, "expired");
+        let (_, report) = app
+            .post("/jobs/expiry", &app.admin_key, &idem(), &json!({}))
+            .await;
+        assert_eq!(report["coupons"], 0, "{report}");
+        app.stop().await;
+    }
+);
