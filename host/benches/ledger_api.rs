@@ -11,7 +11,9 @@
 
 mod common;
 
-use common::{drive, env_usize, on_both_backends, print_api_vs_raw, Row};
+use common::{
+    drive, env_usize, on_both_backends, print_api_vs_raw, raw_claim, raw_complete, raw_debit, Row,
+};
 use std::sync::Arc;
 
 use coalition::auth::Role;
@@ -159,8 +161,7 @@ async fn raw_purchase(store: &Store, run: &str, i: usize, member: &str) -> Resul
     let now = SystemClock.now_ms();
     let mut tx = store.begin().await?;
     let key = format!("{run}-{i}");
-    sqlx::query("INSERT INTO idempotency_keys (scope, idem_key, request_hash, created_at) VALUES ('raw', $1, 'h', $2)")
-        .bind(&key).bind(now).execute(&mut *tx).await?;
+    raw_claim(&mut tx, &key, now).await?;
     sqlx::query(
         "UPDATE point_wallets SET balance = balance + $1, updated_at = $2 WHERE member_id = $3",
     )
@@ -184,8 +185,7 @@ async fn raw_purchase(store: &Store, run: &str, i: usize, member: &str) -> Resul
         .bind(&purchase).execute(&mut *tx).await?;
     sqlx::query("INSERT INTO qualifying_events (id, member_id, purchase_id, spend_cents, points, occurred_at, created_at) VALUES ($1, $2, $3, 11050, 110, $4, $4)")
         .bind(new_id()).bind(member).bind(&purchase).bind(now).execute(&mut *tx).await?;
-    sqlx::query("UPDATE idempotency_keys SET status_code = 201, response_body = '{}' WHERE scope = 'raw' AND idem_key = $1")
-        .bind(&key).execute(&mut *tx).await?;
+    raw_complete(&mut tx, &key).await?;
     tx.commit().await
 }
 
@@ -195,31 +195,19 @@ async fn raw_spend(store: &Store, run: &str, i: usize, member: &str) -> Result<(
     let now = SystemClock.now_ms();
     let mut tx = store.begin().await?;
     let key = format!("{run}-{i}");
-    sqlx::query("INSERT INTO idempotency_keys (scope, idem_key, request_hash, created_at) VALUES ('raw', $1, 'h', $2)")
-        .bind(&key).bind(now).execute(&mut *tx).await?;
-    let debited = sqlx::query("UPDATE point_wallets SET balance = balance - $1, updated_at = $2 WHERE member_id = $3 AND balance >= $1")
-        .bind(SPEND_POINTS).bind(now).bind(member).execute(&mut *tx).await?.rows_affected();
-    if debited != 1 {
-        return Err(sqlx::Error::RowNotFound);
-    }
-    let (lot,): (String,) = sqlx::query_as("SELECT id FROM point_lots WHERE member_id = $1 AND remaining >= $2 ORDER BY expires_at, id LIMIT 1")
-        .bind(member).bind(SPEND_POINTS).fetch_one(&mut *tx).await?;
-    sqlx::query(
-        "UPDATE point_lots SET remaining = remaining - $1 WHERE id = $2 AND remaining >= $1",
+    raw_claim(&mut tx, &key, now).await?;
+    raw_debit(
+        &mut tx,
+        member,
+        SPEND_POINTS,
+        "adjustment",
+        None,
+        "adjustment",
+        "bench",
+        now,
     )
-    .bind(SPEND_POINTS)
-    .bind(&lot)
-    .execute(&mut *tx)
     .await?;
-    let entry = new_id();
-    sqlx::query("INSERT INTO ledger_entries (id, kind, member_id, reason, created_at) VALUES ($1, 'adjustment', $2, 'bench', $3)")
-        .bind(&entry).bind(member).bind(now).execute(&mut *tx).await?;
-    sqlx::query("INSERT INTO lot_consumptions (id, lot_id, entry_id, amount, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(new_id()).bind(&lot).bind(&entry).bind(SPEND_POINTS).bind(now).execute(&mut *tx).await?;
-    sqlx::query("INSERT INTO ledger_postings (id, entry_id, account, member_id, brand_id, amount, memo, created_at) VALUES ($1, $2, 'wallet', $3, NULL, $4, 'bench', $5), ($6, $2, 'adjustment', NULL, NULL, $7, 'bench', $5)")
-        .bind(new_id()).bind(&entry).bind(member).bind(-SPEND_POINTS).bind(now).bind(new_id()).bind(SPEND_POINTS).execute(&mut *tx).await?;
-    sqlx::query("UPDATE idempotency_keys SET status_code = 201, response_body = '{}' WHERE scope = 'raw' AND idem_key = $1")
-        .bind(&key).execute(&mut *tx).await?;
+    raw_complete(&mut tx, &key).await?;
     tx.commit().await
 }
 

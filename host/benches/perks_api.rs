@@ -14,7 +14,9 @@
 
 mod common;
 
-use common::{drive, env_usize, on_both_backends, print_api_vs_raw, Row};
+use common::{
+    drive, env_usize, on_both_backends, print_api_vs_raw, raw_claim, raw_complete, raw_debit, Row,
+};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -252,29 +254,18 @@ async fn raw_redeem(store: &Store, i: usize, member: &str) -> Result<(), sqlx::E
     let now = SystemClock.now_ms();
     let mut tx = store.begin().await?;
     let key = format!("rr-{i}");
-    sqlx::query("INSERT INTO idempotency_keys (scope, idem_key, request_hash, created_at) VALUES ('raw', $1, 'h', $2)")
-        .bind(&key).bind(now).execute(&mut *tx).await?;
-    let debited = sqlx::query("UPDATE point_wallets SET balance = balance - $1, updated_at = $2 WHERE member_id = $3 AND balance >= $1")
-        .bind(PERK_POINTS).bind(now).bind(member).execute(&mut *tx).await?.rows_affected();
-    if debited != 1 {
-        return Err(sqlx::Error::RowNotFound);
-    }
-    let (lot,): (String,) = sqlx::query_as("SELECT id FROM point_lots WHERE member_id = $1 AND remaining >= $2 ORDER BY expires_at, id LIMIT 1")
-        .bind(member).bind(PERK_POINTS).fetch_one(&mut *tx).await?;
-    sqlx::query(
-        "UPDATE point_lots SET remaining = remaining - $1 WHERE id = $2 AND remaining >= $1",
+    raw_claim(&mut tx, &key, now).await?;
+    let entry = raw_debit(
+        &mut tx,
+        member,
+        PERK_POINTS,
+        "spend",
+        Some("restaurant"),
+        "redemption",
+        "perk",
+        now,
     )
-    .bind(PERK_POINTS)
-    .bind(&lot)
-    .execute(&mut *tx)
     .await?;
-    let entry = new_id();
-    sqlx::query("INSERT INTO ledger_entries (id, kind, member_id, brand_id, reason, created_at) VALUES ($1, 'spend', $2, 'restaurant', 'perk', $3)")
-        .bind(&entry).bind(member).bind(now).execute(&mut *tx).await?;
-    sqlx::query("INSERT INTO lot_consumptions (id, lot_id, entry_id, amount, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(new_id()).bind(&lot).bind(&entry).bind(PERK_POINTS).bind(now).execute(&mut *tx).await?;
-    sqlx::query("INSERT INTO ledger_postings (id, entry_id, account, member_id, brand_id, amount, memo, created_at) VALUES ($1, $2, 'wallet', $3, NULL, $4, 'perk', $5), ($6, $2, 'redemption', NULL, 'restaurant', $7, 'perk', $5)")
-        .bind(new_id()).bind(&entry).bind(member).bind(-PERK_POINTS).bind(now).bind(new_id()).bind(PERK_POINTS).execute(&mut *tx).await?;
     let redemption = new_id();
     let code = coalition::coupons::generate_code();
     sqlx::query("INSERT INTO coupons (code, template_id, member_id, status, source_kind, source_id, issued_at, expires_at, updated_at) VALUES ($1, 'cinema-ticket-half', $2, 'issued', 'perk', $3, $4, $5, $4)")
@@ -291,8 +282,7 @@ async fn raw_redeem(store: &Store, i: usize, member: &str) -> Result<(), sqlx::E
         .bind(&redemption).bind(member).bind(PERK_POINTS).bind(&code).bind(&entry).bind(&receipt).bind(now).execute(&mut *tx).await?;
     sqlx::query("INSERT INTO settle_events (id, kind, brand_id, funding_brand, honouring_brand, reference, plugin, points, value_cents, member_id, subject_kind, subject_id, dedupe_key, occurred_at, status, attempts, created_at) VALUES ($1, 'perk-redeemed', 'cinema', 'restaurant', 'cinema', 'cinema-ticket-half', 'cinema-dinner', $2, 4000, $3, 'redemption', $4, $5, $6, 'pending', 0, $6)")
         .bind(new_id()).bind(PERK_POINTS).bind(member).bind(&redemption).bind(format!("redemption:{redemption}:perk-redeemed")).bind(now).execute(&mut *tx).await?;
-    sqlx::query("UPDATE idempotency_keys SET status_code = 201, response_body = '{}' WHERE scope = 'raw' AND idem_key = $1")
-        .bind(&key).execute(&mut *tx).await?;
+    raw_complete(&mut tx, &key).await?;
     tx.commit().await
 }
 
@@ -308,8 +298,7 @@ async fn raw_checkout(
     let now = SystemClock.now_ms();
     let mut tx = store.begin().await?;
     let key = format!("rc-{i}");
-    sqlx::query("INSERT INTO idempotency_keys (scope, idem_key, request_hash, created_at) VALUES ('raw', $1, 'h', $2)")
-        .bind(&key).bind(now).execute(&mut *tx).await?;
+    raw_claim(&mut tx, &key, now).await?;
     let (template,): (String,) = sqlx::query_as("SELECT c.template_id FROM coupons c JOIN coupon_templates t ON t.id = c.template_id WHERE c.code = $1 AND c.member_id = $2 AND c.status = 'issued' AND c.expires_at > $3 AND t.honouring_brand = 'cinema'")
         .bind(code).bind(member).bind(now).fetch_one(&mut *tx).await?;
     let checkout = new_id();
@@ -322,8 +311,7 @@ async fn raw_checkout(
         .bind(&checkout).bind(member).bind(now + 900_000).bind(now).execute(&mut *tx).await?;
     sqlx::query("INSERT INTO checkout_discounts (checkout_id, code, position, template_id, line_id, discount_cents) VALUES ($1, $2, 0, $3, 't', 4000)")
         .bind(&checkout).bind(code).bind(&template).execute(&mut *tx).await?;
-    sqlx::query("UPDATE idempotency_keys SET status_code = 201, response_body = '{}' WHERE scope = 'raw' AND idem_key = $1")
-        .bind(&key).execute(&mut *tx).await?;
+    raw_complete(&mut tx, &key).await?;
     tx.commit().await
 }
 

@@ -171,19 +171,25 @@ impl HostRule {
     }
 }
 
-/// The template for a perk's free-item or discount grant, created on first use, in the caller's
-/// transaction. One template per (plugin, perk, funding, honouring, rule): its id is a hash of
-/// them, so a plugin that changes what its perk grants gets a new template, and coupons already
-/// issued keep what they promised.
-pub async fn grant_template(
+/// The coupon template a perk's grant is issued from: a coupon grant names its own; a free item
+/// or a discount gets a template the host makes on first use (in the caller's transaction) and
+/// applies itself. One host template per (plugin, perk, funding, honouring, rule): its id is a
+/// hash of them, so a plugin that changes what its perk grants gets a new template, and coupons
+/// already issued keep what they promised.
+pub async fn template_for_grant(
     conn: &mut AnyConnection,
     plugin: &str,
     perk: &coalition_runtime::model::Perk,
-    rule: &HostRule,
     validity_days: i64,
     now_ms: i64,
 ) -> ApiResult<String> {
+    use coalition_runtime::model::Grant;
     use sha2::{Digest, Sha256};
+    let (rule, value_cents) = match &perk.grant {
+        Grant::Coupon(template) => return Ok(template.clone()),
+        Grant::FreeItem(sku) => (HostRule::FreeItem { sku: sku.clone() }, perk.value_cents),
+        Grant::DiscountCents(cents) => (HostRule::DiscountCents(*cents), *cents),
+    };
     let params = rule.params().to_string();
     let mut hash = Sha256::new();
     for part in [
@@ -202,10 +208,6 @@ pub async fn grant_template(
     while title.len() > MAX_TITLE_LEN {
         title.pop();
     }
-    let value_cents = match rule {
-        HostRule::FreeItem { .. } => perk.value_cents,
-        HostRule::DiscountCents(cents) => *cents,
-    };
     sqlx::query(
         "INSERT INTO coupon_templates (id, title, funding_brand, honouring_brand, plugin, params,
             exclusive, validity_days, value_cents, status, created_at, updated_at)

@@ -436,8 +436,11 @@ async fn redeem_coupon(
     now_ms: i64,
 ) -> ApiResult<Option<CouponConflict>> {
     // One guarded statement decides: a coupon used elsewhere meanwhile is no longer `issued`.
+    // The counter applied it without the server: its face value is what it took off.
     let redeemed = sqlx::query(
-        "UPDATE coupons SET status = 'redeemed', purchase_id = $1, updated_at = $2
+        "UPDATE coupons SET status = 'redeemed', purchase_id = $1, updated_at = $2,
+            discount_cents = (SELECT value_cents FROM coupon_templates t
+                              WHERE t.id = coupons.template_id)
          WHERE code = $3 AND member_id = $4 AND status = 'issued' AND expires_at >= $5
            AND template_id IN (SELECT id FROM coupon_templates WHERE honouring_brand = $6)",
     )
@@ -471,13 +474,6 @@ async fn redeem_coupon(
         return conflict("coupon_not_found", format!("no coupon has code {code:?}"));
     };
     if redeemed == 1 {
-        // The counter applied the coupon without the server: its face value is what it took
-        // off, and what settlement and the coupon record carry.
-        sqlx::query("UPDATE coupons SET discount_cents = $1 WHERE code = $2")
-            .bind(value_cents)
-            .bind(code)
-            .execute(&mut *conn)
-            .await?;
         // Governed like an online redemption: a perk's coupon by the perk's plugin, which
         // already settled the perk (so it is not paid twice), others by the template's.
         let governing = crate::checkout::governing_plugin(conn, code, &plugin).await?;

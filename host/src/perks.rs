@@ -44,7 +44,7 @@ use utoipa::ToSchema;
 use crate::api::AppState;
 use crate::auth::{Principal, Role};
 use crate::clock::DAY_MS;
-use crate::coupons::{HostRule, IssuedCoupon};
+use crate::coupons::IssuedCoupon;
 use crate::error::{ApiError, ApiResult};
 use crate::ledger::{self, Account, Entry, EntryKind, EntryRefs, PointsConfig, RestoreExpiry};
 use crate::settlement::events::{self, EventKind, NewEvent};
@@ -841,30 +841,6 @@ pub struct RedemptionView {
     pub created_at_ms: i64,
 }
 
-/// Issues the coupon that hands a free item or a discount over at the counter.
-#[allow(clippy::too_many_arguments)]
-async fn grant_coupon(
-    conn: &mut AnyConnection,
-    state: &AppState,
-    plugin: &str,
-    perk: &Perk,
-    rule: &HostRule,
-    member_id: &str,
-    redemption_id: &str,
-    now_ms: i64,
-) -> ApiResult<IssuedCoupon> {
-    let template = crate::coupons::grant_template(
-        conn,
-        plugin,
-        perk,
-        rule,
-        state.config.perks.grant_validity_days,
-        now_ms,
-    )
-    .await?;
-    crate::coupons::issue(conn, &template, member_id, "perk", redemption_id, now_ms).await
-}
-
 /// Redeems `plugin`/`perk_id` for `member_id` in the caller's transaction (see the module docs).
 #[allow(clippy::too_many_arguments)]
 pub async fn redeem(
@@ -994,46 +970,24 @@ pub async fn redeem(
         None
     };
 
-    let (coupon, item_sku, grant_cents, grant_kind) = match &perk.grant {
-        Grant::Coupon(template) => {
-            let coupon =
-                crate::coupons::issue(conn, template, member_id, "perk", &redemption_id, now_ms)
-                    .await?;
-            (Some(coupon), None, None, "coupon")
-        }
-        // A free item or a discount is handed over at the honouring brand's counter against a
-        // coupon the host applies itself (see `coupons::HOST_RULES`).
-        Grant::FreeItem(sku) => {
-            let rule = HostRule::FreeItem { sku: sku.clone() };
-            let coupon = grant_coupon(
-                conn,
-                state,
-                plugin_name,
-                &perk,
-                &rule,
-                member_id,
-                &redemption_id,
-                now_ms,
-            )
-            .await?;
-            (Some(coupon), Some(sku.clone()), None, "free-item")
-        }
-        Grant::DiscountCents(cents) => {
-            let rule = HostRule::DiscountCents(*cents);
-            let coupon = grant_coupon(
-                conn,
-                state,
-                plugin_name,
-                &perk,
-                &rule,
-                member_id,
-                &redemption_id,
-                now_ms,
-            )
-            .await?;
-            (Some(coupon), None, Some(*cents), "discount-cents")
-        }
+    // Every grant comes with a coupon: a coupon grant's own template, or for a free item or a
+    // discount one the host makes and applies itself (see `coupons::HOST_RULES`).
+    let template = crate::coupons::template_for_grant(
+        conn,
+        plugin_name,
+        &perk,
+        state.config.perks.grant_validity_days,
+        now_ms,
+    )
+    .await?;
+    let (item_sku, grant_cents, grant_kind) = match &perk.grant {
+        Grant::Coupon(_) => (None, None, "coupon"),
+        Grant::FreeItem(sku) => (Some(sku.clone()), None, "free-item"),
+        Grant::DiscountCents(cents) => (None, Some(*cents), "discount-cents"),
     };
+    let coupon = Some(
+        crate::coupons::issue(conn, &template, member_id, "perk", &redemption_id, now_ms).await?,
+    );
     let output = serde_json::to_string(&decision.value).unwrap_or_default();
     let receipt_id = crate::plugins::receipts::store_receipt(
         conn,

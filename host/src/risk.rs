@@ -208,6 +208,7 @@ pub async fn check_redemption(
             return Err(rate_limited(
                 "redemption_rate_limited_member",
                 format!("member {:?}", attempt.member_id),
+                "redemptions",
                 limit,
                 window_ms,
                 retry_after_ms,
@@ -232,6 +233,7 @@ pub async fn check_redemption(
                 return Err(rate_limited(
                     "redemption_rate_limited_device",
                     format!("device {device_id:?}"),
+                    "redemptions",
                     limit,
                     window_ms,
                     retry_after_ms,
@@ -380,6 +382,7 @@ async fn rate_exceeded(
 fn rate_limited(
     code: &'static str,
     who: String,
+    what: &str,
     limit: i64,
     window_ms: i64,
     retry_after_ms: i64,
@@ -388,7 +391,7 @@ fn rate_limited(
         StatusCode::TOO_MANY_REQUESTS,
         code,
         format!(
-            "{who} reached {limit} redemptions per {} minutes; retry in {} s",
+            "{who} reached {limit} {what} per {} minutes; retry in {} s",
             window_ms / 60_000,
             (retry_after_ms + 999) / 1000
         ),
@@ -457,20 +460,14 @@ impl LookupLimiter {
         }
         if slot.1 >= self.per_minute {
             let retry_after_ms = ((window + 1) * LOOKUP_WINDOW_MS - now_ms).max(1);
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
+            return Err(rate_limited(
                 "phone_lookup_rate_limited",
-                format!(
-                    "this key looked up {} members by phone this minute; retry in {} s",
-                    self.per_minute,
-                    (retry_after_ms + 999) / 1000
-                ),
-            )
-            .with_extra(serde_json::json!({
-                "limit": self.per_minute,
-                "window_ms": LOOKUP_WINDOW_MS,
-                "retry_after_ms": retry_after_ms,
-            })));
+                "this key".to_owned(),
+                "member look-ups by phone",
+                self.per_minute,
+                LOOKUP_WINDOW_MS,
+                retry_after_ms,
+            ));
         }
         slot.1 += 1;
         Ok(())

@@ -155,3 +155,63 @@ pub fn print_api_vs_raw(rows: &[Row]) {
         }
     }
 }
+
+// Raw-SQL baselines: the statements the API's writes boil down to, shared by the benches.
+
+/// Claims idempotency key `key` (scope `raw`), as the API does first in every write.
+pub async fn raw_claim(
+    tx: &mut coalition::store::Tx,
+    key: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO idempotency_keys (scope, idem_key, request_hash, created_at) VALUES ('raw', $1, 'h', $2)")
+        .bind(key).bind(now).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Stores the response under `key`, as the API does last in every write.
+pub async fn raw_complete(tx: &mut coalition::store::Tx, key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE idempotency_keys SET status_code = 201, response_body = '{}' WHERE scope = 'raw' AND idem_key = $1")
+        .bind(key).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// A points debit: guarded wallet debit, the oldest lot that covers it drawn, an entry of
+/// `kind` (for `brand`, if any), the consumption, and two postings (wallet → `account`).
+/// Returns the entry id.
+#[allow(clippy::too_many_arguments)]
+pub async fn raw_debit(
+    tx: &mut coalition::store::Tx,
+    member: &str,
+    points: i64,
+    kind: &str,
+    brand: Option<&str>,
+    account: &str,
+    memo: &str,
+    now: i64,
+) -> Result<String, sqlx::Error> {
+    let debited = sqlx::query("UPDATE point_wallets SET balance = balance - $1, updated_at = $2 WHERE member_id = $3 AND balance >= $1")
+        .bind(points).bind(now).bind(member).execute(&mut **tx).await?.rows_affected();
+    if debited != 1 {
+        return Err(sqlx::Error::RowNotFound);
+    }
+    let (lot,): (String,) = sqlx::query_as("SELECT id FROM point_lots WHERE member_id = $1 AND remaining >= $2 ORDER BY expires_at, id LIMIT 1")
+        .bind(member).bind(points).fetch_one(&mut **tx).await?;
+    sqlx::query(
+        "UPDATE point_lots SET remaining = remaining - $1 WHERE id = $2 AND remaining >= $1",
+    )
+    .bind(points)
+    .bind(&lot)
+    .execute(&mut **tx)
+    .await?;
+    let entry = coalition::store::new_id();
+    sqlx::query("INSERT INTO ledger_entries (id, kind, member_id, brand_id, reason, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(&entry).bind(kind).bind(member).bind(brand).bind(memo).bind(now).execute(&mut **tx).await?;
+    sqlx::query("INSERT INTO lot_consumptions (id, lot_id, entry_id, amount, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(coalition::store::new_id()).bind(&lot).bind(&entry).bind(points).bind(now).execute(&mut **tx).await?;
+    sqlx::query("INSERT INTO ledger_postings (id, entry_id, account, member_id, brand_id, amount, memo, created_at) VALUES ($1, $2, 'wallet', $3, NULL, $4, $5, $6), ($7, $2, $8, NULL, $9, $10, $5, $6)")
+        .bind(coalition::store::new_id()).bind(&entry).bind(member).bind(-points).bind(memo).bind(now)
+        .bind(coalition::store::new_id()).bind(account).bind(brand).bind(points)
+        .execute(&mut **tx).await?;
+    Ok(entry)
+}

@@ -379,7 +379,8 @@ pub struct CosignRequest {
     pub signature: String,
 }
 
-/// Co-signs a version (a brand key of another brand the manifest names).
+/// Co-signs a version (a brand key of a brand the manifest names). A brand whose signature was
+/// made with a key revoked since signs again here, and the new signature replaces it.
 #[utoipa::path(post, path = "/plugins/{version_id}/cosign", tag = "plugin lifecycle",
     params(("version_id" = String, Path), ("Idempotency-Key" = String, Header)),
     request_body = CosignRequest,
@@ -447,7 +448,7 @@ pub struct ApproveRequest {
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json",
-            description = "`cosignature_missing`, `invalid_transition`"),
+            description = "`cosignature_missing`, `signing_key_revoked`, `invalid_transition`"),
     ))]
 pub async fn plugins_approve(
     State(state): State<AppState>,

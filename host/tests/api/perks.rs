@@ -83,6 +83,30 @@ async fn buy(
     body
 }
 
+/// The mall and parking brands with free parking offered at every tier; returns the parking
+/// counter's key.
+async fn free_parking(app: &TestApp) -> String {
+    create_brand(app, "mall").await;
+    create_brand(app, "parking").await;
+    let parking = create_key(app, "counter", Some("parking"), None).await;
+    install(app, "parking-perk", json!({ "min_tier_rank": 0 })).await;
+    parking
+}
+
+/// Redeems free parking for `member` at the parking counter; returns the redemption.
+async fn redeem_parking(app: &TestApp, parking: &str, member: &str) -> Value {
+    let (status, redeemed) = app
+        .post(
+            &format!("/members/{member}/perks/parking-perk/parking-2h/redeem"),
+            parking,
+            &idem(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{redeemed}");
+    redeemed
+}
+
 fn redeem_path(member: &str) -> String {
     format!("/members/{member}/perks/cinema-dinner/cinema-ticket-half/redeem")
 }
@@ -722,11 +746,8 @@ both_backends!(
 both_backends!(
     free_parking_is_handed_over_against_a_coupon_at_the_parking_counter,
     |app| async move {
-        create_brand(&app, "mall").await;
-        create_brand(&app, "parking").await;
-        let parking = create_key(&app, "counter", Some("parking"), None).await;
+        let parking = free_parking(&app).await;
         let mall = create_key(&app, "counter", Some("mall"), None).await;
-        install(&app, "parking-perk", json!({ "min_tier_rank": 0 })).await;
         let member = member_id(&app, "+8613900000031", "Pat").await;
         set_inventory(
             &app,
@@ -736,15 +757,7 @@ both_backends!(
             json!({ "funding_brand": "mall", "total_stock": 10 }),
         )
         .await;
-        let (status, redeemed) = app
-            .post(
-                &format!("/members/{member}/perks/parking-perk/parking-2h/redeem"),
-                &parking,
-                &idem(),
-                &json!({}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{redeemed}");
+        let redeemed = redeem_parking(&app, &parking, &member).await;
         assert_eq!(
             redeemed["grant"],
             json!({ "kind": "free_item", "value": "parking-2h" })
@@ -869,21 +882,10 @@ both_backends!(
 both_backends!(
     a_cancelled_checkout_releases_its_coupons_at_once,
     |app| async move {
-        create_brand(&app, "mall").await;
-        create_brand(&app, "parking").await;
-        let parking = create_key(&app, "counter", Some("parking"), None).await;
+        let parking = free_parking(&app).await;
         let mall = create_key(&app, "counter", Some("mall"), None).await;
-        install(&app, "parking-perk", json!({ "min_tier_rank": 0 })).await;
         let member = member_id(&app, "+8613900000032", "Cas").await;
-        let (status, redeemed) = app
-            .post(
-                &format!("/members/{member}/perks/parking-perk/parking-2h/redeem"),
-                &parking,
-                &idem(),
-                &json!({}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{redeemed}");
+        let redeemed = redeem_parking(&app, &parking, &member).await;
         let code = redeemed["coupon"]["code"]
             .as_str()
             .expect("code")
@@ -1139,20 +1141,9 @@ both_backends!(
 both_backends!(
     a_perk_coupon_honoured_offline_settles_under_the_perk_once,
     |app| async move {
-        create_brand(&app, "mall").await;
-        create_brand(&app, "parking").await;
-        let parking = create_key(&app, "counter", Some("parking"), None).await;
-        install(&app, "parking-perk", json!({ "min_tier_rank": 0 })).await;
+        let parking = free_parking(&app).await;
         let member = member_id(&app, "+8613900000051", "Off").await;
-        let (status, redeemed) = app
-            .post(
-                &format!("/members/{member}/perks/parking-perk/parking-2h/redeem"),
-                &parking,
-                &idem(),
-                &json!({}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{redeemed}");
+        let redeemed = redeem_parking(&app, &parking, &member).await;
         let code = redeemed["coupon"]["code"]
             .as_str()
             .expect("code")
@@ -1219,22 +1210,11 @@ both_backends!(
 both_backends!(
     the_expiry_job_marks_unused_coupons_expired,
     |app| async move {
-        create_brand(&app, "mall").await;
-        create_brand(&app, "parking").await;
-        let parking = create_key(&app, "counter", Some("parking"), None).await;
-        install(&app, "parking-perk", json!({ "min_tier_rank": 0 })).await;
+        let parking = free_parking(&app).await;
         let member = member_id(&app, "+8613900000061", "Exp").await;
         let mut codes = Vec::new();
         for _ in 0..2 {
-            let (status, redeemed) = app
-                .post(
-                    &format!("/members/{member}/perks/parking-perk/parking-2h/redeem"),
-                    &parking,
-                    &idem(),
-                    &json!({}),
-                )
-                .await;
-            assert_eq!(status, StatusCode::CREATED, "{redeemed}");
+            let redeemed = redeem_parking(&app, &parking, &member).await;
             codes.push(
                 redeemed["coupon"]["code"]
                     .as_str()
