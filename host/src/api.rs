@@ -20,6 +20,7 @@ pub mod plugins;
 pub mod points;
 pub mod purchases;
 pub mod risk;
+pub mod settle_precedence;
 pub mod settlement;
 pub mod tiers;
 
@@ -178,6 +179,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(offline::router())
         .merge(risk::router())
         .merge(settlement::router())
+        .merge(settle_precedence::router())
 }
 
 /// The OpenAPI document of the whole API.

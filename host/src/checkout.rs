@@ -518,11 +518,26 @@ async fn plugin_discounts(
                     err.kind.code()
                 ),
             )
+            .with_extra(crate::plugins::plugin_problem_extra(
+                &err.plugin,
+                &err.version,
+                Hook::ApplyCoupon,
+                err.kind.code(),
+            ))
         })?;
     let discounts = match &decision.value {
         CouponDecision::Rejected(reason) => {
-            return Err(ApiError::unprocessable("coupon_rejected", reason.clone())
-                .with_extra(serde_json::json!({ "code": c.code, "template_id": c.template_id })))
+            let mut extra = crate::plugins::plugin_problem_extra(
+                &decision.receipt.plugin,
+                &decision.receipt.version,
+                Hook::ApplyCoupon,
+                "rejected",
+            );
+            extra["code"] = serde_json::json!(c.code);
+            extra["template_id"] = serde_json::json!(c.template_id);
+            return Err(
+                ApiError::unprocessable("coupon_rejected", reason.clone()).with_extra(extra)
+            );
         }
         CouponDecision::Applied(discounts) => discounts
             .iter()

@@ -494,7 +494,10 @@ pub struct EntryRefs {
 pub struct Entry {
     /// Entry id.
     pub id: String,
+    kind: EntryKind,
     member_id: String,
+    /// True once the entry added spendable points: closing it then pays refund debt first.
+    credited: bool,
     pending_postings: Vec<PostingRow>,
     pending_lots: Vec<NewLot>,
     postings_count: usize,
@@ -538,7 +541,9 @@ impl Entry {
         .await?;
         Ok(Entry {
             id,
+            kind,
             member_id: member_id.to_owned(),
+            credited: false,
             pending_postings: Vec::new(),
             pending_lots: Vec::new(),
             postings_count: 0,
@@ -638,6 +643,7 @@ impl Entry {
             });
         }
         self.applied_balance += balance_delta;
+        self.credited |= balance_delta > 0;
         self.applied_held += held_delta;
         self.applied_debt += debt_delta;
         Ok(())
@@ -695,8 +701,36 @@ impl Entry {
         Ok(())
     }
 
-    /// Checks the entry adds up, then writes what is left. Returns the entry id.
-    pub async fn close(mut self, conn: &mut AnyConnection, now_ms: i64) -> ApiResult<String> {
+    /// Checks the entry adds up, writes what is left, then pays refund debt if the entry added
+    /// spendable points (see [`Entry::close_settling`]). Returns the entry id.
+    pub async fn close(self, conn: &mut AnyConnection, now_ms: i64) -> ApiResult<String> {
+        self.close_settling(conn, now_ms).await.map(|(id, _)| id)
+    }
+
+    /// [`Entry::close`], also returning the refund debt paid.
+    ///
+    /// **The debt rule lives here, in one place**: every entry that adds spendable points to a
+    /// wallet — earn, refund restore, hold release or timeout, coupon return, campaign or
+    /// referral points, adjustments — pays the member's refund debt from them before anything
+    /// else can draw on them, as a `debt_settlement` entry in the same transaction. A credit
+    /// path added later goes through an `Entry` too, so it cannot forget the debt. After every
+    /// committed write a wallet has spendable points or debt, never both.
+    pub async fn close_settling(
+        mut self,
+        conn: &mut AnyConnection,
+        now_ms: i64,
+    ) -> ApiResult<(String, i64)> {
+        self.finish(conn, now_ms).await?;
+        let settled = if self.credited && self.kind != EntryKind::DebtSettlement {
+            settle_debt_of(conn, &self.member_id, now_ms).await?
+        } else {
+            0
+        };
+        Ok((self.id, settled))
+    }
+
+    /// Checks the entry adds up and writes what is left.
+    async fn finish(&mut self, conn: &mut AnyConnection, now_ms: i64) -> ApiResult<()> {
         let lots_ok = self
             .lot_backing
             .values()
@@ -724,8 +758,7 @@ impl Entry {
                 self.lot_backing
             )));
         }
-        self.flush(conn, now_ms).await?;
-        Ok(self.id)
+        self.flush(conn, now_ms).await
     }
 }
 
@@ -1109,21 +1142,26 @@ pub async fn debit_fifo(
     Ok(draws)
 }
 
-/// Pays refund debt from the locked member's spendable points, as its own entry. Returns the
-/// points settled.
-pub async fn settle_debt(
-    conn: &mut AnyConnection,
-    wallet: &mut LockedWallet,
-    now_ms: i64,
-) -> ApiResult<i64> {
-    let take = wallet.debt.min(wallet.balance);
+/// Pays refund debt from the locked member's spendable points, as its own `debt_settlement`
+/// entry, and returns the points settled. Called by [`Entry::close_settling`] only: that is
+/// the one place every credit passes through.
+async fn settle_debt_of(conn: &mut AnyConnection, member_id: &str, now_ms: i64) -> ApiResult<i64> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT balance, debt FROM point_wallets WHERE member_id = $1")
+            .bind(member_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((balance, debt)) = row else {
+        return Ok(0);
+    };
+    let take = debt.min(balance);
     if take <= 0 {
         return Ok(0);
     }
     let mut entry = Entry::open(
         conn,
         EntryKind::DebtSettlement,
-        &wallet.member_id,
+        member_id,
         &EntryRefs::default(),
         "refund debt paid from new points",
         now_ms,
@@ -1133,9 +1171,7 @@ pub async fn settle_debt(
     consume_lots(conn, &entry, take, None, now_ms).await?;
     entry.post(Account::Wallet, -take, "refund debt");
     entry.post(Account::Receivable, take, "refund debt");
-    entry.close(conn, now_ms).await?;
-    wallet.balance -= take;
-    wallet.debt -= take;
+    entry.finish(conn, now_ms).await?;
     Ok(take)
 }
 
@@ -1240,12 +1276,8 @@ pub async fn adjust(
         wallet.balance -= points;
         (None, draws)
     };
-    let entry_id = entry.close(conn, now_ms).await?;
-    let debt_settled = if req.points > 0 {
-        settle_debt(conn, &mut wallet, now_ms).await?
-    } else {
-        0
-    };
+    let (entry_id, debt_settled) = entry.close_settling(conn, now_ms).await?;
+    wallet.balance -= debt_settled;
     Ok(Adjustment {
         entry_id,
         member_id: member_id.to_owned(),

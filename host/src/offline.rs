@@ -346,6 +346,7 @@ async fn sync_one(
         Err(err) => return Err(err),
     };
     accepted.store_receipts(&mut tx, &view.id, now_ms).await?;
+    accepted.store_skipped(&mut tx, &view.id).await?;
     sqlx::query(
         "INSERT INTO offline_purchases (purchase_id, brand_id, order_id, member_id, device_id,
             pass_key_id, pass_nonce, taken_at, synced_at)

@@ -908,12 +908,24 @@ pub async fn redeem(
                     err.kind.code()
                 ),
             )
+            .with_extra(crate::plugins::plugin_problem_extra(
+                &err.plugin,
+                &err.version,
+                Hook::RedeemPerk,
+                err.kind.code(),
+            ))
         })?;
     let perk = match &decision.value {
         RedeemDecision::Granted(perk) => perk.clone(),
         RedeemDecision::Refused(reason) => {
-            return Err(ApiError::unprocessable("perk_refused", reason.clone())
-                .with_extra(serde_json::json!({ "plugin": plugin_name, "perk_id": perk_id })))
+            let mut extra = crate::plugins::plugin_problem_extra(
+                &decision.receipt.plugin,
+                &decision.receipt.version,
+                Hook::RedeemPerk,
+                "refused",
+            );
+            extra["perk_id"] = serde_json::json!(perk_id);
+            return Err(ApiError::unprocessable("perk_refused", reason.clone()).with_extra(extra));
         }
     };
     if principal.role == Role::Counter

@@ -68,6 +68,8 @@ pub struct ActivePlugin {
     pub plugin: LoadedPlugin,
     /// Admin config merged over manifest defaults.
     pub config: model::Config,
+    /// The brand that uploaded (and signed) it; `None` for the platform's own installs.
+    pub uploaded_by_brand: Option<String>,
 }
 
 impl std::fmt::Debug for ActivePlugin {
@@ -80,9 +82,23 @@ impl std::fmt::Debug for ActivePlugin {
 }
 
 impl ActivePlugin {
-    /// Whether the plugin declares `brand` among the brands it involves.
+    /// Whether the plugin's **signed manifest** names `brand`. Every routing decision (bonuses,
+    /// settlement, dry runs, shadows) asks this; what the component's `describe()` says is
+    /// only checked against the manifest at load, never trusted for routing.
     pub fn involves(&self, brand: &str) -> bool {
-        self.plugin.info().brands.iter().any(|b| b == brand)
+        self.plugin.manifest().brands.iter().any(|b| b == brand)
+    }
+
+    /// Whether the plugin is `brand`'s own: uploaded by that brand, or installed by the platform
+    /// and naming it. Only a brand's own plugins (or those an admin put in its settle
+    /// precedence) govern the settlement of its events; a partner's plugin that merely names
+    /// the brand does not.
+    pub fn is_own_plugin_of(&self, brand: &str) -> bool {
+        self.involves(brand)
+            && self
+                .uploaded_by_brand
+                .as_deref()
+                .is_none_or(|owner| owner == brand)
     }
 }
 
@@ -415,6 +431,53 @@ pub async fn bonuses_for_purchase(
     Ok(accept_bonuses(outcomes, priced.base_points))
 }
 
+/// A plugin decision the host refused, cut or skipped, as the answer and the record show it:
+/// a member's dispute is answered from this, not from logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SkippedDecision {
+    /// The plugin.
+    pub plugin: String,
+    /// Its version.
+    pub version: String,
+    /// The hook, e.g. `points-bonus`.
+    pub hook: String,
+    /// Stable reason code: a plugin failure (`fuel_exhausted`, `deadline`, `trap`,
+    /// `invariant_violation`, `hook_error`, `circuit_open`, `overloaded`, …) or a host cap
+    /// (`bonus_capped`: cut to fit the order's bonus cap; `bonus_cap_reached`: dropped, the cap
+    /// was already reached; `too_many_bonuses`: dropped past the order's bonus count).
+    pub code: String,
+    /// What happened, for people.
+    pub detail: String,
+}
+
+/// The `extra` of a fail-closed problem caused by a plugin: which plugin, version and hook, and
+/// the reason code, so a client shows the member who refused and why.
+pub fn plugin_problem_extra(
+    plugin: &str,
+    version: &str,
+    hook: Hook,
+    reason_code: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "plugin": plugin,
+        "version": version,
+        "hook": hook.as_str(),
+        "reason_code": reason_code,
+    })
+}
+
+impl SkippedDecision {
+    fn new(active: &ActivePlugin, hook: Hook, code: &str, detail: String) -> Self {
+        Self {
+            plugin: active.plugin.name().to_owned(),
+            version: active.plugin.version().to_owned(),
+            hook: hook.as_str().to_owned(),
+            code: code.to_owned(),
+            detail: clip(&detail),
+        }
+    }
+}
+
 /// Bonuses accepted for a purchase, each with the receipt of the call that proposed it.
 #[derive(Debug, Clone, Default)]
 pub struct AcceptedBonuses {
@@ -422,6 +485,8 @@ pub struct AcceptedBonuses {
     pub bonuses: Vec<(String, Bonus)>,
     /// Receipts of every successful call (used or empty decisions alike).
     pub receipts: Vec<(coalition_runtime::Receipt, String)>,
+    /// Decisions the host refused, cut or skipped, in plugin order.
+    pub skipped: Vec<SkippedDecision>,
 }
 
 impl AcceptedBonuses {
@@ -441,6 +506,31 @@ impl AcceptedBonuses {
                 source: source.clone(),
             })
             .collect()
+    }
+
+    /// Records the skipped decisions beside the purchase, in its transaction.
+    pub async fn store_skipped(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        purchase_id: &str,
+    ) -> Result<(), sqlx::Error> {
+        for (position, s) in self.skipped.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO purchase_skipped_decisions
+                   (purchase_id, position, plugin, version, hook, code, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(purchase_id)
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .bind(&s.plugin)
+            .bind(&s.version)
+            .bind(&s.hook)
+            .bind(&s.code)
+            .bind(&s.detail)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
     }
 
     /// Stores the receipts of the used decisions beside the purchase, in its transaction.
@@ -483,16 +573,55 @@ pub fn accept_bonuses(outcomes: Vec<BonusOutcome>, base_points: i64) -> Accepted
                     "kind" => err.kind.code()
                 )
                 .increment(1);
+                accepted.skipped.push(SkippedDecision::new(
+                    &active,
+                    Hook::PointsBonus,
+                    err.kind.code(),
+                    format!(
+                        "the purchase earned without this plugin's bonuses: {}",
+                        err.kind
+                    ),
+                ));
                 continue;
             }
         };
         for bonus in &decision.value {
             let room = cap - total;
             if room <= 0 || accepted.bonuses.len() >= MAX_BONUSES {
-                break;
+                let (code, why) = if room <= 0 {
+                    (
+                        "bonus_cap_reached",
+                        format!("the order's bonus cap of {cap} points"),
+                    )
+                } else {
+                    (
+                        "too_many_bonuses",
+                        format!("{MAX_BONUSES} bonuses per order"),
+                    )
+                };
+                accepted.skipped.push(SkippedDecision::new(
+                    &active,
+                    Hook::PointsBonus,
+                    code,
+                    format!(
+                        "bonus {} of {} points dropped: {why} was already reached",
+                        bonus.code, bonus.points
+                    ),
+                ));
+                continue;
             }
             let points = bonus.points.min(room);
             let reason = if points < bonus.points {
+                accepted.skipped.push(SkippedDecision::new(
+                    &active,
+                    Hook::PointsBonus,
+                    "bonus_capped",
+                    format!(
+                        "bonus {} cut from {} to {points} points by the order's bonus cap of \
+                         {cap}",
+                        bonus.code, bonus.points
+                    ),
+                ));
                 clip(&format!(
                     "{} (capped at {points} of {})",
                     bonus.reason, bonus.points

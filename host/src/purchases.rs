@@ -46,8 +46,8 @@ use utoipa::ToSchema;
 use crate::clock::DAY_MS;
 use crate::error::{ApiError, ApiResult};
 use crate::ledger::{
-    self, credit_lot, debit_fifo, lock_wallet, settle_debt, Account, Entry, EntryKind, EntryRefs,
-    PointsConfig, RestoreExpiry, Val,
+    self, credit_lot, debit_fifo, lock_wallet, Account, Entry, EntryKind, EntryRefs, PointsConfig,
+    RestoreExpiry, Val,
 };
 use crate::settlement::{
     self,
@@ -666,6 +666,11 @@ pub struct PurchaseView {
     /// The checkout whose coupons this purchase redeemed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkout_id: Option<String>,
+    /// Plugin decisions the host refused, cut or skipped for this purchase (a failed bonus
+    /// plugin, a bonus over the order's cap), each with the plugin, version, hook and a reason
+    /// code; empty when every decision was applied as proposed.
+    #[serde(default)]
+    pub skipped_decisions: Vec<crate::plugins::SkippedDecision>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -788,9 +793,9 @@ pub async fn record_purchase(
     };
     let earned = plan.base_points + plan.bonus_points();
     let expires_at = config_expiry(points, earned, now_ms)?;
-    let earn_entry_id = match expires_at {
+    let (earn_entry_id, debt_settled) = match expires_at {
         Some(expires_at) => {
-            let entry = post_earn(
+            let (entry, debt_settled) = post_earn(
                 conn,
                 &plan,
                 &req.member_id,
@@ -800,12 +805,11 @@ pub async fn record_purchase(
                 now_ms,
             )
             .await?;
-            wallet.balance += earned;
-            Some(entry)
+            wallet.balance += earned - debt_settled;
+            (Some(entry), debt_settled)
         }
-        None => None,
+        None => (None, 0),
     };
-    let debt_settled = settle_debt(conn, &mut wallet, now_ms).await?;
 
     let inserted = sqlx::query(
         "INSERT INTO purchases (id, brand_id, order_id, member_id, total_cents, points_spent,
@@ -952,6 +956,7 @@ pub async fn record_purchase(
         created_at_ms: now_ms,
         discount_cents: priced.discount_cents,
         checkout_id: req.checkout_id.clone(),
+        skipped_decisions: Vec::new(),
     })
 }
 
@@ -980,7 +985,7 @@ async fn post_earn(
     refs: &EntryRefs,
     expires_at: i64,
     now_ms: i64,
-) -> ApiResult<String> {
+) -> ApiResult<(String, i64)> {
     let purchase_id = refs.purchase_id.as_deref();
     let mut entry = Entry::open(conn, EntryKind::Earn, member_id, refs, "purchase", now_ms).await?;
     if plan.base_points > 0 {
@@ -1014,7 +1019,7 @@ async fn post_earn(
         )
         .await?;
     }
-    entry.close(conn, now_ms).await
+    entry.close_settling(conn, now_ms).await
 }
 
 async fn insert_lines(
@@ -1183,6 +1188,25 @@ pub async fn get_purchase(
     .bind(&id)
     .fetch_all(&mut *conn)
     .await?;
+    let skipped: Vec<(String, String, String, String, String)> = sqlx::query_as(
+        "SELECT plugin, version, hook, code, detail FROM purchase_skipped_decisions
+         WHERE purchase_id = $1 ORDER BY position",
+    )
+    .bind(&id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let skipped_decisions = skipped
+        .into_iter()
+        .map(
+            |(plugin, version, hook, code, detail)| crate::plugins::SkippedDecision {
+                plugin,
+                version,
+                hook,
+                code,
+                detail,
+            },
+        )
+        .collect();
     let expires: Option<(i64,)> = sqlx::query_as(
         "SELECT MIN(expires_at) FROM point_lots WHERE purchase_id = $1 AND source IN ('earn', 'bonus')",
     )
@@ -1269,6 +1293,7 @@ pub async fn get_purchase(
         created_at_ms: created,
         discount_cents,
         checkout_id,
+        skipped_decisions,
     })
 }
 

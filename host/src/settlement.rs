@@ -8,6 +8,7 @@
 //! - [`rules`]: the `[settlement]` configuration and the platform's default rules (pure).
 //! - [`job`]: the settle job: which rule governs an event, fail-closed holds, writing lines.
 //! - [`periods`]: local-month periods, closing them, statements and bilateral netting.
+//! - [`precedence`]: which settle plugins govern a brand's events, as an admin ordered them.
 //! - [`reconcile`]: the checks that prove a period (exactly once, balance, statements,
 //!   determinism, ledger).
 //! - [`export`]: statements and lines as JSON and CSV; paging through lines.
@@ -18,5 +19,6 @@ pub mod events;
 pub mod export;
 pub mod job;
 pub mod periods;
+pub mod precedence;
 pub mod reconcile;
 pub mod rules;

@@ -128,6 +128,36 @@ pub enum LoadError {
     /// `describe` disagrees with the manifest.
     #[error("describe() disagrees with the manifest: {0}")]
     DescribeMismatch(String),
+    /// `describe` names other brands than the signed manifest. The manifest's brands are the
+    /// ones that signed the package, so they alone decide which brands' events reach the
+    /// plugin; a component claiming more is refused rather than trusted or silently narrowed.
+    #[error(
+        "describe() names brands [{describe}] but the signed manifest names [{manifest}]; \
+         a plugin's brands are its manifest's"
+    )]
+    DescribeBrandsMismatch {
+        /// What `describe` returned, sorted.
+        describe: String,
+        /// What the manifest lists, sorted.
+        manifest: String,
+    },
+}
+
+impl LoadError {
+    /// Stable machine-readable code, for API problem types and rejection records.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LoadError::TooLarge { .. } => "component_too_large",
+            LoadError::HashMismatch { .. } => "component_hash_mismatch",
+            LoadError::Invalid(_) => "component_invalid",
+            LoadError::ForbiddenImports { .. } => "forbidden_imports",
+            LoadError::MissingExport { .. } => "missing_export",
+            LoadError::Link(_) => "component_link_failed",
+            LoadError::Artifact(_) => "artifact_cache",
+            LoadError::DescribeMismatch(_) => "describe_mismatch",
+            LoadError::DescribeBrandsMismatch { .. } => "describe_brands_mismatch",
+        }
+    }
 }
 
 /// What went wrong in a plugin call or load.

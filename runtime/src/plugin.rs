@@ -183,6 +183,15 @@ pub(crate) fn call_site(plugin: &str, version: &str, operation: &'static str) ->
     }
 }
 
+/// Fuel a store gets beyond the call's budget. Wasmtime checks fuel only at function entries and
+/// loop headers, so a guest can run past zero between two checks and return; the store would
+/// then report 0 left and the receipt the budget instead of what really ran. With this margin
+/// the count stays exact, and the host itself refuses a call that ended over its budget
+/// (`fuel_exhausted`), so the budget still holds to the instruction. Any margin keeps that
+/// rule; a larger one only keeps the count exact for longer check-free runs, and costs a
+/// looping guest that many instructions more before it traps.
+pub(crate) const FUEL_OVERRUN_MARGIN: u64 = 1 << 16;
+
 /// A fresh store for one call, with fuel, deadline, memory caps and (if needed) WASI.
 pub(crate) fn new_store(
     runtime: &RuntimeInner,
@@ -203,12 +212,19 @@ pub(crate) fn new_store(
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|state| &mut state.limiter);
     store
-        .set_fuel(limits.fuel)
+        .set_fuel(limits.fuel.saturating_add(FUEL_OVERRUN_MARGIN))
         .map_err(|e| ErrorKind::Trap(TrapKind::Other(format!("setting fuel: {e}"))))?;
     let clock = CallClock::start(limits.deadline_ms);
     store.set_epoch_deadline(clock.first_ticks());
     store.epoch_deadline_callback(move |_| Ok(clock.check()));
     Ok(store)
+}
+
+/// Fuel the call consumed, exact unless it also ran through [`FUEL_OVERRUN_MARGIN`] (then it
+/// trapped, and the count is the budget plus the margin).
+pub(crate) fn fuel_used(store: &Store<CallState>, limits: &Limits) -> u64 {
+    let given = limits.fuel.saturating_add(FUEL_OVERRUN_MARGIN);
+    given.saturating_sub(store.get_fuel().unwrap_or(0))
 }
 
 /// True when the trap happened [`SHADOW_STACK_OVERFLOW_FRAMES`] or more frames deep.
@@ -666,8 +682,11 @@ impl LoadedPlugin {
             invocation,
         )?;
         let result = self.inner.compiled.pre.call(&mut store, invocation, args);
-        let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let fuel_used = fuel_used(&store, &limits);
         let output = match result {
+            // Ran past its budget between two of wasmtime's fuel checks: over budget all the
+            // same, whatever it answered.
+            Ok(_) if fuel_used > limits.fuel => Err(ErrorKind::FuelExhausted { fuel: limits.fuel }),
             Ok(Ok(output)) => Ok(output),
             Ok(Err(GuestError::NotImplemented)) => Err(ErrorKind::NotImplemented),
             Ok(Err(GuestError::Failure(failure))) => Err(ErrorKind::HookError(bounded(failure))),

@@ -286,7 +286,7 @@ impl Runtime {
     }
 }
 
-/// `describe` must agree with the manifest on name, version and hooks.
+/// `describe` must agree with the manifest on name, version, hooks and brands.
 fn check_describe(manifest: &Manifest, info: &PluginInfo) -> Result<(), LoadError> {
     if info.name != manifest.name {
         return Err(LoadError::DescribeMismatch(format!(
@@ -311,6 +311,19 @@ fn check_describe(manifest: &Manifest, info: &PluginInfo) -> Result<(), LoadErro
             names(&info.hooks),
             names(&manifest.hooks)
         )));
+    }
+    let sorted = |brands: &[String]| {
+        let mut brands = brands.to_vec();
+        brands.sort();
+        brands.dedup();
+        brands
+    };
+    let (described, signed) = (sorted(&info.brands), sorted(&manifest.brands));
+    if described != signed || info.brands.len() != described.len() {
+        return Err(LoadError::DescribeBrandsMismatch {
+            describe: described.join(", "),
+            manifest: signed.join(", "),
+        });
     }
     Ok(())
 }

@@ -63,7 +63,7 @@ pub async fn purchases_create(
     };
     let bonuses = accepted.proposals();
     crate::risk::check_earning(&mut tx, &state.config, &req.member_id, state.now_ms()).await?;
-    let view = purchases::record_purchase(
+    let mut view = purchases::record_purchase(
         &mut tx,
         state.store.backend(),
         &state.config.points,
@@ -77,6 +77,8 @@ pub async fn purchases_create(
     accepted
         .store_receipts(&mut tx, &view.id, state.now_ms())
         .await?;
+    accepted.store_skipped(&mut tx, &view.id).await?;
+    view.skipped_decisions = accepted.skipped.clone();
     finish_write(tx, &principal, &key, StatusCode::CREATED, view).await
 }
 

@@ -542,25 +542,39 @@ pub async fn validate(state: &AppState, id: &str) -> ApiResult<InstalledVersion>
     }
     let runtime = state.plugins.runtime().clone();
     let component_sha = sha.clone();
-    let task = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let manifest = Manifest::parse(&manifest_text).map_err(|e| format!("manifest: {e}"))?;
+    // A rejection carries a stable code (what kind of refusal) beside its human reason.
+    let task = tokio::task::spawn_blocking(move || -> Result<(), (&'static str, String)> {
+        let manifest = Manifest::parse(&manifest_text)
+            .map_err(|e| ("manifest_invalid", format!("manifest: {e}")))?;
         manifest
             .effective_config(&Default::default())
-            .map_err(|e| format!("config defaults: {e}"))?;
+            .map_err(|e| ("config_invalid", format!("config defaults: {e}")))?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64)
-            .map_err(|e| format!("stored component: {e}"))?;
+            .map_err(|e| ("component_invalid", format!("stored component: {e}")))?;
         runtime
             .load(&manifest, &bytes, Some(&sha))
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| {
+                let code = match &e.kind {
+                    coalition_runtime::ErrorKind::Load(load) => load.code(),
+                    kind => kind.code(),
+                };
+                (code, e.to_string())
+            })
     });
     let outcome = match tokio::time::timeout(VALIDATION_BUDGET, task).await {
         Ok(Ok(outcome)) => outcome,
-        Ok(Err(err)) => Err(format!("validation task failed: {err}")),
-        Err(_) => Err(format!(
-            "the component did not compile within {} s",
-            VALIDATION_BUDGET.as_secs()
+        Ok(Err(err)) => Err((
+            "validation_failed",
+            format!("validation task failed: {err}"),
+        )),
+        Err(_) => Err((
+            "compile_timeout",
+            format!(
+                "the component did not compile within {} s",
+                VALIDATION_BUDGET.as_secs()
+            ),
         )),
     };
     if outcome.is_ok() {
@@ -574,24 +588,26 @@ pub async fn validate(state: &AppState, id: &str) -> ApiResult<InstalledVersion>
         // Another validation finished first; report what it decided.
         return Ok(version);
     }
-    let (to, reason) = match &outcome {
+    let (to, reason, code) = match &outcome {
         Ok(()) => {
             if missing_signers(&mut tx, &version).await?.is_empty() {
-                ("validated", String::new())
+                ("validated", String::new(), None)
             } else {
-                ("awaiting_cosign", String::new())
+                ("awaiting_cosign", String::new(), None)
             }
         }
-        Err(reason) => ("rejected", clip(reason)),
+        Err((code, reason)) => ("rejected", clip(reason), Some(*code)),
     };
     sqlx::query(
-        "UPDATE plugin_versions SET status = $1, status_reason = $2, updated_at = $3
+        "UPDATE plugin_versions SET status = $1, status_reason = $2, status_code = $5,
+            updated_at = $3
          WHERE id = $4 AND status = 'uploaded'",
     )
     .bind(to)
     .bind(&reason)
     .bind(now_ms)
     .bind(id)
+    .bind(code)
     .execute(&mut *tx)
     .await?;
     let action = if to == "rejected" {
@@ -607,7 +623,7 @@ pub async fn validate(state: &AppState, id: &str) -> ApiResult<InstalledVersion>
         "plugin_version",
         id,
         &reason,
-        serde_json::json!({"status": to}),
+        serde_json::json!({"status": to, "code": code}),
         now_ms,
     )
     .await?;

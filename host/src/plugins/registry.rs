@@ -39,6 +39,9 @@ pub struct InstalledVersion {
     pub status: String,
     /// Why it is in its status (the rejection reason, for example); may be empty.
     pub status_reason: String,
+    /// Stable code of a rejection at validation (`describe_brands_mismatch`,
+    /// `forbidden_imports`, `compile_timeout`, …); absent otherwise.
+    pub status_code: Option<String>,
     /// Admin-set configuration.
     pub config: serde_json::Value,
     /// Who installed or uploaded it.
@@ -70,6 +73,7 @@ pub(crate) struct VersionRow {
     brands: String,
     status: String,
     status_reason: String,
+    status_code: Option<String>,
     config: String,
     installed_by: String,
     uploaded_by_brand: Option<String>,
@@ -81,7 +85,7 @@ pub(crate) struct VersionRow {
 }
 
 pub(crate) const VERSION_COLUMNS: &str = "id, name, version, wit, component_sha256, hooks, \
-     brands, status, status_reason, config, installed_by, uploaded_by_brand, content_sha256, \
+     brands, status, status_reason, status_code, config, installed_by, uploaded_by_brand, content_sha256, \
      previous_version_id, deployed_at, created_at, manifest";
 
 pub(crate) fn to_version(row: VersionRow) -> InstalledVersion {
@@ -98,6 +102,7 @@ pub(crate) fn to_version(row: VersionRow) -> InstalledVersion {
         brands: serde_json::from_str(&row.brands).unwrap_or_default(),
         status: row.status,
         status_reason: row.status_reason,
+        status_code: row.status_code,
         config: serde_json::from_str(&row.config).unwrap_or(serde_json::Value::Null),
         installed_by: row.installed_by,
         uploaded_by_brand: row.uploaded_by_brand,
@@ -168,8 +173,14 @@ pub async fn install(
         .await
         .map_err(ApiError::internal)?
     };
-    let loaded =
-        loaded.map_err(|err| ApiError::unprocessable("plugin_rejected", err.to_string()))?;
+    let loaded = loaded.map_err(|err| {
+        let reason_code = match &err.kind {
+            coalition_runtime::ErrorKind::Load(load) => load.code(),
+            kind => kind.code(),
+        };
+        ApiError::unprocessable("plugin_rejected", err.to_string())
+            .with_extra(serde_json::json!({ "reason_code": reason_code }))
+    })?;
     let sha = loaded.component_sha256().to_owned();
     let hooks: Vec<String> = loaded
         .info()
@@ -212,7 +223,7 @@ pub async fn install(
     .bind(&sha)
     .bind(manifest_text)
     .bind(serde_json::to_string(&hooks).unwrap_or_default())
-    .bind(serde_json::to_string(&loaded.info().brands).unwrap_or_default())
+    .bind(serde_json::to_string(&manifest.brands).unwrap_or_default())
     .bind(serde_json::Value::Object(config).to_string())
     .bind(installed_by)
     .bind(now_ms)
@@ -321,8 +332,18 @@ async fn load_rows(
     host: &PluginHost,
     filter: &str,
 ) -> Result<Vec<ActivePlugin>, ApiError> {
-    let rows: Vec<(String, String, String, String, String, String)> = sqlx::query_as(&format!(
-        "SELECT v.id, v.manifest, v.config, v.component_sha256, c.bytes_b64, v.name
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT v.id, v.manifest, v.config, v.component_sha256, c.bytes_b64, v.name,
+                v.uploaded_by_brand
          FROM plugin_versions v JOIN plugin_components c ON c.sha256 = v.component_sha256
          WHERE {filter} ORDER BY v.name"
     ))
@@ -331,12 +352,13 @@ async fn load_rows(
     let runtime: Runtime = host.runtime().clone();
     let loaded = tokio::task::spawn_blocking(move || {
         rows.into_iter()
-            .filter_map(|(id, manifest_text, config, sha, b64, name)| {
+            .filter_map(|(id, manifest_text, config, sha, b64, name, owner)| {
                 match load_one(&runtime, &manifest_text, &config, &sha, &b64) {
                     Ok((plugin, config)) => Some(ActivePlugin {
                         version_id: id,
                         plugin,
                         config,
+                        uploaded_by_brand: owner,
                     }),
                     Err(err) => {
                         tracing::error!(plugin = %name, error = %err, "plugin version failed to load");

@@ -7,8 +7,14 @@
 //!    a refund whose original is not settled yet waits (held) until it is;
 //! 2. an event naming a plugin (perks, coupons) is settled by that plugin, which must be deployed
 //!    and implement `settle`;
-//! 3. otherwise every deployed settle plugin that involves the event's brand is asked, in name
-//!    order; the first that answers with lines governs;
+//! 3. otherwise the brand's settle plugins, where "involves" always means the plugin's signed
+//!    manifest names the brand (never what the component's `describe()` says):
+//!    - if an admin set the brand's settle precedence ([`super::precedence`]), the listed
+//!      plugins are asked in that order and the first that answers with lines governs;
+//!    - otherwise only the brand's own plugins are asked (uploaded by the brand, or installed by
+//!      the platform and naming it); one answering with lines governs, and two answering with
+//!      lines hold the event until an admin sets the precedence. A partner's plugin that merely
+//!      names the brand never settles the brand's own events without that precedence;
 //! 4. otherwise the platform's default rules ([`super::rules`]).
 //!
 //! Fail closed: a plugin that traps, runs out of budget, proposes invalid lines or is not
@@ -327,30 +333,72 @@ async fn decide(state: &AppState, event: &EventRow) -> ApiResult<Decided> {
         });
     }
 
-    // 3. Settle plugins of the event's brand, in name order; the first with lines governs.
-    let mut candidates: Vec<ActivePlugin> = active
-        .iter()
-        .filter(|p| {
-            p.plugin.implements(coalition_runtime::model::Hook::Settle)
-                && p.involves(&event.brand_id)
-        })
-        .cloned()
-        .collect();
-    if let Some(plugin) = candidates.iter().find(|p| killed.contains(p.plugin.name())) {
-        return Ok(Decided::Hold(format!(
-            "plugin {} may govern this event but is killed",
-            plugin.plugin.name()
-        )));
-    }
-    candidates.sort_by(|a, b| a.plugin.name().cmp(b.plugin.name()));
-    for plugin in &candidates {
-        match call(state, plugin, event).await? {
-            Ok(settled) if !settled.lines.is_empty() => {
-                return Ok(Decided::Lines(Box::new(settled)))
+    // 3. The brand's settle plugins, by the rule in the module doc: an admin-set precedence,
+    // else the brand's own plugins, of which at most one may answer with lines.
+    let settles = |p: &&ActivePlugin| {
+        p.plugin.implements(coalition_runtime::model::Hook::Settle) && p.involves(&event.brand_id)
+    };
+    let order: Vec<(String,)> = sqlx::query_as(
+        "SELECT plugin_name FROM settle_precedence WHERE brand_id = $1 ORDER BY position",
+    )
+    .bind(&event.brand_id)
+    .fetch_all(state.store.read())
+    .await?;
+    if !order.is_empty() {
+        for (name,) in &order {
+            if killed.contains(name.as_str()) {
+                return Ok(Decided::Hold(format!(
+                    "plugin {name} is in {}'s settle precedence but is killed",
+                    event.brand_id
+                )));
             }
-            Ok(_) => {}
-            // It might have governed: fail closed rather than fall back to the platform rules.
-            Err(reason) => return Ok(Decided::Hold(reason)),
+            let Some(plugin) = active
+                .iter()
+                .filter(settles)
+                .find(|p| p.plugin.name() == name)
+            else {
+                continue;
+            };
+            match call(state, plugin, event).await? {
+                Ok(settled) if !settled.lines.is_empty() => {
+                    return Ok(Decided::Lines(Box::new(settled)))
+                }
+                Ok(_) => {}
+                // It might have governed: fail closed rather than fall back to the platform rules.
+                Err(reason) => return Ok(Decided::Hold(reason)),
+            }
+        }
+    } else {
+        let own: Vec<&ActivePlugin> = active
+            .iter()
+            .filter(settles)
+            .filter(|p| p.is_own_plugin_of(&event.brand_id))
+            .collect();
+        if let Some(plugin) = own.iter().find(|p| killed.contains(p.plugin.name())) {
+            return Ok(Decided::Hold(format!(
+                "plugin {} may govern this event but is killed",
+                plugin.plugin.name()
+            )));
+        }
+        let mut governing: Option<Settled> = None;
+        for plugin in own {
+            match call(state, plugin, event).await? {
+                Ok(settled) if !settled.lines.is_empty() => {
+                    if let Some(first) = &governing {
+                        return Ok(Decided::Hold(format!(
+                            "plugins {} and {} both settle this {} event; an admin sets which \
+                             governs with PUT /settlement/precedence/{}",
+                            first.rule, settled.rule, event.brand_id, event.brand_id
+                        )));
+                    }
+                    governing = Some(settled);
+                }
+                Ok(_) => {}
+                Err(reason) => return Ok(Decided::Hold(reason)),
+            }
+        }
+        if let Some(settled) = governing {
+            return Ok(Decided::Lines(Box::new(settled)));
         }
     }
 

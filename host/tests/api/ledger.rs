@@ -178,6 +178,12 @@ pub async fn check_invariants(app: &TestApp) {
             balance >= 0 && held >= 0 && debt >= 0,
             "negative wallet {m}"
         );
+        // The debt rule: every credit pays debt first, so no committed write leaves spendable
+        // points beside debt (`balance - debt` is what the member really has).
+        assert!(
+            balance == 0 || debt == 0,
+            "wallet {m} has {balance} spendable points and {debt} of debt"
+        );
         let postings = |account: &'static str| {
             let m = m.clone();
             async move {

@@ -1167,3 +1167,161 @@ both_backends!(cli_signs_uploads_and_reads_status, |app| async move {
     assert_eq!(verified["ok"], true);
     app.stop().await;
 });
+
+/// The rule that settled the (only) `kind` event of a brand, or its held reason.
+async fn settled_rule(app: &TestApp, brand: &str, subject_id: &str) -> Result<String, String> {
+    let (id, status, reason): (String, String, Option<String>) = sqlx::query_as(
+        "SELECT id, status, held_reason FROM settle_events
+         WHERE brand_id = $1 AND kind = 'points-issued' AND subject_id = $2",
+    )
+    .bind(brand)
+    .bind(subject_id)
+    .fetch_one(app.state.store.read())
+    .await
+    .expect("the purchase's points-issued event");
+    if status != "settled" {
+        return Err(format!("{status}: {}", reason.unwrap_or_default()));
+    }
+    let (rule,): (String,) = sqlx::query_as("SELECT rule FROM settlement_runs WHERE event_id = $1")
+        .bind(&id)
+        .fetch_one(app.state.store.read())
+        .await
+        .expect("run");
+    Ok(rule)
+}
+
+async fn run_settlement(app: &TestApp) {
+    let (status, body) = admin_post(app, "/settlement/run", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn set_precedence(app: &TestApp, brand: &str, plugins: &[&str]) {
+    let (status, body) = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/settlement/precedence/{brand}"),
+            Some(&app.admin_key),
+            Some(&idem()),
+            Some(&json!({ "plugins": plugins, "reason": "agreed with the brand" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["plugins"], json!(plugins), "{body}");
+}
+
+both_backends!(
+    a_package_whose_describe_names_a_brand_its_manifest_does_not_is_rejected,
+    |app| async move {
+        // The mall signs a manifest naming only the mall, around a component whose describe()
+        // names coffee: it must never reach coffee's purchases or settlement.
+        let mall = partner(&app, "mall").await;
+        let (manifest, component) = package("coffee-bonus");
+        let manifest = manifest.replace("brands = [\"coffee\"]", "brands = [\"mall\"]");
+        assert!(manifest.contains("brands = [\"mall\"]"), "{manifest}");
+        let signature = signing::sign(&mall.secret, manifest.as_bytes(), &component).expect("s");
+        let (status, body) = upload_raw(&app, &mall, &manifest, &component, &signature).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["status"], "rejected", "{body}");
+        assert_eq!(body["status_code"], "describe_brands_mismatch", "{body}");
+        assert!(
+            body["status_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("coffee")),
+            "{body}"
+        );
+        app.stop().await;
+    }
+);
+
+both_backends!(
+    a_partners_plugin_naming_a_brand_does_not_settle_that_brands_points,
+    |app| async move {
+        // The mall ships a settle plugin that also names coffee (co-signed for a shared
+        // perk); it answers every points-issued event at 1 cent.
+        let mall = partner(&app, "mall").await;
+        let coffee = partner(&app, "coffee").await;
+        let counter = create_key(&app, "counter", Some("coffee"), None).await;
+        let member = member_id(&app, "+8613800000021", "Ann").await;
+        let (manifest, component) = package("greedy-settler");
+        let version = upload(&app, &mall, "greedy-settler").await;
+        assert_eq!(version["status"], "awaiting_cosign", "{version}");
+        let id = version["id"].as_str().expect("id").to_owned();
+        let sig = signing::sign(&coffee.secret, manifest.as_bytes(), &component).expect("s");
+        let (status, body) = app
+            .post(
+                &format!("/plugins/{id}/cosign"),
+                &coffee.api_key,
+                &idem(),
+                &json!({ "key_id": coffee.key_id, "signature": sig }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = admin_post(
+            &app,
+            &format!("/plugins/{id}/approve"),
+            json!({"reason": "ok"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = admin_post(&app, &format!("/plugins/{id}/deploy"), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        // Coffee's own points event: the mall's plugin does not govern it.
+        let first = coffee_purchase(&app, &counter, &member).await;
+        run_settlement(&app).await;
+        let rule = settled_rule(&app, "coffee", first["id"].as_str().expect("id")).await;
+        assert!(
+            rule.as_deref().is_ok_and(|r| r.starts_with("platform:")),
+            "coffee's points must settle by the platform rule, got {rule:?}"
+        );
+
+        // Only an admin-set precedence lets it.
+        set_precedence(&app, "coffee", &["greedy-settler"]).await;
+        let second = coffee_purchase(&app, &counter, &member).await;
+        run_settlement(&app).await;
+        let rule = settled_rule(&app, "coffee", second["id"].as_str().expect("id")).await;
+        assert_eq!(rule.as_deref(), Ok("greedy-settler@1.0.0"));
+        app.stop().await;
+    }
+);
+
+both_backends!(
+    two_own_plugins_settling_one_event_hold_it_until_an_admin_sets_precedence,
+    |app| async move {
+        create_brand(&app, "coffee").await;
+        create_brand(&app, "mall").await;
+        let counter = create_key(&app, "counter", Some("coffee"), None).await;
+        let member = member_id(&app, "+8613800000022", "Bo").await;
+        // Both installed by the platform and naming coffee: both are coffee's own. Their names
+        // sort "coffee-bonus" first, which once decided; now neither wins by its name.
+        crate::fixtures::install_plugin(&app, "coffee-bonus", json!({})).await;
+        crate::fixtures::install_plugin(&app, "greedy-settler", json!({})).await;
+
+        let purchase = coffee_purchase(&app, &counter, &member).await;
+        let order = purchase["id"].as_str().expect("id").to_owned();
+        run_settlement(&app).await;
+        let held = settled_rule(&app, "coffee", &order).await;
+        assert!(
+            held.as_ref().is_err_and(
+                |r| r.contains("both settle") && r.contains("/settlement/precedence/coffee")
+            ),
+            "{held:?}"
+        );
+
+        set_precedence(&app, "coffee", &["coffee-bonus", "greedy-settler"]).await;
+        // Past any retry backoff of the held event.
+        app.clock.advance_ms(DAY_MS);
+        run_settlement(&app).await;
+        assert_eq!(
+            settled_rule(&app, "coffee", &order).await.as_deref(),
+            Ok("coffee-bonus@1.0.0")
+        );
+        let (status, list) = app.get("/settlement/precedence", &app.admin_key).await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        assert_eq!(
+            list[0]["plugins"],
+            json!(["coffee-bonus", "greedy-settler"])
+        );
+        app.stop().await;
+    }
+);

@@ -230,6 +230,99 @@ both_backends_no_jobs!(refund_after_partial_spend, |app| async move {
     app.stop().await;
 });
 
+/// (available, debt) of a member.
+async fn available_and_debt(app: &TestApp, m: &str) -> (Option<i64>, Option<i64>) {
+    let view = points(app, m).await;
+    (view["available"].as_i64(), view["debt"].as_i64())
+}
+
+both_backends_no_jobs!(
+    restored_points_pay_refund_debt_before_they_can_be_spent,
+    |app| async move {
+        brand(&app, "store", &[], &[]).await;
+        let counter = key(&app, "counter", Some("store"), None).await;
+        let m = member(&app).await;
+        // A earns 1000; B spends 600 of them (and earns 54 on its cash part).
+        let (status, a) = purchase(
+            &app,
+            &counter,
+            "store",
+            &json!({ "order_id": "A", "member_id": m, "lines": [line("1", "TV", "", 1, 100_000)] }),
+        )
+        .await;
+        assert_eq!(
+            (status, a["points_earned"].as_i64()),
+            (StatusCode::CREATED, Some(1000))
+        );
+        let (status, b) = purchase(
+            &app,
+            &counter,
+            "store",
+            &json!({ "order_id": "B", "member_id": m, "points_spent": 600,
+                     "lines": [line("1", "LAMP", "", 1, 6_000)] }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{b}");
+        assert_eq!(b["points_earned"], 54, "{b}");
+        assert_eq!(available_and_debt(&app, &m).await, (Some(454), Some(0)));
+        // Refund A: 454 clawed back, 546 become debt.
+        let (status, r) = refund(&app, &counter, "store", "A", &json!({ "refund_id": "rA" })).await;
+        assert_eq!(status, StatusCode::CREATED, "{r}");
+        assert_eq!(available_and_debt(&app, &m).await, (Some(0), Some(546)));
+        // Refund B: 600 restored, 54 clawed back; the 546 left pay the debt first. Before the
+        // debt rule moved into the ledger the member had 546 to spend and 546 of debt.
+        let (status, r) = refund(&app, &counter, "store", "B", &json!({ "refund_id": "rB" })).await;
+        assert_eq!(status, StatusCode::CREATED, "{r}");
+        assert_eq!(available_and_debt(&app, &m).await, (Some(0), Some(0)));
+        check_invariants(&app).await;
+        app.stop().await;
+    }
+);
+
+both_backends_no_jobs!(
+    a_released_hold_pays_refund_debt_before_it_can_be_spent,
+    |app| async move {
+        brand(&app, "store", &[], &[]).await;
+        let counter = key(&app, "counter", Some("store"), None).await;
+        let m = member(&app).await;
+        let (status, _) = purchase(
+            &app,
+            &counter,
+            "store",
+            &json!({ "order_id": "A", "member_id": m, "lines": [line("1", "TV", "", 1, 100_000)] }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        // Hold all 1000; the refund cannot claw held points back, so all of it is debt.
+        let (status, hold) = app
+            .post(
+                &format!("/members/{m}/points/holds"),
+                &app.admin_key,
+                &uuid::Uuid::new_v4().to_string(),
+                &json!({ "points": 1000, "ttl_ms": 3_600_000 }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{hold}");
+        let (status, r) = refund(&app, &counter, "store", "A", &json!({ "refund_id": "rA" })).await;
+        assert_eq!(status, StatusCode::CREATED, "{r}");
+        assert_eq!(available_and_debt(&app, &m).await, (Some(0), Some(1000)));
+        // Releasing the hold gives the 1000 back, and they pay the debt.
+        let id = hold["id"].as_str().expect("hold id");
+        let (status, body) = app
+            .post(
+                &format!("/holds/{id}/release"),
+                &app.admin_key,
+                &uuid::Uuid::new_v4().to_string(),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(available_and_debt(&app, &m).await, (Some(0), Some(0)));
+        check_invariants(&app).await;
+        app.stop().await;
+    }
+);
+
 both_backends_no_jobs!(partial_refunds_never_exceed_or_repeat, |app| async move {
     brand(&app, "store", &[], &[]).await;
     let counter = key(&app, "counter", Some("store"), None).await;

@@ -124,6 +124,78 @@ fn manifest_that_disagrees_with_describe_is_rejected() {
 }
 
 #[test]
+fn describe_naming_other_brands_than_the_signed_manifest_is_rejected() {
+    let t = runtime();
+    let f = fixture("coffee-bonus");
+    // describe() says ["coffee"]; a manifest signed for another brand, or for more brands,
+    // must not load: the manifest's brands are the ones that signed.
+    type Edit = fn(&mut coalition_runtime::Manifest);
+    let cases: [Edit; 3] = [
+        |m| m.brands = vec!["mall".into()],
+        |m| m.brands = vec!["coffee".into(), "mall".into()],
+        |m| m.brands = Vec::new(),
+    ];
+    for edit in cases {
+        let mut manifest = f.manifest();
+        edit(&mut manifest);
+        let err = t
+            .runtime
+            .load(&manifest, &f.bytes, None)
+            .expect_err("brands mismatch");
+        match &err.kind {
+            ErrorKind::Load(load @ LoadError::DescribeBrandsMismatch { describe, .. }) => {
+                assert_eq!(describe, "coffee");
+                assert_eq!(load.code(), "describe_brands_mismatch");
+            }
+            other => panic!(
+                "{:?}: expected DescribeBrandsMismatch, got {other}",
+                manifest.brands
+            ),
+        }
+    }
+    t.runtime
+        .load(&f.manifest(), &f.bytes, None)
+        .expect("the true manifest loads");
+}
+
+#[test]
+fn receipts_record_the_exact_fuel_and_the_budget_holds_to_the_instruction() {
+    let t = runtime();
+    let f = fixture("coffee-bonus");
+    let ctx = CallContext::new(invocation(MONDAY_MARCH_17_0930_UTC8_MS, "coffee"));
+    let call = |fuel: u64| {
+        let mut manifest = f.manifest();
+        relax_deadline(&mut manifest);
+        manifest.limits.fuel = fuel;
+        manifest.hook_limits.remove(&Hook::PointsBonus);
+        let plugin = t.runtime.load(&manifest, &f.bytes, None).expect("loads");
+        plugin.points_bonus(&ctx, &member(Some(3)), &order("coffee", 20))
+    };
+    let exact = call(2_000_000).expect("ample budget").receipt.fuel_used;
+    assert!(exact > 1_000, "{exact}");
+    // Every budget at or above what it really uses: the same exact count. Every budget below
+    // it: fuel_exhausted, never a success that records the budget as what it used.
+    for fuel in (exact.saturating_sub(300)..=exact + 300)
+        .step_by(7)
+        .chain([exact - 1, exact])
+    {
+        match call(fuel) {
+            Ok(decision) => {
+                assert!(fuel >= exact, "succeeded on {fuel} < {exact}");
+                assert_eq!(decision.receipt.fuel_used, exact, "budget {fuel}");
+            }
+            Err(err) => {
+                assert!(fuel < exact, "budget {fuel} >= {exact} failed: {err}");
+                assert!(
+                    matches!(err.kind, ErrorKind::FuelExhausted { fuel: f } if f == fuel),
+                    "budget {fuel}: {err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn breaker_trips_after_consecutive_failures_and_recovers_after_cool_down() {
     let clock = ManualClock::new();
     let t = runtime_with_clock(clock.clone(), 5, Duration::from_secs(30));
