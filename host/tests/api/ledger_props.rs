@@ -1,8 +1,8 @@
-//! Property test: random sequences of earn, spend, hold, capture, release, refund, time moves
-//! and expiry, through the API, never break the ledger's invariants (see
-//! `ledger::check_invariants`): postings sum to zero, every balance equals the sum of its
-//! postings and of its remaining lots, nothing is ever negative, and only expected refusals
-//! happen.
+//! Property test: random sequences of earn, spend, hold, capture, release, refund (also while a
+//! hold is pending), time moves and expiry, through the API, never break the ledger's
+//! invariants (see `ledger::check_invariants`): postings sum to zero, every balance equals the
+//! sum of its postings and of its remaining lots, nothing is ever negative, a wallet never has
+//! spendable points beside refund debt (the debt rule), and only expected refusals happen.
 //!
 //! Each case uses a fresh member on one server per backend (a database per case would make the
 //! test slow); the invariants are checked over the whole database after every operation. The
@@ -47,6 +47,9 @@ enum Op {
         quantity: i64,
     },
     RefundAll(usize),
+    /// Hold everything available, refund a whole purchase while the hold is pending, then
+    /// release the hold: the release must pay the refund's debt first.
+    HoldAcrossRefund(usize),
     Advance {
         days: i64,
     },
@@ -67,6 +70,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0usize..8, 0usize..3, 1i64..=3)
             .prop_map(|(purchase, line, quantity)| Op::Refund { purchase, line, quantity }),
         1 => (0usize..8).prop_map(Op::RefundAll),
+        1 => (0usize..8).prop_map(Op::HoldAcrossRefund),
         2 => (0i64..=25).prop_map(|days| Op::Advance { days }),
         1 => Just(Op::Expire),
         1 => Just(Op::TimeoutHolds),
@@ -206,7 +210,60 @@ impl Case<'_> {
                 )
                 .await
             }
-            Op::Refund { .. } | Op::RefundAll(_) if self.orders.is_empty() => return Ok(()),
+            Op::Refund { .. } | Op::RefundAll(_) | Op::HoldAcrossRefund(_)
+                if self.orders.is_empty() =>
+            {
+                return Ok(())
+            }
+            Op::HoldAcrossRefund(purchase) => {
+                let available = self.available().await;
+                let mut hold_id = None;
+                if available > 0 {
+                    let idem = self.idem();
+                    let (status, body) = app
+                        .post(
+                            &format!("/members/{m}/points/holds"),
+                            &app.admin_key,
+                            &idem,
+                            &json!({ "points": available, "ttl_ms": DAY_MS / 2 }),
+                        )
+                        .await;
+                    if status != StatusCode::CREATED {
+                        return Err(format!("hold of all {available}: {status} {body}"));
+                    }
+                    hold_id = body["id"].as_str().map(str::to_owned);
+                }
+                let (order, _) = self.orders[purchase % self.orders.len()].clone();
+                let refund_id = format!("r{}", self.idem());
+                let idem = self.idem();
+                let refunded = app
+                    .post(
+                        &format!("/brands/prop/purchases/{order}/refunds"),
+                        self.counter,
+                        &idem,
+                        &json!({ "refund_id": refund_id }),
+                    )
+                    .await;
+                check_invariants(app).await;
+                match hold_id {
+                    Some(id) => {
+                        let idem = self.idem();
+                        let released = app
+                            .post(
+                                &format!("/holds/{id}/release"),
+                                &app.admin_key,
+                                &idem,
+                                &json!({}),
+                            )
+                            .await;
+                        if !released.0.is_success() {
+                            return Err(format!("release after refund: {}", released.1));
+                        }
+                        refunded
+                    }
+                    None => refunded,
+                }
+            }
             Op::Refund {
                 purchase,
                 line,
@@ -332,6 +389,7 @@ fn run(backend: Backend) {
         "expiry",
         "refund",
         "adjustment",
+        "debt_settlement",
     ] {
         assert!(
             kinds.iter().any(|k| k == kind),
