@@ -1,5 +1,11 @@
-//! The guest's global allocator (wasm32 only): a bump pointer over the free tail of the
-//! *initial* linear memory, then std's allocator (dlmalloc).
+//! The guest's global allocator (`wasm32-unknown-unknown` only): a bump pointer over the free
+//! tail of the *initial* linear memory, then std's allocator (dlmalloc).
+//!
+//! Not on WASI targets (`wasm32-wasip1`/`wasip2`): there std's allocator is wasi-libc's malloc,
+//! which itself claims the bytes between `__heap_base` and the end of the initial memory on its
+//! first call. Serving them from here as well made two allocators hand out the same bytes: a
+//! guest trapped on its first `println!` (stdout's buffer) or had its WASI handle table
+//! overwritten under a stdout flood.
 //!
 //! The host runs every call in a fresh instance. std's dlmalloc owns no memory at start, so its
 //! first allocation calls `memory.grow` (17 → 18 pages for a typical plugin), and the host's

@@ -56,8 +56,10 @@
 // Lets generated code and our macros name this crate as `::coalition_sdk` from inside it too.
 extern crate self as coalition_sdk;
 
-// wasm32 only: the global allocator (initial memory first, then dlmalloc).
-#[cfg(target_arch = "wasm32")]
+// wasm32-unknown-unknown only: the global allocator (initial memory first, then dlmalloc).
+// On WASI targets wasi-libc's malloc owns the initial memory's free tail, so std's allocator
+// (that malloc) is used unchanged.
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod alloc;
 pub mod calendar;
 pub mod config;

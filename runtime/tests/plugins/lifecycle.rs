@@ -389,3 +389,42 @@ fn wasi_guest_sees_the_invocation_time_and_seeded_randomness() {
         "{later}"
     );
 }
+
+/// An SDK guest built for `wasm32-wasip2` trapped on a single `println!` (out-of-bounds memory
+/// access) and on a stdout flood (unknown handle index): the SDK's allocator took the initial
+/// memory's free tail that wasi-libc's malloc also owns. The same source built for both targets
+/// must print, flood, format and allocate, and answer the same.
+#[test]
+fn an_sdk_guest_on_wasi_may_println_flood_stdout_and_allocate_freely() {
+    let t = runtime();
+    let describe = |name: &str| {
+        let plugin = load(&t.runtime, name);
+        let ctx = CallContext::new(invocation(MONDAY_MARCH_17_0930_UTC8_MS, ""));
+        // Twice: the second call runs in a fresh instance after the first's output.
+        let mut answers = (0..2).map(|_| {
+            plugin
+                .list_perks(&ctx, &member(None))
+                .unwrap_or_else(|e| panic!("{name} answers: {e}"))
+                .value
+                .first()
+                .cloned()
+                .expect("one perk")
+                .description
+        });
+        let first = answers.next().expect("first");
+        assert_eq!(
+            Some(first.clone()),
+            answers.next(),
+            "{name} is deterministic"
+        );
+        (plugin.uses_wasi(), first)
+    };
+    let (wasi_uses_wasi, wasi) = describe("stdout-flood");
+    let (plain_uses_wasi, plain) = describe("stdout-flood-plain");
+    assert!(wasi_uses_wasi && !plain_uses_wasi);
+    assert!(
+        wasi.contains(";printed-bytes=1048576;"),
+        "the flood ran to its end: {wasi}"
+    );
+    assert_eq!(wasi, plain, "both targets compute the same answer");
+}
