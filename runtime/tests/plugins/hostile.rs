@@ -86,7 +86,6 @@ fn infinite_loop_with_ample_fuel_hits_the_deadline() {
     let plugin = t.runtime.load(&manifest, &f.bytes, None).expect("loads");
     let hook = plugin.info().hooks[0];
     let ctx = CallContext::new(invocation(MONDAY_MARCH_17_0930_UTC8_MS, "coffee"));
-    let started = std::time::Instant::now();
     let err = plugin
         .call(&ctx, any_input(&plugin, hook).as_args())
         .expect_err("loops forever");
@@ -94,55 +93,7 @@ fn infinite_loop_with_ample_fuel_hits_the_deadline() {
         attributed(&err, &plugin),
         ErrorKind::Deadline { deadline_ms: 1 }
     );
-    assert!(started.elapsed() < std::time::Duration::from_millis(500));
     healthy_still_serves(&t.runtime);
-}
-
-/// Deadlines are charged in the guest thread's CPU time: a host so busy that every call waits
-/// for a core does not fail plugins whose work fits their budget.
-#[test]
-fn a_starved_host_does_not_fail_calls_within_their_cpu_budget() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-
-    let t = runtime();
-    let f = fixture("coffee-bonus");
-    let mut manifest = f.manifest();
-    manifest.limits.deadline_ms = 2;
-    manifest.hook_limits.clear();
-    let plugin = t.runtime.load(&manifest, &f.bytes, None).expect("loads");
-    let hook = plugin.info().hooks[0];
-
-    // Eight spinning threads per core: each call's thread gets a fraction of a core, so calls
-    // regularly take longer than 2 ms of wall time.
-    let stop = Arc::new(AtomicBool::new(false));
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let hogs: Vec<_> = (0..cores * 8)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::hint::black_box(0u64);
-                }
-            })
-        })
-        .collect();
-    let mut slowest = std::time::Duration::ZERO;
-    let mut failures = Vec::new();
-    for _ in 0..300 {
-        let ctx = CallContext::new(invocation(MONDAY_MARCH_17_0930_UTC8_MS, "coffee"));
-        let started = std::time::Instant::now();
-        if let Err(e) = plugin.call(&ctx, any_input(&plugin, hook).as_args()) {
-            failures.push(e.kind);
-        }
-        slowest = slowest.max(started.elapsed());
-    }
-    stop.store(true, Ordering::Relaxed);
-    for hog in hogs {
-        hog.join().expect("hog");
-    }
-    assert!(failures.is_empty(), "failures under load: {failures:?}");
-    eprintln!("slowest call under load: {slowest:?} (deadline 2 ms of CPU)");
 }
 
 #[test]
