@@ -342,3 +342,56 @@ fn init_tracing(config: &Config) {
         builder.try_init()
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+    use crate::plugins::cli::PluginCommand;
+
+    /// Regression: `coalition plugin approve --config '{…}'` panicked — the subcommand's
+    /// `--config` clashed with the global `--config` (clap's definition checks catch it).
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn plugin_approve_takes_the_plugin_config_beside_the_global_config() {
+        let cli = Cli::try_parse_from([
+            "coalition",
+            "--config",
+            "examples/coalition.toml",
+            "plugin",
+            "approve",
+            "v-1",
+            "--plugin-config",
+            r#"{"double_weekday":"friday"}"#,
+        ])
+        .expect("parses");
+        assert!(cli.config.is_some());
+        match cli.command {
+            Command::Plugin(PluginCommand::Approve { plugin_config, .. }) => {
+                assert_eq!(
+                    plugin_config.as_deref(),
+                    Some(r#"{"double_weekday":"friday"}"#)
+                );
+            }
+            _ => panic!("not plugin approve"),
+        }
+    }
+
+    #[test]
+    fn plugin_canary_takes_percent_or_basis_points_but_not_both() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["coalition", "plugin", "canary", "v-1"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all)
+        };
+        assert!(parse(&["--percent", "5"]).is_ok());
+        assert!(parse(&["--basis-points", "500"]).is_ok());
+        assert!(parse(&["--percent", "5", "--basis-points", "500"]).is_err());
+        assert!(parse(&[]).is_err());
+    }
+}

@@ -97,13 +97,20 @@ impl Default for Config {
     }
 }
 
-/// `COALITION_*` variables that are not configuration keys: the config file's path (read by the
-/// command line), where built plugins are, and the tests' PostgreSQL server.
-const NON_CONFIG_ENV: [&str; 3] = ["config", "plugins_dir", "test_pg"];
-
-/// Whether a `COALITION_*` variable (prefix removed) belongs to the configuration.
+/// Whether a `COALITION_*` variable (prefix removed) belongs to the configuration: its first
+/// segment (before `__`) names a top-level key of [`Config`]. Every other `COALITION_*`
+/// variable belongs to another tool — the config file's path, where built plugins are, the
+/// tests' PostgreSQL, and the `coalition plugin` client's `COALITION_SERVER` and
+/// `COALITION_API_KEY` — and is ignored here. (A deny-list of
+/// those broke every CLI command each time a client variable was added.)
 fn is_config_env(key: &str) -> bool {
-    !NON_CONFIG_ENV.iter().any(|k| key.eq_ignore_ascii_case(k))
+    static KEYS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(|| match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    });
+    let first = key.split("__").next().unwrap_or(key);
+    keys.iter().any(|k| k.eq_ignore_ascii_case(first))
 }
 
 impl Config {
@@ -147,7 +154,13 @@ mod env_tests {
         assert!(!is_config_env("plugins_dir"));
         assert!(!is_config_env("CONFIG"));
         assert!(!is_config_env("TEST_PG"));
+        // Regression: the documented client variables made every CLI command fail with
+        // "unknown field: found 'server'".
+        assert!(!is_config_env("SERVER"));
+        assert!(!is_config_env("API_KEY"));
+        assert!(!is_config_env("IDEMPOTENCY_KEY"));
         assert!(is_config_env("DATA_DIR"));
+        assert!(is_config_env("listen"));
         assert!(is_config_env("LIMITS__REQUEST_BODY_BYTES"));
     }
 }

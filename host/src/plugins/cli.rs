@@ -138,9 +138,10 @@ pub enum PluginCommand {
         /// Why.
         #[arg(long, default_value = "")]
         reason: String,
-        /// Configuration as a JSON object, e.g. '{"double_weekday":"friday"}'.
-        #[arg(long)]
-        config: Option<String>,
+        /// Configuration as a JSON object, e.g. '{"double_weekday":"friday"}'. (Not `--config`:
+        /// that is the global option naming the server's configuration file.)
+        #[arg(long = "plugin-config", value_name = "JSON")]
+        plugin_config: Option<String>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -168,9 +169,12 @@ pub enum PluginCommand {
     Canary {
         /// The version id.
         version_id: String,
-        /// Share of members in percent, e.g. 5 or 0.5.
-        #[arg(long)]
-        percent: f64,
+        /// Share of members in percent, e.g. 5 or 0.5 (0 ends the canary).
+        #[arg(long, required_unless_present = "basis_points")]
+        percent: Option<f64>,
+        /// Share of members in basis points, as the API takes it (100 = 1%).
+        #[arg(long, conflicts_with = "percent")]
+        basis_points: Option<i64>,
         /// Why.
         #[arg(long, default_value = "")]
         reason: String,
@@ -327,28 +331,40 @@ impl Client {
             .http
             .request(method.clone(), &url)
             .bearer_auth(self.args.key.as_deref().unwrap_or_default());
+        let mut idem = None;
         if method != reqwest::Method::GET {
-            let idem = self
-                .args
-                .idempotency_key
-                .clone()
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            req = req.header("Idempotency-Key", idem);
+            let key = match &self.args.idempotency_key {
+                Some(key) => key.clone(),
+                None => {
+                    let key = uuid::Uuid::new_v4().to_string();
+                    // Printed before the call, so a crash or a timeout still leaves the key
+                    // to retry with.
+                    eprintln!("idempotency key: {key}");
+                    key
+                }
+            };
+            req = req.header("Idempotency-Key", &key);
+            idem = Some(key);
         }
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("while calling {url}"))?;
+        let resp = req.send().await.with_context(|| match &idem {
+            Some(key) => format!("while calling {url} (to retry safely: --idempotency-key {key})"),
+            None => format!("while calling {url}"),
+        })?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if !status.is_success() {
             let code = value["code"].as_str().unwrap_or("error");
             let detail = value["detail"].as_str().unwrap_or_default();
-            bail!("{status}: {code}: {detail}");
+            match idem {
+                Some(key) if status.is_server_error() || status.as_u16() == 409 => {
+                    bail!("{status}: {code}: {detail} (to retry safely: --idempotency-key {key})")
+                }
+                _ => bail!("{status}: {code}: {detail}"),
+            }
         }
         Ok(value)
     }
@@ -472,13 +488,13 @@ pub async fn execute(command: PluginCommand) -> anyhow::Result<Value> {
         C::Approve {
             version_id,
             reason,
-            config,
+            plugin_config,
             server,
         } => {
             let mut body = json!({"reason": reason});
-            if let Some(config) = config {
-                let config: Value =
-                    serde_json::from_str(&config).context("--config must be a JSON object")?;
+            if let Some(config) = plugin_config {
+                let config: Value = serde_json::from_str(&config)
+                    .context("--plugin-config must be a JSON object")?;
                 body["config"] = config;
             }
             Client::new(server)?
@@ -512,19 +528,25 @@ pub async fn execute(command: PluginCommand) -> anyhow::Result<Value> {
         C::Canary {
             version_id,
             percent,
+            basis_points,
             reason,
             server,
         } => {
-            if !(0.0..100.0).contains(&percent) {
-                bail!("--percent must be at least 0 and below 100");
-            }
-            let basis_points = (percent * 100.0).round() as i64;
-            Client::new(server)?
+            let basis_points = match (percent, basis_points) {
+                (_, Some(bp)) => bp,
+                (Some(p), None) if (0.0..100.0).contains(&p) => (p * 100.0).round() as i64,
+                (Some(_), None) => bail!("--percent must be at least 0 and below 100"),
+                (None, None) => bail!("give --percent or --basis-points"),
+            };
+            let client = Client::new(server)?;
+            client
                 .post(
                     &format!("/plugins/{version_id}/canary"),
                     json!({"basis_points": basis_points, "reason": reason}),
                 )
-                .await?
+                .await?;
+            // The version's status, which shows the canary share now in force.
+            client.get(&format!("/plugins/{version_id}")).await?
         }
         C::Promote {
             name,

@@ -1139,7 +1139,7 @@ both_backends!(cli_signs_uploads_and_reads_status, |app| async move {
     execute(PluginCommand::Approve {
         version_id: id.clone(),
         reason: "ok".into(),
-        config: Some(r#"{"double_weekday": "friday"}"#.into()),
+        plugin_config: Some(r#"{"double_weekday": "friday"}"#.into()),
         server: server(&app.admin_key),
     })
     .await
