@@ -87,7 +87,7 @@ pub use __bindings::coalition::plugin::types::{
 #[allow(missing_docs, unsafe_code, clippy::all)]
 pub mod __bindings {
     wit_bindgen::generate!({
-        path: "../wit/coalition-plugin@0.1.0",
+        path: "wit/coalition-plugin@0.1.0",
         world: "coalition:plugin/plugin",
         additional_derives: [PartialEq, Eq],
         pub_export_macro: true,

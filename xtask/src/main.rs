@@ -6,11 +6,14 @@
 //! - `build_plugins`: `cargo xtask build-plugins`, every guest into `target/plugins/`.
 //! - `test`: `cargo xtask test`, the whole test suite (what CI runs).
 //! - `demo`: `cargo xtask demo`, the server with the demo coalition and its plugins.
+//! - `partner_check`: `cargo xtask partner-check`, the SDK packaged and a plugin built against
+//!   it outside the repository.
 
 use clap::{Parser, Subcommand};
 
 mod build_plugins;
 mod demo;
+mod partner_check;
 mod paths;
 mod test;
 
@@ -31,6 +34,8 @@ enum Command {
     Test(test::Args),
     /// Run the host server with the demo coalition and the example plugins installed.
     Demo(demo::Args),
+    /// Package the SDK and build a partner plugin against it outside the repository.
+    PartnerCheck,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +43,6 @@ fn main() -> anyhow::Result<()> {
         Command::BuildPlugins(args) => build_plugins::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::PartnerCheck => partner_check::run(),
     }
 }

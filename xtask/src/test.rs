@@ -3,7 +3,9 @@
 //! 1. builds every plugin component (installing the rustup targets if missing);
 //! 2. runs the native unit tests of the example plugins (their own workspace);
 //! 3. runs every test of the host workspace: SDK, runtime (real components, hostile fixtures),
-//!    host (HTTP tests on SQLite files and on PostgreSQL at 127.0.0.1:5432), and doc tests.
+//!    host (HTTP tests on SQLite files and on PostgreSQL at 127.0.0.1:5432), the kill -9 crash
+//!    check, and doc tests;
+//! 4. packages the SDK and builds a partner plugin against it outside the repository.
 
 use std::process::Command;
 
@@ -42,6 +44,8 @@ pub fn run(args: &Args) -> Result<()> {
             .args(["test", "--workspace"])
             .args(&args.extra),
     )?;
+    println!("==> partner kit: the SDK packaged, a plugin built against it outside the repository");
+    crate::partner_check::run()?;
     println!("all test steps passed");
     Ok(())
 }

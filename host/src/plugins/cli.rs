@@ -52,6 +52,17 @@ pub enum PluginCommand {
         #[arg(long)]
         component: PathBuf,
     },
+    /// Check a package offline as the server's upload does (same runtime and engine settings):
+    /// the manifest parses and is within the platform maxima, the component compiles, imports
+    /// only what the contract allows, and its `describe()` agrees with the manifest.
+    Check {
+        /// The manifest (plugin.toml).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The component (.wasm).
+        #[arg(long)]
+        component: PathBuf,
+    },
     /// Sign a package's content hash; prints the signature (hex).
     Sign {
         /// The secret key file written by `keygen`.
@@ -296,6 +307,31 @@ fn public_path(out: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Loads a package in a runtime built like the server's; the report on success.
+pub fn check_package(manifest: &Path, component: &Path) -> anyhow::Result<Value> {
+    let text = read_text(manifest)?;
+    let parsed = coalition_runtime::Manifest::parse(&text)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", manifest.display()))?;
+    let bytes = read(component)?;
+    let runtime = coalition_runtime::Runtime::new(coalition_runtime::RuntimeConfig::default())
+        .map_err(|err| anyhow::anyhow!("starting the plugin runtime: {err}"))?;
+    let loaded = runtime
+        .load(&parsed, &bytes, None)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", component.display()))?;
+    let info = loaded.info();
+    Ok(json!({
+        "ok": true,
+        "name": info.name,
+        "version": info.version,
+        "hooks": info.hooks.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+        "brands": info.brands,
+        "uses_wasi": loaded.uses_wasi(),
+        "component_bytes": bytes.len(),
+        "component_sha256": loaded.component_sha256(),
+        "content_sha256": signing::content_hash_hex(text.as_bytes(), &bytes),
+    }))
+}
+
 /// Signs the package at `manifest` + `component` with the secret key file.
 pub fn sign_files(secret_key: &Path, manifest: &Path, component: &Path) -> anyhow::Result<String> {
     let secret = read_text(secret_key)?;
@@ -393,6 +429,10 @@ pub async fn execute(command: PluginCommand) -> anyhow::Result<Value> {
             let public = keygen(&out)?;
             json!({"secret_key_file": out, "public_key_file": public_path(&out), "public_key": public})
         }
+        C::Check {
+            manifest,
+            component,
+        } => check_package(&manifest, &component)?,
         C::Hash {
             manifest,
             component,

@@ -428,3 +428,24 @@ fn an_sdk_guest_on_wasi_may_println_flood_stdout_and_allocate_freely() {
     );
     assert_eq!(wasi, plain, "both targets compute the same answer");
 }
+
+/// The SDK crate carries a copy of the WIT so that it can be packaged and used outside this
+/// repository; it must stay the very contract the host implements.
+#[test]
+fn the_sdks_packaged_wit_is_the_hosts_wit() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for version in ["coalition-plugin@0.1.0"] {
+        let host = std::fs::read_dir(root.join("wit").join(version)).expect("wit/");
+        for entry in host {
+            let path = entry.expect("entry").path();
+            let name = path.file_name().expect("name").to_owned();
+            let sdk = root.join("sdk/wit").join(version).join(&name);
+            assert_eq!(
+                std::fs::read(&path).expect("host wit"),
+                std::fs::read(&sdk).unwrap_or_default(),
+                "sdk/wit/{version}/{} differs from wit/{version}: copy it",
+                name.to_string_lossy()
+            );
+        }
+    }
+}
