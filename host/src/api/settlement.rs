@@ -210,6 +210,7 @@ pub struct ParkedParams {
     /// `true`: only events out of automatic retries, waiting for an admin.
     pub waiting_for_admin: Option<bool>,
     /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -313,6 +314,8 @@ pub async fn settlement_parked_get(
         (status = 200, body = RetryReport),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+            description = "`idempotency_key_reused`, `idempotency_key_in_flight`"),
         (status = 422, body = Problem, content_type = "application/problem+json",
             description = "`settle_event_not_parked` (with `event_ids`: the named events that are \
                 not parked, or not by `plugin`); nothing is released"),

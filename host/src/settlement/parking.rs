@@ -403,17 +403,20 @@ pub async fn get(pool: &sqlx::AnyPool, event_id: &str) -> ApiResult<Option<Parke
 pub struct RetryParked {
     /// These parked events (1–500 ids).
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 500)]
     pub event_ids: Option<Vec<String>>,
     /// Every event this plugin failed on (up to 500 per request, oldest first; `more` says
     /// whether others are left).
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9-]{1,64}$")]
     pub plugin: Option<String>,
     /// With `plugin` alone: continue after this event id (the last of the previous request's
     /// `released`).
     #[serde(default)]
     pub after: Option<String>,
     /// Why (kept in the audit log), 1–200 bytes: typically the fix, e.g. "settle-gap 1.0.1
-    /// deployed".
+    /// deployed"; not blank.
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub reason: String,
 }
 

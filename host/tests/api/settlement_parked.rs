@@ -446,3 +446,151 @@ crate::both_backends!(
         app.stop().await;
     }
 );
+
+// ---------------------------------------------------------------------------------------------
+// The command line: `coalition settlement parked` and `coalition settlement retry`.
+
+crate::both_backends!(
+    the_command_line_lists_and_retries_parked_events,
+    |app| async move {
+        use coalition::settlement::cli::{run_command, SettlementCommand};
+        setup(&app).await;
+        let bad = perk(&app, VALET, "r-valet").await;
+        run_settlement(&app).await;
+        let config = (*app.state.config).clone();
+        run_command(
+            config.clone(),
+            SettlementCommand::Parked {
+                plugin: Some("settle-gap".into()),
+                brand: None,
+                waiting_for_admin: false,
+            },
+        )
+        .await
+        .expect("parked");
+        let refused = run_command(
+            config.clone(),
+            SettlementCommand::Retry {
+                event_ids: vec!["nope".into()],
+                plugin: None,
+                reason: "fixed".into(),
+                run: false,
+            },
+        )
+        .await;
+        assert!(refused.is_err(), "an event that is not parked");
+        run_command(
+            config,
+            SettlementCommand::Retry {
+                event_ids: Vec::new(),
+                plugin: Some("settle-gap".into()),
+                reason: "share table fixed".into(),
+                run: false,
+            },
+        )
+        .await
+        .expect("retry");
+        let event = parked_event(&app, &bad).await;
+        assert_eq!(event["failures"], 0, "{event}");
+        assert_eq!(event["released_by"], "cli:settlement", "{event}");
+        assert_eq!(event["release_reason"], "share table fixed", "{event}");
+        let (_, audit) = app
+            .get(
+                &format!("/audit?subject_kind=settle_event&subject_id={bad}"),
+                &app.admin_key,
+            )
+            .await;
+        assert_eq!(audit[0]["action"], "settlement.retry", "{audit}");
+        assert_eq!(audit[0]["actor"], "cli:settlement", "{audit}");
+        app.stop().await;
+    }
+);
+
+// ---------------------------------------------------------------------------------------------
+// The served OpenAPI document describes the routes as they answer.
+
+crate::both_backends!(
+    the_openapi_document_describes_the_parked_event_routes,
+    |app| async move {
+        let (status, doc) = app
+            .call(reqwest::Method::GET, "/openapi.json", None, None, None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let ref_of = |op: &Value, status: &str| {
+            op["responses"][status]["content"]["application/json"]["schema"]["$ref"].clone()
+        };
+        let list = &doc["paths"]["/settlement/parked"]["get"];
+        let params: Vec<(&str, &str)> = list["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().expect("name"),
+                    p["in"].as_str().expect("in"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            params,
+            vec![
+                ("brand_id", "query"),
+                ("plugin", "query"),
+                ("waiting_for_admin", "query"),
+                ("limit", "query"),
+                ("cursor", "query"),
+            ]
+        );
+        assert_eq!(ref_of(list, "200"), "#/components/schemas/ParkedPage");
+        let one = &doc["paths"]["/settlement/parked/{event_id}"]["get"];
+        assert_eq!(one["parameters"][0]["in"], "path", "{one}");
+        assert_eq!(ref_of(one, "200"), "#/components/schemas/ParkedEvent");
+        assert!(one["responses"]["404"].is_object(), "{one}");
+        let retry = &doc["paths"]["/settlement/parked/retry"]["post"];
+        assert_eq!(retry["parameters"][0]["name"], "Idempotency-Key", "{retry}");
+        assert_eq!(retry["parameters"][0]["in"], "header", "{retry}");
+        assert_eq!(
+            retry["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/RetryParked"
+        );
+        assert_eq!(ref_of(retry, "200"), "#/components/schemas/RetryReport");
+        for status in ["400", "403", "409", "422"] {
+            assert!(retry["responses"][status].is_object(), "{status}: {retry}");
+        }
+        let schemas = &doc["components"]["schemas"];
+        let event = &schemas["ParkedEvent"];
+        for field in [
+            "plugin",
+            "version",
+            "problem_code",
+            "problem_message",
+            "failures",
+            "attempts",
+            "waits_for_admin",
+        ] {
+            assert!(
+                event["required"]
+                    .as_array()
+                    .expect("required")
+                    .contains(&json!(field)),
+                "{field}: {event}"
+            );
+        }
+        assert_eq!(
+            event["properties"]["next_retry_at_ms"]["type"],
+            json!(["integer", "null"])
+        );
+        assert_eq!(schemas["RetryParked"]["additionalProperties"], false);
+        assert_eq!(schemas["RetryParked"]["required"], json!(["reason"]));
+        for field in ["parked", "retried", "waiting"] {
+            assert!(
+                schemas["RunReport"]["required"]
+                    .as_array()
+                    .expect("required")
+                    .contains(&json!(field)),
+                "{field}"
+            );
+        }
+        app.stop().await;
+    }
+);
