@@ -236,10 +236,22 @@ crate::both_backends!(
         assert_eq!(body["code"], "period_has_unsettled_events", "{body}");
         assert_eq!(body["extra"]["event_ids"][0], event.as_str(), "{body}");
 
+        // Parked, its next retry still ahead: the fixed version is tried at once all the same.
+        let (status, parked) = app
+            .get(&format!("/settlement/parked/{event}"), &app.admin_key)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{parked}");
+        assert_eq!(parked["version"], "1.0.0", "{parked}");
+        assert!(
+            parked["next_retry_at_ms"].as_i64().expect("next retry") > now(&app),
+            "{parked}"
+        );
         install(&app, "settle-trap-fixed").await;
         let report = run_settlement(&app).await;
         assert_eq!(report["settled"], 1, "{report}");
         assert_eq!(report["held"], 0, "{report}");
+        let (_, parked) = app.get("/settlement/parked", &app.admin_key).await;
+        assert_eq!(parked["items"], json!([]), "{parked}");
         let (status, body) = close(&app, "2026-03").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let (status, page) = app
