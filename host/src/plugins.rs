@@ -123,6 +123,46 @@ pub fn canary_bucket(plugin: &str, member_ref: &str) -> u32 {
     (u64::from_le_bytes(first) % 10_000) as u32
 }
 
+/// The host's injected clock as the runtime's breaker clock, so that a breaker's cool-down
+/// moves with the same time as everything else (tests move it instead of sleeping). It never
+/// goes back: a wall clock stepped backwards holds the breaker's time still until it catches up.
+#[derive(Debug)]
+pub struct BreakerClock {
+    clock: Arc<dyn crate::clock::Clock>,
+    origin: std::time::Instant,
+    origin_ms: i64,
+    latest: std::sync::Mutex<std::time::Instant>,
+}
+
+impl BreakerClock {
+    /// Starts at the clock's current time.
+    pub fn new(clock: Arc<dyn crate::clock::Clock>) -> Self {
+        let origin = std::time::Instant::now();
+        Self {
+            origin_ms: clock.now_ms(),
+            clock,
+            origin,
+            latest: std::sync::Mutex::new(origin),
+        }
+    }
+}
+
+impl coalition_runtime::Clock for BreakerClock {
+    fn now(&self) -> std::time::Instant {
+        let elapsed = self.clock.now_ms().saturating_sub(self.origin_ms).max(0);
+        let now = self
+            .origin
+            .checked_add(std::time::Duration::from_millis(elapsed.unsigned_abs()))
+            .unwrap_or(self.origin);
+        let mut latest = self
+            .latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *latest = (*latest).max(now);
+        *latest
+    }
+}
+
 /// The plugin runtime plus the set of active versions; shared by all requests.
 pub struct PluginHost {
     runtime: Runtime,
@@ -151,10 +191,12 @@ impl PluginHost {
     /// Starts the runtime (engine, instance pool, epoch ticker) with no plugin active yet.
     /// `utc_offset_minutes` is the programme's local time (plugins compute "Monday" and
     /// "birthday month" from it), the same offset the ledger uses for expiry.
+    /// The runtime's circuit breakers read `clock` (see [`BreakerClock`]).
     pub fn new(
         config: PluginsConfig,
         data_dir: &std::path::Path,
         utc_offset_minutes: i64,
+        clock: Arc<dyn crate::clock::Clock>,
     ) -> anyhow::Result<Self> {
         let artifact_dir = if config.artifact_dir.as_os_str().is_empty() {
             data_dir.join("artifacts")
@@ -164,6 +206,7 @@ impl PluginHost {
         let runtime = Runtime::new(RuntimeConfig {
             artifact_dir: Some(artifact_dir),
             max_concurrent_calls: config.max_concurrent_calls,
+            clock: Arc::new(BreakerClock::new(clock)),
             ..RuntimeConfig::default()
         })
         .map_err(|err| anyhow::anyhow!("cannot start the plugin runtime: {err}"))?;

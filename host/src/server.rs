@@ -28,6 +28,7 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
         config.plugins.clone(),
         &config.data_dir,
         config.points.utc_offset_minutes,
+        clock.clone(),
     )?;
     let plugins = Arc::new(plugins);
     crate::plugins::registry::reload(&store, &plugins)

@@ -4,6 +4,13 @@
 //! After [`BREAKER_FAILURE_THRESHOLD`] consecutive faults the breaker opens: calls are refused
 //! at once with `CircuitOpen` for [`BREAKER_COOL_DOWN`]. Then it is half-open: one probe call
 //! runs (others are refused); success closes it, a fault opens it for another cool-down.
+//!
+//! A **retry** of a call that already failed (a settlement event parked after its plugin failed
+//! on it) is admitted by [`Breaker::admit_retry`]: never while open; while closed it runs
+//! outside the accounting (its first failure was counted already, and counting the same bad
+//! input again would open the breaker against healthy calls); while half-open it may take a
+//! free probe slot, but its failure hands the slot back instead of reopening the breaker, and
+//! only its success counts (it closes the breaker like any successful probe).
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -123,6 +130,11 @@ pub(crate) enum Admission {
     Probe,
     /// Replays and other calls outside the breaker's accounting.
     Unmetered,
+    /// A retry while the breaker is closed: outside the accounting.
+    Retry,
+    /// A retry that took a half-open breaker's probe slot: its success closes the breaker, its
+    /// failure hands the slot back (the breaker stays half-open).
+    RetryProbe,
 }
 
 /// What recording an outcome did to the breaker.
@@ -185,14 +197,46 @@ impl Breaker {
         }
     }
 
+    /// Admits a retry of a call that failed before (see the module doc), or says how long
+    /// until one may run (zero: a probe is in flight).
+    pub(crate) fn admit_retry(&self) -> Result<Admission, Duration> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        match *state {
+            State::Closed { .. } => Ok(Admission::Retry),
+            State::Open { until } if now < until => Err(until - now),
+            State::Open { .. } | State::HalfOpen { probing: false } => {
+                *state = State::HalfOpen { probing: true };
+                Ok(Admission::RetryProbe)
+            }
+            State::HalfOpen { probing: true } => Err(Duration::ZERO),
+        }
+    }
+
     /// Records the outcome of an admitted call. `fault` is `None` when the call failed for a
     /// reason that says nothing about the plugin (the probe slot is then handed back).
     pub(crate) fn record(&self, admission: Admission, fault: Option<bool>) -> Transition {
-        if admission == Admission::Unmetered {
+        if matches!(admission, Admission::Unmetered | Admission::Retry) {
             return Transition::None;
         }
         let now = self.clock.now();
         let mut state = self.lock();
+        if admission == Admission::RetryProbe {
+            // Only a success counts; anything else gives the probe slot back untouched.
+            return match (fault, &mut *state) {
+                (Some(false), current @ State::HalfOpen { .. }) => {
+                    *current = State::Closed {
+                        consecutive_faults: 0,
+                    };
+                    Transition::Recovered
+                }
+                (_, State::HalfOpen { probing }) => {
+                    *probing = false;
+                    Transition::None
+                }
+                _ => Transition::None,
+            };
+        }
         match (fault, &mut *state) {
             (None, State::HalfOpen { probing }) if admission == Admission::Probe => {
                 *probing = false;
@@ -311,6 +355,59 @@ mod tests {
         let probe = b.admit().expect("probe admitted");
         assert_eq!(b.record(probe, Some(true)), Transition::Tripped);
         assert_eq!(b.admit(), Err(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn retries_are_not_counted_while_closed_and_wait_while_open() {
+        let clock = ManualClock::new();
+        let b = breaker(&clock);
+        // Failed retries, however many, never open a closed breaker.
+        for _ in 0..10 {
+            let retry = b.admit_retry().expect("closed");
+            assert_eq!(retry, Admission::Retry);
+            assert_eq!(b.record(retry, Some(true)), Transition::None);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        for _ in 0..3 {
+            b.record(b.admit().expect("closed"), Some(true));
+        }
+        assert_eq!(
+            b.admit_retry(),
+            Err(Duration::from_secs(10)),
+            "open: no retry"
+        );
+    }
+
+    #[test]
+    fn a_failed_retry_hands_the_probe_back_and_a_healthy_call_closes_the_breaker() {
+        let clock = ManualClock::new();
+        let b = breaker(&clock);
+        for _ in 0..3 {
+            b.record(b.admit().expect("closed"), Some(true));
+        }
+        clock.advance(Duration::from_secs(10));
+        let retry = b.admit_retry().expect("half-open: the probe slot is free");
+        assert_eq!(retry, Admission::RetryProbe);
+        assert_eq!(b.admit(), Err(Duration::ZERO), "one probe at a time");
+        assert_eq!(b.record(retry, Some(true)), Transition::None);
+        assert_eq!(b.state(), BreakerState::HalfOpen, "not reopened");
+        let probe = b.admit().expect("the slot was handed back");
+        assert_eq!(probe, Admission::Probe);
+        assert_eq!(b.record(probe, Some(false)), Transition::Recovered);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_successful_retry_probe_closes_the_breaker() {
+        let clock = ManualClock::new();
+        let b = breaker(&clock);
+        for _ in 0..3 {
+            b.record(b.admit().expect("closed"), Some(true));
+        }
+        clock.advance(Duration::from_secs(10));
+        let retry = b.admit_retry().expect("probe slot");
+        assert_eq!(b.record(retry, Some(false)), Transition::Recovered);
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[test]

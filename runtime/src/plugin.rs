@@ -167,6 +167,9 @@ enum Mode {
     Live,
     /// A replay: outside the breaker, so audits cannot trip production.
     Replay,
+    /// A retry of a call that failed before: admitted by [`Breaker::admit_retry`], so it
+    /// neither opens nor keeps open the breaker for other calls.
+    Retry,
 }
 
 struct Executed {
@@ -411,6 +414,34 @@ impl LoadedPlugin {
         })
     }
 
+    /// Settlement lines for an event this plugin failed on before (a parked event): the call
+    /// runs under the breaker's retry rule ([`crate::breaker`]): refused with `CircuitOpen`
+    /// while the breaker is open or its probe is in flight, and its failure never opens or
+    /// keeps open the breaker for other calls.
+    pub fn settle_retry(
+        &self,
+        ctx: &CallContext,
+        event: &SettleEvent,
+    ) -> Result<Decision<Vec<SettlementLine>>, PluginError> {
+        let executed = self.execute(
+            &ctx.invocation,
+            &ctx.config,
+            HookArgs::Settle { event },
+            Mode::Retry,
+        )?;
+        self.expect(
+            Decision {
+                value: executed.output,
+                receipt: executed.receipt,
+                logs: executed.logs,
+            },
+            |o| match o {
+                HookOutput::Settle(v) => Ok(v),
+                other => Err(other.hook()),
+            },
+        )
+    }
+
     /// Calls any hook with borrowed arguments.
     pub fn call(
         &self,
@@ -554,19 +585,26 @@ impl LoadedPlugin {
 
         let admission = match mode {
             Mode::Replay => Admission::Unmetered,
-            Mode::Live => match self.inner.breaker.admit() {
-                Ok(admission) => admission,
-                Err(retry_after) => {
-                    return Err(self.fail(
-                        hook,
-                        ErrorKind::CircuitOpen {
-                            retry_after_ms: retry_after.as_millis() as u64,
-                        },
-                    ))
+            Mode::Live | Mode::Retry => {
+                let admitted = if mode == Mode::Live {
+                    self.inner.breaker.admit()
+                } else {
+                    self.inner.breaker.admit_retry()
+                };
+                match admitted {
+                    Ok(admission) => admission,
+                    Err(retry_after) => {
+                        return Err(self.fail(
+                            hook,
+                            ErrorKind::CircuitOpen {
+                                retry_after_ms: retry_after.as_millis() as u64,
+                            },
+                        ))
+                    }
                 }
-            },
+            }
         };
-        if admission == Admission::Probe {
+        if matches!(admission, Admission::Probe | Admission::RetryProbe) {
             metrics::breaker_state(self.name(), self.version(), BreakerState::HalfOpen);
         }
         if let Some(m) = self.hook_metrics(hook) {

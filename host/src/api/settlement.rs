@@ -1,8 +1,8 @@
-//! Settlement between brands: run the settle job, list held events, periods, close, statements
-//! (JSON or CSV), netting, lines and reconciliation.
+//! Settlement between brands: run the settle job, list held events, parked events (list, see
+//! why, retry), periods, close, statements (JSON or CSV), netting, lines and reconciliation.
 //!
-//! Access: admins see everything; a brand key sees only its own statement, the netting pairs and
-//! lines it is a party to. Running and closing are admin writes; both are idempotent by
+//! Access: admins see everything; a brand key sees only its own statement, the netting pairs,
+//! lines and parked events it is a party to. Running and closing are admin writes; both are idempotent by
 //! construction (settling only touches pending events; closing a closed period returns it), so
 //! they run first in their own transactions and the `Idempotency-Key` then records the result,
 //! like the job endpoints.
@@ -19,9 +19,12 @@ use crate::api::points::check_path_id;
 use crate::api::AppState;
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
-use crate::idempotency::{self, finish_write, Claim, IdempotencyKey};
+use crate::idempotency::{self, begin_write, finish_write, Begun, Claim, IdempotencyKey};
 use crate::settlement::export::{self, LinesPage, DEFAULT_LINES_PAGE};
 use crate::settlement::job::{self, RunReport};
+use crate::settlement::parking::{
+    self, ParkedEvent, ParkedFilter, ParkedPage, RetryParked, RetryReport, DEFAULT_PARKED_PAGE,
+};
 use crate::settlement::periods::{self, CloseRequest, Netting, Period, PeriodId, Statement};
 use crate::settlement::reconcile::{self, Reconciliation};
 
@@ -41,6 +44,9 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(settlement_run))
         .routes(routes!(settlement_events_list))
+        .routes(routes!(settlement_parked_list))
+        .routes(routes!(settlement_parked_get))
+        .routes(routes!(settlement_parked_retry))
         .routes(routes!(settlement_periods_list))
         .routes(routes!(settlement_periods_get))
         .routes(routes!(settlement_periods_close))
@@ -189,6 +195,152 @@ pub async fn settlement_events_list(
     .fetch_all(state.store.read())
     .await?;
     Ok(ApiJson(events))
+}
+
+/// Filters and paging of `GET /settlement/parked`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ParkedParams {
+    /// Only events this brand is a party to (where it happened, who funds or honours it); a
+    /// brand key always gets its own.
+    pub brand_id: Option<String>,
+    /// Only events this plugin failed on.
+    pub plugin: Option<String>,
+    /// `true`: only events out of automatic retries, waiting for an admin.
+    pub waiting_for_admin: Option<bool>,
+    /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Parked settle events: events a plugin failed on, with the reason (plugin, version, problem
+/// code and message), the failures so far and the next retry time, oldest first (admins: all;
+/// a brand key: those it is a party to).
+#[utoipa::path(get, path = "/settlement/parked", tag = "settlement",
+    params(ParkedParams),
+    responses(
+        (status = 200, body = ParkedPage),
+        (status = 400, body = Problem, content_type = "application/problem+json",
+            description = "`invalid_query`, `invalid_path` (a malformed brand, plugin or cursor)"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn settlement_parked_list(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<ParkedParams>,
+) -> ApiResult<ApiJson<ParkedPage>> {
+    let party = match visible_party(&principal)? {
+        Some(own) => {
+            if params.brand_id.as_deref().is_some_and(|b| b != own) {
+                return Err(ApiError::forbidden(
+                    "a brand sees only the parked events it is a party to",
+                ));
+            }
+            Some(own)
+        }
+        None => params.brand_id.clone(),
+    };
+    for (kind, value) in [
+        ("brand", party.as_deref()),
+        ("plugin", params.plugin.as_deref()),
+        ("event", params.cursor.as_deref()),
+    ] {
+        if let Some(value) = value {
+            check_path_id(kind, value)?;
+        }
+    }
+    let filter = ParkedFilter {
+        party,
+        plugin: params.plugin,
+        waiting_for_admin: params.waiting_for_admin.unwrap_or(false),
+    };
+    Ok(ApiJson(
+        parking::list(
+            state.store.read(),
+            &filter,
+            params.cursor.as_deref().unwrap_or(""),
+            params.limit.unwrap_or(DEFAULT_PARKED_PAGE),
+        )
+        .await?,
+    ))
+}
+
+/// One parked settle event: why its plugin failed on it and when it is retried (admins; a
+/// brand key for an event it is a party to). 404 when the event is not parked.
+#[utoipa::path(get, path = "/settlement/parked/{event_id}", tag = "settlement",
+    params(("event_id" = String, Path, description = "Settle event id")),
+    responses(
+        (status = 200, body = ParkedEvent),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn settlement_parked_get(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(event_id): ApiPath<String>,
+) -> ApiResult<ApiJson<ParkedEvent>> {
+    let party = visible_party(&principal)?;
+    check_path_id("event", &event_id)?;
+    let not_found = || ApiError::not_found("parked settle event", &event_id);
+    let parked = parking::get(state.store.read(), &event_id)
+        .await?
+        .ok_or_else(not_found)?;
+    // A brand learns nothing of events it is not a party to, not even that they exist.
+    if let Some(own) = party.as_deref() {
+        let parties = [
+            &parked.brand_id,
+            &parked.funding_brand,
+            &parked.honouring_brand,
+        ];
+        if !parties.iter().any(|p| p.as_str() == own) {
+            return Err(not_found());
+        }
+    }
+    Ok(ApiJson(parked))
+}
+
+/// Retry parked settle events after a fix (admin; audited, one `settlement.retry` entry per
+/// event): the named events, or a plugin's (up to 500 per request), are due at once with their
+/// backoff started over, and the next settlement run (`POST /settlement/run`, or the periodic
+/// job) retries them. A new version of the failed plugin needs no retry: it is tried at once.
+#[utoipa::path(post, path = "/settlement/parked/retry", tag = "settlement",
+    params(("Idempotency-Key" = String, Header, description = "Unique per operation; a retry reuses it")),
+    request_body = RetryParked,
+    responses(
+        (status = 200, body = RetryReport),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+            description = "`idempotency_key_reused`, `idempotency_key_in_flight`"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "`settle_event_not_parked` (with `event_ids`: the named events that are \
+                not parked, or not by `plugin`); nothing is released"),
+    ))]
+pub async fn settlement_parked_retry(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+    ApiJson(req): ApiJson<RetryParked>,
+) -> ApiResult<Response> {
+    principal.require_admin()?;
+    let mut tx =
+        match begin_write(&state, &principal, &key, "settlement.parked.retry", &req).await? {
+            Begun::Replay(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
+    let report = parking::release(
+        &mut tx,
+        state.store.backend(),
+        &req,
+        &actor(&principal),
+        state.now_ms(),
+    )
+    .await?;
+    finish_write(tx, &principal, &key, StatusCode::OK, report).await
 }
 
 /// Settlement periods, newest first (admins and brands).

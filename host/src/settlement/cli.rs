@@ -1,5 +1,5 @@
 //! `coalition settlement …`: run the settle job, close a period with a progress bar, reconcile
-//! and export, directly against the configured database.
+//! and export, list and retry parked events, directly against the configured database.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -37,6 +37,34 @@ pub enum SettlementCommand {
         /// The month, `YYYY-MM`.
         #[arg(long)]
         period: String,
+    },
+    /// List parked events (a plugin failed on them): the plugin, version, problem code and
+    /// message, failures and next retry; one JSON object per line, oldest first.
+    Parked {
+        /// Only events this plugin failed on.
+        #[arg(long)]
+        plugin: Option<String>,
+        /// Only events this brand is a party to.
+        #[arg(long)]
+        brand: Option<String>,
+        /// Only events out of automatic retries, waiting for an admin.
+        #[arg(long)]
+        waiting_for_admin: bool,
+    },
+    /// Retry parked events after a fix (audited): the named events, or every event a plugin
+    /// failed on. They are due at once with their backoff started over.
+    Retry {
+        /// Event ids.
+        event_ids: Vec<String>,
+        /// Every event this plugin failed on (with ids: only those of them).
+        #[arg(long)]
+        plugin: Option<String>,
+        /// Why, for the audit log (typically the fix).
+        #[arg(long)]
+        reason: String,
+        /// Run the settle job right after, and print its report.
+        #[arg(long)]
+        run: bool,
     },
     /// Export a period's statements (or lines) as JSON or CSV.
     Export {
@@ -117,6 +145,76 @@ async fn dispatch(state: &crate::api::AppState, command: SettlementCommand) -> a
             .map_err(fail);
             bar.finish_and_clear();
             println!("{}", serde_json::to_string_pretty(&closed?)?);
+        }
+        SettlementCommand::Parked {
+            plugin,
+            brand,
+            waiting_for_admin,
+        } => {
+            let filter = super::parking::ParkedFilter {
+                party: brand,
+                plugin,
+                waiting_for_admin,
+            };
+            let mut cursor = String::new();
+            let mut out = std::io::stdout().lock();
+            loop {
+                let page = super::parking::list(
+                    state.store.read(),
+                    &filter,
+                    &cursor,
+                    super::parking::MAX_PARKED_PAGE,
+                )
+                .await
+                .map_err(fail)?;
+                for event in &page.items {
+                    serde_json::to_writer(&mut out, event)?;
+                    out.write_all(b"\n")?;
+                }
+                match page.next_cursor {
+                    Some(next) => cursor = next,
+                    None => break,
+                }
+            }
+            out.flush()?;
+        }
+        SettlementCommand::Retry {
+            event_ids,
+            plugin,
+            reason,
+            run,
+        } => {
+            let mut req = super::parking::RetryParked {
+                event_ids: (!event_ids.is_empty()).then_some(event_ids),
+                plugin,
+                after: None,
+                reason,
+            };
+            let mut released: Vec<String> = Vec::new();
+            loop {
+                let mut tx = state.store.begin().await?;
+                let report = super::parking::release(
+                    &mut tx,
+                    state.store.backend(),
+                    &req,
+                    CLI_ACTOR,
+                    state.now_ms(),
+                )
+                .await
+                .map_err(fail)?;
+                tx.commit().await?;
+                released.extend(report.released);
+                if !report.more {
+                    break;
+                }
+                req.after = released.last().cloned();
+            }
+            eprintln!("released {} parked events for a retry", released.len());
+            println!("{}", serde_json::json!({ "released": released }));
+            if run {
+                let report = super::job::run(state, state.now_ms()).await.map_err(fail)?;
+                println!("{}", serde_json::to_string(&report)?);
+            }
         }
         SettlementCommand::Reconcile { period } => {
             let period = PeriodId::parse(&period).map_err(fail)?;

@@ -18,18 +18,23 @@
 //! 4. otherwise the platform's default rules ([`super::rules`]).
 //!
 //! Fail closed: a plugin that traps, runs out of budget, proposes invalid lines or is not
-//! deployed leaves its event `held` with the reason and nothing written; held events are retried
-//! on every run, so they settle once the plugin is fixed and redeployed. The hook runs outside
+//! deployed leaves its event `held` with the reason and nothing written. An event the plugin
+//! ran on and failed is also **parked** ([`super::parking`]): it is retried with backoff, after
+//! the run's other events and under the breaker's retry rule, so one bad event neither blocks
+//! nor trips the breaker against the plugin's later events; a new version of the plugin is
+//! tried on it at once. Other held events (the plugin is killed or not deployed, its breaker is
+//! open, a refund waits for its original) are retried on every run. The hook runs outside
 //! any transaction; the lines, the receipt, the run record and the event's status are written in
 //! one transaction guarded by `status IN ('pending', 'held')`, so two nodes never settle an event
 //! twice (and the run's primary key says so again).
 
 use coalition_runtime::model::{SettleEvent, SettleKind};
-use coalition_runtime::{CallContext, Decision, PluginError, Receipt};
+use coalition_runtime::{CallContext, Decision, ErrorKind, PluginError, Receipt};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::events::EventKind;
+use super::parking::{self, Fault, Parked};
 use super::periods::{self, PeriodId};
 use super::rules::{self, EventFacts, Line, OriginalLine};
 use crate::api::AppState;
@@ -55,6 +60,13 @@ pub struct RunReport {
     pub lines: i64,
     /// Events held (or still held) because their lines could not be produced.
     pub held: i64,
+    /// Of those, events parked because their plugin failed on them (newly, or again on a
+    /// retry); see `GET /settlement/parked`.
+    pub parked: i64,
+    /// Parked events retried in this run (settled or parked again).
+    pub retried: i64,
+    /// Parked events left alone in this run: not due yet, or their plugin's breaker was open.
+    pub waiting: i64,
     /// Events left for the next run (another node settled them, or their period started closing).
     pub skipped: i64,
     /// True when the run stopped at its time budget with events left (run again).
@@ -161,7 +173,33 @@ pub async fn load_event(conn: &sqlx::AnyPool, id: &str) -> ApiResult<Option<Even
 /// What the rules decided for one event.
 enum Decided {
     Lines(Box<Settled>),
-    Hold(String),
+    Hold(Hold),
+}
+
+/// Why an event could not be settled now.
+struct Hold {
+    reason: String,
+    /// The plugin ran on the event and failed: the event is parked.
+    fault: Option<Fault>,
+    /// A parked event's retry was not admitted (its plugin's breaker is open or probing):
+    /// nothing happened, and it stays due.
+    deferred: bool,
+}
+
+impl Hold {
+    fn new(reason: impl Into<String>) -> Self {
+        Hold {
+            reason: reason.into(),
+            fault: None,
+            deferred: false,
+        }
+    }
+}
+
+impl From<String> for Decided {
+    fn from(reason: String) -> Self {
+        Decided::Hold(Hold::new(reason))
+    }
 }
 
 /// Lines decided for an event, with what proves them.
@@ -174,7 +212,8 @@ struct Settled {
     original: Option<(String, String)>,
 }
 
-/// Settles every pending and held event (oldest first) and reports what happened.
+/// Settles every pending and held event (oldest first), then retries the parked events that
+/// are due, and reports what happened.
 pub async fn run(state: &AppState, now_ms: i64) -> ApiResult<RunReport> {
     run_until(state, now_ms, None).await
 }
@@ -190,12 +229,17 @@ pub async fn run_until(
         ran_at_ms: now_ms,
         ..RunReport::default()
     };
+    let out_of_time = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
+
+    // 1. Pending and held events that are not parked, oldest first: these get the breaker's
+    // probe when it is half-open, never a parked event.
     let (mut after_at, mut after_id) = (i64::MIN, String::new());
     loop {
         let batch: Vec<EventRow> = sqlx::query_as(&format!(
             "SELECT {EVENT_COLUMNS} FROM settle_events
              WHERE status IN ('pending', 'held')
                AND (occurred_at > $1 OR (occurred_at = $1 AND id > $2))
+               AND NOT EXISTS (SELECT 1 FROM settle_parked p WHERE p.event_id = settle_events.id)
              ORDER BY occurred_at, id LIMIT $3"
         ))
         .bind(after_at)
@@ -208,41 +252,100 @@ pub async fn run_until(
         };
         (after_at, after_id) = (last.occurred_at, last.id.clone());
         for event in batch {
-            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            if out_of_time() {
                 report.more = true;
                 break;
             }
-            match decide(state, &event).await? {
-                Decided::Hold(reason) => {
-                    hold(state, &event, &reason).await?;
-                    report.held += 1;
-                }
-                Decided::Lines(settled) => match write(state, &event, *settled, now_ms).await? {
-                    Some((lines, adjustment)) => {
-                        report.settled += 1;
-                        report.lines += lines;
-                        report.adjustments += i64::from(adjustment);
-                    }
-                    None => report.skipped += 1,
-                },
-            }
+            attempt(state, &event, None, now_ms, &mut report).await?;
         }
         if report.more {
             break;
         }
     }
+
+    // 2. Parked events whose retry is due (backoff passed, or a new version of the plugin that
+    // failed on them is deployed), under the breaker's retry rule.
+    let mut after = String::new();
+    while !report.more {
+        let batch = parking::batch(state.store.read(), &after, SETTLE_BATCH).await?;
+        let Some(last) = batch.last() else {
+            break;
+        };
+        after = last.event_id.clone();
+        let active = state.plugins.active();
+        for parked in batch {
+            let redeployed = active.iter().any(|p| {
+                p.plugin.name() == parked.failed_plugin
+                    && p.plugin.version() != parked.failed_version
+            });
+            let due = parked.next_retry_at.is_some_and(|at| at <= now_ms);
+            if !(due || redeployed) {
+                report.waiting += 1;
+                continue;
+            }
+            if out_of_time() {
+                report.more = true;
+                break;
+            }
+            // Settled or released meanwhile (another node): nothing to do.
+            let Some(event) = load_event(state.store.read(), &parked.event_id).await? else {
+                continue;
+            };
+            attempt(state, &event, Some(&parked), now_ms, &mut report).await?;
+        }
+    }
+
     if report.held > 0 {
         tracing::warn!(
             held = report.held,
-            "settlement events held; see GET /settlement/events?status=held"
+            parked = report.parked,
+            "settlement events held; see GET /settlement/events?status=held and \
+             GET /settlement/parked"
         );
     }
     metrics::counter!("settlement_events_settled_total").increment(report.settled.unsigned_abs());
     metrics::counter!("settlement_events_held_total").increment(report.held.unsigned_abs());
+    metrics::counter!("settlement_events_parked_total").increment(report.parked.unsigned_abs());
     Ok(report)
 }
 
-async fn decide(state: &AppState, event: &EventRow) -> ApiResult<Decided> {
+/// Tries to settle one event (`parked`: a retry of a parked event) and counts the outcome.
+async fn attempt(
+    state: &AppState,
+    event: &EventRow,
+    parked: Option<&Parked>,
+    now_ms: i64,
+    report: &mut RunReport,
+) -> ApiResult<()> {
+    let decided = decide(state, event, parked.is_some()).await?;
+    if matches!(&decided, Decided::Hold(hold) if hold.deferred) {
+        report.waiting += 1;
+        return Ok(());
+    }
+    if parked.is_some() {
+        report.retried += 1;
+    }
+    match decided {
+        Decided::Hold(hold) => {
+            report.held += 1;
+            if hold_event(state, event, &hold, parked, now_ms).await? {
+                report.parked += 1;
+            }
+        }
+        Decided::Lines(settled) => match write(state, event, *settled, now_ms).await? {
+            Some((lines, adjustment)) => {
+                report.settled += 1;
+                report.lines += lines;
+                report.adjustments += i64::from(adjustment);
+            }
+            None => report.skipped += 1,
+        },
+    }
+    Ok(())
+}
+
+/// `retry`: the event is parked, so its plugin calls run under the breaker's retry rule.
+async fn decide(state: &AppState, event: &EventRow, retry: bool) -> ApiResult<Decided> {
     let facts = event.facts()?;
     let active = state.plugins.active();
     // A killed plugin settles nothing: events it would govern are held until it is resumed or
@@ -266,9 +369,9 @@ async fn decide(state: &AppState, event: &EventRow) -> ApiResult<Decided> {
             .fetch_optional(state.store.read())
             .await?;
             let Some((rule, period_id, _)) = run else {
-                return Ok(Decided::Hold(format!(
-                    "waiting for the reversed event {original_id} to settle"
-                )));
+                return Ok(
+                    format!("waiting for the reversed event {original_id} to settle").into(),
+                );
             };
             let original = Some((original_id.clone(), period_id));
             // Nothing was paid for the original, so there is nothing to reverse (for example
@@ -293,17 +396,18 @@ async fn decide(state: &AppState, event: &EventRow) -> ApiResult<Decided> {
             }
             let name = rule.split('@').next().unwrap_or_default();
             let Some(plugin) = find(name) else {
-                return Ok(Decided::Hold(format!(
+                return Ok(format!(
                     "the reversed event was settled by {rule}; plugin {name} is not deployed \
                      with a settle hook"
-                )));
+                )
+                .into());
             };
-            return Ok(match call(state, &plugin, event).await? {
+            return Ok(match call(state, &plugin, event, retry).await? {
                 Ok(mut settled) => {
                     settled.original = original;
                     Decided::Lines(Box::new(settled))
                 }
-                Err(reason) => Decided::Hold(reason),
+                Err(hold) => Decided::Hold(hold),
             });
         }
     }
@@ -321,15 +425,16 @@ async fn decide(state: &AppState, event: &EventRow) -> ApiResult<Decided> {
         .filter(|name| !deployed_without_settle(name))
     {
         let Some(plugin) = find(name) else {
-            return Ok(Decided::Hold(if killed.contains(name.as_str()) {
+            return Ok(if killed.contains(name.as_str()) {
                 format!("plugin {name} governs this event but is killed")
             } else {
                 format!("plugin {name} governs this event but is not deployed with a settle hook")
-            }));
+            }
+            .into());
         };
-        return Ok(match call(state, &plugin, event).await? {
+        return Ok(match call(state, &plugin, event, retry).await? {
             Ok(settled) => Decided::Lines(Box::new(settled)),
-            Err(reason) => Decided::Hold(reason),
+            Err(hold) => Decided::Hold(hold),
         });
     }
 
@@ -347,10 +452,11 @@ async fn decide(state: &AppState, event: &EventRow) -> ApiResult<Decided> {
     if !order.is_empty() {
         for (name,) in &order {
             if killed.contains(name.as_str()) {
-                return Ok(Decided::Hold(format!(
+                return Ok(format!(
                     "plugin {name} is in {}'s settle precedence but is killed",
                     event.brand_id
-                )));
+                )
+                .into());
             }
             let Some(plugin) = active
                 .iter()
@@ -359,13 +465,13 @@ async fn decide(state: &AppState, event: &EventRow) -> ApiResult<Decided> {
             else {
                 continue;
             };
-            match call(state, plugin, event).await? {
+            match call(state, plugin, event, retry).await? {
                 Ok(settled) if !settled.lines.is_empty() => {
                     return Ok(Decided::Lines(Box::new(settled)))
                 }
                 Ok(_) => {}
                 // It might have governed: fail closed rather than fall back to the platform rules.
-                Err(reason) => return Ok(Decided::Hold(reason)),
+                Err(hold) => return Ok(Decided::Hold(hold)),
             }
         }
     } else {
@@ -375,26 +481,28 @@ async fn decide(state: &AppState, event: &EventRow) -> ApiResult<Decided> {
             .filter(|p| p.is_own_plugin_of(&event.brand_id))
             .collect();
         if let Some(plugin) = own.iter().find(|p| killed.contains(p.plugin.name())) {
-            return Ok(Decided::Hold(format!(
+            return Ok(format!(
                 "plugin {} may govern this event but is killed",
                 plugin.plugin.name()
-            )));
+            )
+            .into());
         }
         let mut governing: Option<Settled> = None;
         for plugin in own {
-            match call(state, plugin, event).await? {
+            match call(state, plugin, event, retry).await? {
                 Ok(settled) if !settled.lines.is_empty() => {
                     if let Some(first) = &governing {
-                        return Ok(Decided::Hold(format!(
+                        return Ok(format!(
                             "plugins {} and {} both settle this {} event; an admin sets which \
                              governs with PUT /settlement/precedence/{}",
                             first.rule, settled.rule, event.brand_id, event.brand_id
-                        )));
+                        )
+                        .into());
                     }
                     governing = Some(settled);
                 }
                 Ok(_) => {}
-                Err(reason) => return Ok(Decided::Hold(reason)),
+                Err(hold) => return Ok(Decided::Hold(hold)),
             }
         }
         if let Some(settled) = governing {
@@ -405,7 +513,7 @@ async fn decide(state: &AppState, event: &EventRow) -> ApiResult<Decided> {
     // 4. The platform's default rules.
     let params = state.config.settlement.params();
     let Some(lines) = rules::platform_lines(&facts, &params) else {
-        return Ok(Decided::Hold("amounts overflow the platform rules".into()));
+        return Ok(String::from("amounts overflow the platform rules").into());
     };
     Ok(Decided::Lines(Box::new(Settled {
         rule: rules::platform_rule(&facts, false).to_owned(),
@@ -474,14 +582,12 @@ async fn reversal(
 ) -> ApiResult<Decided> {
     let pool = state.store.read();
     let Some(original_row) = load_event(pool, original_id).await? else {
-        return Ok(Decided::Hold(format!(
-            "reversed event {original_id} not found"
-        )));
+        return Ok(format!("reversed event {original_id} not found").into());
     };
     let lines = original_lines(pool, original_id).await?;
     let before = reversed_before(pool, &original_row, event).await?;
     let Some(lines) = rules::reverse(facts, &original_row.facts()?, &lines, before) else {
-        return Ok(Decided::Hold("amounts overflow the reversal".into()));
+        return Ok(String::from("amounts overflow the reversal").into());
     };
     Ok(Decided::Lines(Box::new(Settled {
         rule: rules::platform_rule(facts, true).to_owned(),
@@ -492,12 +598,14 @@ async fn reversal(
     })))
 }
 
-/// Calls a plugin's settle hook off the async threads. `Err(reason)`: hold the event.
+/// Calls a plugin's settle hook off the async threads (`retry`: under the breaker's retry rule,
+/// for a parked event). `Err(hold)`: hold the event, parked if the plugin failed on it.
 async fn call(
     state: &AppState,
     plugin: &ActivePlugin,
     event: &EventRow,
-) -> ApiResult<Result<Settled, String>> {
+    retry: bool,
+) -> ApiResult<Result<Settled, Hold>> {
     let facts = event.facts()?;
     let wit = event.wit_event()?;
     let invocation =
@@ -511,13 +619,17 @@ async fn call(
                 invocation,
                 config: active.config.clone(),
             };
-            active.plugin.settle(&ctx, &wit)
+            if retry {
+                active.plugin.settle_retry(&ctx, &wit)
+            } else {
+                active.plugin.settle(&ctx, &wit)
+            }
         })
         .await;
     let decision = match outcome {
         Ok(Ok(decision)) => decision,
-        Ok(Err(err)) => return Ok(Err(err.to_string())),
-        Err(err) => return Ok(Err(format!("settle task failed: {err}"))),
+        Ok(Err(err)) => return Ok(Err(failed(err, retry))),
+        Err(err) => return Ok(Err(Hold::new(format!("settle task failed: {err}")))),
     };
     let output = serde_json::to_string(&decision.value).map_err(ApiError::internal)?;
     let lines = decision
@@ -541,6 +653,29 @@ async fn call(
     }))
 }
 
+/// What a failed call means for the event: parked when the plugin ran on it and failed (the
+/// failures its breaker counts); a retry the breaker did not admit is deferred; anything else
+/// (the breaker refused a first attempt, the node is overloaded) is a plain hold.
+fn failed(err: PluginError, retry: bool) -> Hold {
+    let reason = err.to_string();
+    if err.kind.is_plugin_fault() {
+        return Hold {
+            fault: Some(Fault {
+                plugin: err.plugin,
+                version: err.version,
+                code: err.kind.code().to_owned(),
+                message: reason.clone(),
+            }),
+            reason,
+            deferred: false,
+        };
+    }
+    Hold {
+        deferred: retry && matches!(err.kind, ErrorKind::CircuitOpen { .. }),
+        ..Hold::new(reason)
+    }
+}
+
 fn clip(text: &str) -> &str {
     if text.len() <= MAX_HELD_REASON_LEN {
         return text;
@@ -552,19 +687,39 @@ fn clip(text: &str) -> &str {
     &text[..end]
 }
 
-async fn hold(state: &AppState, event: &EventRow, reason: &str) -> ApiResult<()> {
-    tracing::warn!(event = %event.id, reason, "settlement event held");
+/// Holds the event with the reason and, if its plugin failed on it, parks it (or moves its
+/// next retry on). Returns whether it is parked by this call.
+async fn hold_event(
+    state: &AppState,
+    event: &EventRow,
+    hold: &Hold,
+    parked: Option<&Parked>,
+    now_ms: i64,
+) -> ApiResult<bool> {
+    let reason = hold.reason.as_str();
     let mut tx = state.store.begin().await?;
-    sqlx::query(
+    let held = sqlx::query(
         "UPDATE settle_events SET status = 'held', held_reason = $2, attempts = attempts + 1
          WHERE id = $1 AND status IN ('pending', 'held')",
     )
     .bind(&event.id)
     .bind(clip(reason))
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected();
+    let parked_now = match &hold.fault {
+        Some(fault) if held == 1 => {
+            parking::record_failure(&mut tx, &event.id, fault, parked, now_ms).await?
+        }
+        _ => false,
+    };
     tx.commit().await?;
-    Ok(())
+    if parked_now {
+        tracing::warn!(event = %event.id, reason, "settlement event parked");
+    } else {
+        tracing::warn!(event = %event.id, reason, "settlement event held");
+    }
+    Ok(parked_now)
 }
 
 /// Writes one event's settlement. `None`: left for the next run (settled elsewhere, or its
@@ -622,6 +777,7 @@ async fn write(
     if marked != 1 {
         return Ok(None);
     }
+    parking::clear(&mut tx, &event.id).await?;
     let receipt_id = match &settled.receipt {
         Some((receipt, output)) => Some(
             crate::plugins::receipts::store_receipt(

@@ -16,4 +16,5 @@ mod perks;
 mod plugins;
 mod purchases;
 mod settlement;
+mod settlement_parked;
 mod tiers;

@@ -18,30 +18,30 @@ const HOUR_MS: i64 = 3_600_000;
 const APRIL_MS: i64 = 1_775_001_600_000;
 
 /// Installs the built component `file` with its default config.
-async fn install(app: &TestApp, file: &str) {
+pub(crate) async fn install(app: &TestApp, file: &str) {
     crate::fixtures::install_plugin(app, file, serde_json::json!({})).await;
 }
 
-fn now(app: &TestApp) -> i64 {
+pub(crate) fn now(app: &TestApp) -> i64 {
     use coalition::clock::Clock;
     app.clock.now_ms()
 }
 
 /// A perk, coupon or refund event as the perks engineer's code will record it.
-struct Direct<'a> {
-    kind: EventKind,
-    funding: &'a str,
-    honouring: &'a str,
-    reference: &'a str,
-    plugin: Option<&'a str>,
-    points: i64,
-    value_cents: i64,
-    subject: String,
-    reverses: Option<String>,
-    at: i64,
+pub(crate) struct Direct<'a> {
+    pub(crate) kind: EventKind,
+    pub(crate) funding: &'a str,
+    pub(crate) honouring: &'a str,
+    pub(crate) reference: &'a str,
+    pub(crate) plugin: Option<&'a str>,
+    pub(crate) points: i64,
+    pub(crate) value_cents: i64,
+    pub(crate) subject: String,
+    pub(crate) reverses: Option<String>,
+    pub(crate) at: i64,
 }
 
-async fn record(app: &TestApp, e: Direct<'_>) -> String {
+pub(crate) async fn record(app: &TestApp, e: Direct<'_>) -> String {
     let mut tx = app.state.store.begin().await.expect("begin");
     let id = events::record(
         &mut tx,
@@ -73,7 +73,7 @@ async fn record(app: &TestApp, e: Direct<'_>) -> String {
     id
 }
 
-async fn run_settlement(app: &TestApp) -> Value {
+pub(crate) async fn run_settlement(app: &TestApp) -> Value {
     let (status, body) = app
         .post("/settlement/run", &app.admin_key, &idem(), &json!({}))
         .await;
@@ -206,8 +206,14 @@ crate::both_backends!(
         .await;
 
         for attempt in 1..=2 {
+            if attempt > 1 {
+                // The event is parked: it is retried once its backoff has passed.
+                app.clock
+                    .advance_ms(coalition::settlement::parking::RETRY_BASE_DELAY_MS);
+            }
             let report = run_settlement(&app).await;
             assert_eq!(report["held"], 1, "{report}");
+            assert_eq!(report["parked"], 1, "{report}");
             assert_eq!(report["settled"], 0, "{report}");
             let (status, held) = app
                 .get("/settlement/events?status=held", &app.admin_key)
@@ -230,10 +236,22 @@ crate::both_backends!(
         assert_eq!(body["code"], "period_has_unsettled_events", "{body}");
         assert_eq!(body["extra"]["event_ids"][0], event.as_str(), "{body}");
 
+        // Parked, its next retry still ahead: the fixed version is tried at once all the same.
+        let (status, parked) = app
+            .get(&format!("/settlement/parked/{event}"), &app.admin_key)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{parked}");
+        assert_eq!(parked["version"], "1.0.0", "{parked}");
+        assert!(
+            parked["next_retry_at_ms"].as_i64().expect("next retry") > now(&app),
+            "{parked}"
+        );
         install(&app, "settle-trap-fixed").await;
         let report = run_settlement(&app).await;
         assert_eq!(report["settled"], 1, "{report}");
         assert_eq!(report["held"], 0, "{report}");
+        let (_, parked) = app.get("/settlement/parked", &app.admin_key).await;
+        assert_eq!(parked["items"], json!([]), "{parked}");
         let (status, body) = close(&app, "2026-03").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let (status, page) = app
