@@ -5,6 +5,7 @@ mod helpers;
 
 mod bad_input;
 mod brands;
+mod connections;
 mod counter;
 mod health;
 mod keys;
