@@ -226,6 +226,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The separate metrics listener (`metrics.listen`): `/metrics` and nothing else.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(health::listener_metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .with_state(state)
+}
+
 /// Cuts off slow requests with a problem document; dropping the handler rolls back its
 /// transaction, so a retry with the same idempotency key is safe.
 async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
