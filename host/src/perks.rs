@@ -1255,6 +1255,7 @@ pub async fn redeem(
 pub async fn member_redemptions(
     conn: &mut AnyConnection,
     member_id: &str,
+    brand: Option<&str>,
 ) -> ApiResult<Vec<RedemptionView>> {
     type Row = (
         String,
@@ -1278,10 +1279,13 @@ pub async fn member_redemptions(
         "SELECT id, plugin, plugin_version, perk_id, funding_brand, honouring_brand, points,
                 value_cents, grant_kind, coupon_code, item_sku, grant_cents, status, receipt_id,
                 device_id, created_at
-         FROM perk_redemptions WHERE member_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+         FROM perk_redemptions
+         WHERE member_id = $1 AND ($3 = '' OR funding_brand = $3 OR honouring_brand = $3)
+         ORDER BY created_at DESC, id DESC LIMIT $2",
     )
     .bind(member_id)
     .bind(MAX_REDEMPTIONS_PAGE)
+    .bind(brand.unwrap_or_default())
     .fetch_all(&mut *conn)
     .await?;
     let mut out = Vec::with_capacity(rows.len());

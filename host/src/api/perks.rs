@@ -156,7 +156,8 @@ pub async fn perks_redeem(
     finish_write(tx, &principal, &key, StatusCode::CREATED, view).await
 }
 
-/// A member's perk redemptions, newest first (the member, brands and counters, admins).
+/// A member's perk redemptions, newest first (the member, brands and counters, admins). A brand
+/// or counter key sees only the redemptions its brand funds or honours.
 #[utoipa::path(get, path = "/members/{member_id}/redemptions", tag = "perks",
     params(("member_id" = String, Path, description = "Member id")),
     responses(
@@ -172,7 +173,7 @@ pub async fn perks_redemptions(
     principal.require_member_read(&member_id)?;
     let mut conn = state.store.read().acquire().await?;
     Ok(ApiJson(
-        perks::member_redemptions(&mut conn, &member_id).await?,
+        perks::member_redemptions(&mut conn, &member_id, principal.brand_scope()).await?,
     ))
 }
 

@@ -3,6 +3,7 @@
 mod fixtures;
 mod helpers;
 
+mod authz_matrix;
 mod bad_input;
 mod brands;
 mod connections;
