@@ -1024,7 +1024,9 @@ both_backends!(
                 } else if *required {
                     if place == "path" {
                         document_notes
-                            .insert(name.clone(), format!("{param:?} is declared in: path"));
+                            .entry(name.clone())
+                            .or_insert_with(Vec::new)
+                            .push(param.clone());
                     }
                     query.push(format!("{param}={}", value(param)));
                 }
@@ -1085,8 +1087,12 @@ both_backends!(
                 Err(why) => skipped.push(format!("{name}: no owner's control call: {why}")),
             }
         }
-        for (op, note) in &document_notes {
-            println!("OpenAPI document: {op}: {note}");
+        for (op, params) in &document_notes {
+            println!(
+                "OpenAPI document: {op} declares {} `in: path`, but its path has no such \
+                 segment (sent as query parameters)",
+                params.join(", ")
+            );
         }
         for skip in &skipped {
             println!("skipped: {skip}");
