@@ -13,7 +13,7 @@ use crate::api::points::check_path_id;
 use crate::api::AppState;
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
-use crate::idempotency::{begin_write, finish_write, Begun, IdempotencyKey};
+use crate::idempotency::{self, begin_write, finish_write, Begun, IdempotencyKey};
 use crate::perks::{
     self, InventoryRequest, InventoryView, PerksList, RedeemBody, RedemptionView, MAX_DEVICE_ID_LEN,
 };
@@ -108,9 +108,17 @@ pub async fn perks_redeem(
     check_path_id("member", &member_id)?;
     perks::check_perk_path("plugin", &plugin)?;
     perks::check_perk_path("perk_id", &perk_id)?;
+    let op = format!("perks.redeem:{member_id}:{plugin}:{perk_id}");
     match principal.role {
-        // Before any business rule: the perk must be one the counter's brand honours.
+        // Before any business rule: the perk must be one the counter's brand honours. That
+        // depends on what the plugin offers now, so a retry of an answered redemption replays
+        // first.
         Role::Counter => {
+            if let Some(replay) =
+                idempotency::replay_if_answered(&state, &principal, &key, &op, &body).await?
+            {
+                return Ok(replay);
+            }
             perks::authorize_counter_redemption(&state, &principal, &member_id, &plugin, &perk_id)
                 .await?
         }
@@ -135,7 +143,6 @@ pub async fn perks_redeem(
             )));
         }
     }
-    let op = format!("perks.redeem:{member_id}:{plugin}:{perk_id}");
     let mut tx = match begin_write(&state, &principal, &key, &op, &body).await? {
         Begun::Replay(response) => return Ok(response),
         Begun::Fresh(tx) => tx,

@@ -1452,3 +1452,36 @@ both_backends!(
         app.stop().await;
     }
 );
+
+both_backends!(
+    a_counters_retried_redemption_replays_after_the_perk_is_no_longer_offered,
+    |app| async move {
+        create_brand(&app, "restaurant").await;
+        create_brand(&app, "cinema").await;
+        let restaurant = create_key(&app, "counter", Some("restaurant"), None).await;
+        let cinema = create_key(&app, "counter", Some("cinema"), None).await;
+        install(&app, "cinema-dinner", json!({})).await;
+        install(&app, "coupon-logic", json!({})).await;
+        cinema_template(&app).await;
+        let member = member_id(&app, "+8613900000033", "Uma").await;
+        buy(&app, &restaurant, "restaurant", &member, "R-1", 60_000).await;
+        let key = idem();
+        let (status, first) = app
+            .post(&redeem_path(&member), &cinema, &key, &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{first}");
+        // A week later the dinner no longer unlocks the perk, so the cinema's counter could not
+        // redeem it now; the retry of the answered redemption still replays it.
+        app.clock.advance_ms(8 * DAY_MS);
+        let (status, again) = app
+            .post(&redeem_path(&member), &cinema, &key, &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{again}");
+        assert_eq!(again, first);
+        let (status, body) = app
+            .post(&redeem_path(&member), &cinema, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        app.stop().await;
+    }
+);
