@@ -216,9 +216,21 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_panic| {
             ApiError::internal(anyhow::anyhow!("a handler panicked")).into_response()
         }))
+        .layer(middleware::from_fn_with_state(
+            limits.request_body_bytes,
+            crate::unread_body::drain_unread_body,
+        ))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// The separate metrics listener (`metrics.listen`): `/metrics` and nothing else.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(health::listener_metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
 }
 

@@ -133,6 +133,16 @@ impl Principal {
         }
     }
 
+    /// For reads of a member's brand-specific records (coupons, redemptions, order ids in the
+    /// history): the brand whose records a brand or counter key sees; `None` for the member's
+    /// own key and admins, who see all of them.
+    pub fn brand_scope(&self) -> Option<&str> {
+        match self.role {
+            Role::Brand | Role::Counter => self.brand_id.as_deref(),
+            Role::Admin | Role::Member => None,
+        }
+    }
+
     /// Whether personal data (full phone number) may be shown for `member_id`.
     pub fn sees_pii_of(&self, member_id: &str) -> bool {
         self.is_admin() || self.member_id.as_deref() == Some(member_id)

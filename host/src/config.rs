@@ -40,6 +40,60 @@ pub struct Config {
     pub perks: crate::perks::PerksConfig,
     /// Settlement between brands: the platform's default rules and the settle job.
     pub settlement: crate::settlement::rules::SettlementConfig,
+    /// Who may scrape `/metrics`, and an optional listener of its own.
+    pub metrics: MetricsConfig,
+}
+
+/// Shortest accepted metrics token: 32 characters of a random token are far beyond guessing,
+/// and a shorter one is more likely a placeholder left in a config file.
+pub const MIN_METRICS_TOKEN_CHARS: usize = 32;
+
+/// The `[metrics]` section. `/metrics` names routes, plugins and brands, so it is never public:
+/// it answers an admin API key or this bearer token (what Prometheus is given).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A bearer token that may read `/metrics` (`Authorization: Bearer <token>`), at least
+    /// [`MIN_METRICS_TOKEN_CHARS`] characters; empty means only admin API keys may.
+    pub bearer_token: String,
+    /// A second listener that serves only `/metrics`, for a private interface Prometheus
+    /// reaches; there the token is still required if one is set, and nothing else if not.
+    pub listen: Option<SocketAddr>,
+}
+
+impl MetricsConfig {
+    /// Refuses a token too short to be a secret.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let chars = self.bearer_token.chars().count();
+        if chars > 0 && chars < MIN_METRICS_TOKEN_CHARS {
+            anyhow::bail!(
+                "metrics.bearer_token has {chars} characters; use at least \
+                 {MIN_METRICS_TOKEN_CHARS} random ones (e.g. `openssl rand -hex 32`)"
+            );
+        }
+        if self
+            .bearer_token
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            anyhow::bail!("metrics.bearer_token may not contain spaces or control characters");
+        }
+        Ok(())
+    }
+
+    /// Whether `authorization` (the header's value) presents the configured token.
+    pub fn token_matches(&self, authorization: Option<&str>) -> bool {
+        use sha2::{Digest, Sha256};
+        if self.bearer_token.is_empty() {
+            return false;
+        }
+        let Some(presented) = authorization.and_then(|h| h.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        // Digests compared, not the secrets: how long a comparison takes then says nothing
+        // about how much of the token was right.
+        Sha256::digest(presented.trim().as_bytes()) == Sha256::digest(self.bearer_token.as_bytes())
+    }
 }
 
 /// Limits on what one request or one process may consume.
@@ -93,6 +147,7 @@ impl Default for Config {
             pass: crate::pass::PassConfig::default(),
             perks: crate::perks::PerksConfig::default(),
             settlement: crate::settlement::rules::SettlementConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -139,6 +194,31 @@ impl Config {
         } else {
             self.database_url.clone()
         }
+    }
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::MetricsConfig;
+
+    #[test]
+    fn a_short_metrics_token_is_refused() {
+        let short = MetricsConfig {
+            bearer_token: "secret".to_owned(),
+            listen: None,
+        };
+        assert!(short.validate().is_err());
+        assert!(MetricsConfig::default().validate().is_ok());
+        let good = MetricsConfig {
+            bearer_token: "a".repeat(64),
+            listen: None,
+        };
+        assert!(good.validate().is_ok());
+        assert!(good.token_matches(Some(&format!("Bearer {}", "a".repeat(64)))));
+        assert!(!good.token_matches(Some(&format!("Bearer {}", "a".repeat(63)))));
+        assert!(!good.token_matches(None));
+        // No token configured: nothing matches, not even an empty bearer.
+        assert!(!MetricsConfig::default().token_matches(Some("Bearer ")));
     }
 }
 

@@ -507,18 +507,22 @@ fn to_coupon(r: CouponRow, now_ms: i64) -> CouponView {
     }
 }
 
-/// A member's coupons, newest first.
+/// A member's coupons, newest first; with `brand`, only those that brand funds or honours.
 pub async fn member_coupons(
     conn: &mut AnyConnection,
     member_id: &str,
+    brand: Option<&str>,
     now_ms: i64,
 ) -> ApiResult<Vec<CouponView>> {
     let rows: Vec<CouponRow> = sqlx::query_as(&format!(
         "SELECT {COUPON_COLUMNS} FROM coupons c JOIN coupon_templates t ON t.id = c.template_id
-         WHERE c.member_id = $1 ORDER BY c.issued_at DESC, c.code LIMIT $2"
+         WHERE c.member_id = $1
+           AND ($3 = '' OR t.funding_brand = $3 OR t.honouring_brand = $3)
+         ORDER BY c.issued_at DESC, c.code LIMIT $2"
     ))
     .bind(member_id)
     .bind(MAX_COUPONS_LISTED)
+    .bind(brand.unwrap_or_default())
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows.into_iter().map(|r| to_coupon(r, now_ms)).collect())

@@ -206,6 +206,33 @@ pub async fn begin_write(
     }
 }
 
+/// The stored response if this caller already answered `operation` + `request` under the key;
+/// for a write whose authorization depends on state that may have changed since (a retry must
+/// replay what the caller was answered, not be judged again).
+pub async fn replay_if_answered(
+    state: &AppState,
+    principal: &Principal,
+    key: &IdempotencyKey,
+    operation: &str,
+    request: &impl Serialize,
+) -> ApiResult<Option<Response>> {
+    let answered: Option<(Option<i64>,)> = sqlx::query_as(
+        "SELECT status_code FROM idempotency_keys WHERE scope = $1 AND idem_key = $2",
+    )
+    .bind(principal.idempotency_scope())
+    .bind(&key.0)
+    .fetch_optional(state.store.read())
+    .await?;
+    if answered.is_none_or(|(status,)| status.is_none()) {
+        return Ok(None);
+    }
+    match begin_write(state, principal, key, operation, request).await? {
+        Begun::Replay(response) => Ok(Some(response)),
+        // Not answered after all (its transaction rolled back): judge it as new.
+        Begun::Fresh(_) => Ok(None),
+    }
+}
+
 /// Stores the response under the key and commits the write with it.
 pub async fn finish_write<T: Serialize>(
     mut tx: Tx,

@@ -29,6 +29,8 @@
 //! - [`api`]: the HTTP router, middleware and OpenAPI document; one file per resource under `api/`.
 //! - [`demo`]: the demo coalition seeded by `coalition serve --demo`.
 //! - [`server`]: starting and gracefully stopping the HTTP server.
+//! - [`unread_body`]: draining request bodies a handler left unread, so kept-alive connections
+//!   stay usable.
 
 pub mod api;
 pub mod audit;
@@ -56,3 +58,4 @@ pub mod server;
 pub mod settlement;
 pub mod store;
 pub mod tiers;
+pub mod unread_body;

@@ -9,13 +9,16 @@
 //! afford is never shown.
 //!
 //! # Redemption, in one transaction
+//! 0. before it, authorization: the member's own key, an admin, or a counter of the brand that
+//!    honours the perk as the plugin offers it to the member
+//!    ([`authorize_counter_redemption`]) — never after a business rule has answered;
 //! 1. lock the wallet (refuses blocked members; expires due lots);
 //! 2. check the inventory row (active, within its window, not sold out) and count the member's
 //!    redemptions of the perk (the wallet lock serialises them): the tier's limit (or the
 //!    per-member limit) and the per-period limit;
 //! 3. build the member context under that lock and ask the plugin's `redeem-perk` (fail closed);
-//! 4. the counter may only redeem perks its brand honours; the granted cost may not exceed
-//!    the cost the member was shown (`expected_cost_points`);
+//! 4. the grant must still be honoured by the counter's brand (checked again); the granted cost
+//!    may not exceed the cost the member was shown (`expected_cost_points`);
 //! 5. risk checks ([`crate::risk::check_redemption`]);
 //! 6. debit the granted cost as a `spend` entry to the funding brand's redemption account
 //!    (a direct debit: a hold would be created and captured inside the same transaction, which
@@ -272,6 +275,50 @@ pub async fn inventories(conn: &mut AnyConnection) -> ApiResult<Vec<InventoryVie
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows.into_iter().map(to_inventory).collect())
+}
+
+/// Whether `principal` may set the inventory of `plugin`/`perk_id` as `funding_brand`, decided
+/// before the request is validated or the row touched: an admin, or a brand key of the funding
+/// brand, where an approved or active version of the plugin names that brand in its signed
+/// manifest (a perk is funded only by a brand of its plugin) and an existing row is funded by it.
+pub async fn authorize_inventory(
+    state: &AppState,
+    principal: &Principal,
+    plugin: &str,
+    perk_id: &str,
+    funding_brand: &str,
+) -> ApiResult<()> {
+    principal.require_brand(funding_brand)?;
+    if principal.is_admin() {
+        return Ok(());
+    }
+    let mut conn = state.store.read().acquire().await?;
+    let manifests: Vec<(String,)> = sqlx::query_as(
+        "SELECT brands FROM plugin_versions WHERE name = $1 AND status IN ('approved', 'active')",
+    )
+    .bind(plugin)
+    .fetch_all(&mut *conn)
+    .await?;
+    let named = manifests.iter().any(|(brands,)| {
+        serde_json::from_str::<Vec<String>>(brands)
+            .is_ok_and(|brands| brands.iter().any(|b| b == funding_brand))
+    });
+    if !named {
+        return Err(ApiError::forbidden(format!(
+            "no approved version of plugin {plugin} names brand {funding_brand:?}: a brand sets \
+             the inventory only of perks its own plugins offer"
+        )));
+    }
+    if let Some(existing) = inventory(&mut conn, plugin, perk_id).await? {
+        if existing.funding_brand != funding_brand {
+            return Err(ApiError::forbidden(format!(
+                "perk {plugin}/{perk_id} is funded by {:?}; only that brand or an admin may set \
+                 its inventory",
+                existing.funding_brand
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Creates or replaces a perk's inventory and limits, in the caller's transaction. Stock that
@@ -668,6 +715,55 @@ fn fingerprint(
     hasher.finalize().into()
 }
 
+/// What the serving plugins' `list-perks` offer `member`, through the listing cache, and the
+/// plugins that failed (their offers are missing).
+async fn plugin_offers(
+    state: &AppState,
+    member: MemberContext,
+    now_ms: i64,
+) -> (Arc<CachedListing>, Vec<UnavailablePlugin>) {
+    let offset = state.config.points.utc_offset_minutes;
+    let member_id = member.member_ref.clone();
+    let serving = state.plugins.serving(&member.member_ref);
+    let local_day = (now_ms + offset * 60_000).div_euclid(DAY_MS);
+    let print = fingerprint(&member, &serving, local_day);
+    let cached = state
+        .perk_cache
+        .get(&member_id)
+        .filter(|c| c.fingerprint == print);
+    if let Some(hit) = cached {
+        metrics::counter!("perk_list_cache_total", "outcome" => "hit").increment(1);
+        return (hit, Vec::new());
+    }
+    metrics::counter!("perk_list_cache_total", "outcome" => "miss").increment(1);
+    let invocation = state
+        .plugins
+        .invocation(now_ms, "", &format!("perks:{member_id}"));
+    let listing = state.plugins.list_perks(invocation, member).await;
+    let unavailable: Vec<UnavailablePlugin> = listing
+        .failures
+        .iter()
+        .map(|f| UnavailablePlugin {
+            plugin: f.plugin.clone(),
+            version: f.version.clone(),
+            failure: f.kind.code().to_owned(),
+        })
+        .collect();
+    let fresh = Arc::new(CachedListing {
+        fingerprint: print,
+        perks: listing
+            .perks
+            .into_iter()
+            .map(|p| (p.plugin, p.version, p.decision.value))
+            .collect(),
+    });
+    // A failure may be transient (an open circuit): never cache a partial listing.
+    if unavailable.is_empty() {
+        state.perk_cache.insert(member_id, Arc::clone(&fresh));
+    }
+    (fresh, unavailable)
+}
+
 /// The perks `member_id` may see now (see the module docs). With `include_unaffordable`, perks
 /// the balance does not cover are shown with `affordable: false` (for "earn N more" hints).
 pub async fn list(
@@ -684,53 +780,9 @@ pub async fn list(
     if blocked {
         return Err(ledger::member_blocked(member_id));
     }
-    let serving = state.plugins.serving(&member.member_ref);
-    let local_day = (now_ms + offset * 60_000).div_euclid(DAY_MS);
-    let print = fingerprint(&member, &serving, local_day);
     let balance = member.points_balance;
     let tier = member.tier.clone();
-    let cached = state
-        .perk_cache
-        .get(member_id)
-        .filter(|c| c.fingerprint == print);
-    let mut unavailable = Vec::new();
-    let plugin_perks = match cached {
-        Some(hit) => {
-            metrics::counter!("perk_list_cache_total", "outcome" => "hit").increment(1);
-            hit
-        }
-        None => {
-            metrics::counter!("perk_list_cache_total", "outcome" => "miss").increment(1);
-            let invocation = state
-                .plugins
-                .invocation(now_ms, "", &format!("perks:{member_id}"));
-            let listing = state.plugins.list_perks(invocation, member).await;
-            unavailable = listing
-                .failures
-                .iter()
-                .map(|f| UnavailablePlugin {
-                    plugin: f.plugin.clone(),
-                    version: f.version.clone(),
-                    failure: f.kind.code().to_owned(),
-                })
-                .collect();
-            let fresh = Arc::new(CachedListing {
-                fingerprint: print,
-                perks: listing
-                    .perks
-                    .into_iter()
-                    .map(|p| (p.plugin, p.version, p.decision.value))
-                    .collect(),
-            });
-            // A failure may be transient (an open circuit): never cache a partial listing.
-            if unavailable.is_empty() {
-                state
-                    .perk_cache
-                    .insert(member_id.to_owned(), Arc::clone(&fresh));
-            }
-            fresh
-        }
-    };
+    let (plugin_perks, unavailable) = plugin_offers(state, member, now_ms).await;
 
     let inventories: BTreeMap<(String, String), InventoryView> = inventories(&mut conn)
         .await?
@@ -839,6 +891,86 @@ pub struct RedemptionView {
     pub balance_after: i64,
     /// When, Unix ms.
     pub created_at_ms: i64,
+}
+
+/// Whether a counter key may redeem `plugin_name`/`perk_id` for `member_id`, decided before any
+/// business rule (blocked member, stock, limits, the plugin's refusal): a counter redeems only
+/// perks its own brand honours.
+///
+/// The plugin's signed manifest must name the counter's brand (a perk names only brands of its
+/// plugin's manifest). If the manifest names other brands too, which of them honours this perk
+/// is the plugin's to say: the perk as the plugin offers it to this member now (its `list-perks`,
+/// through the listing cache, before the host's stock and limit filters) must be honoured by the
+/// counter's brand; a perk the member is not offered cannot be redeemed at a counter. The grant
+/// is checked again after `redeem-perk` (see [`redeem`]).
+pub async fn authorize_counter_redemption(
+    state: &AppState,
+    principal: &Principal,
+    member_id: &str,
+    plugin_name: &str,
+    perk_id: &str,
+) -> ApiResult<()> {
+    if principal.role != Role::Counter {
+        return Ok(());
+    }
+    let brand = principal.brand_id.as_deref().unwrap_or_default();
+    let active = state
+        .plugins
+        .serving(member_id)
+        .into_iter()
+        .find(|p| p.plugin.name() == plugin_name && p.plugin.implements(Hook::RedeemPerk))
+        .ok_or_else(|| ApiError::not_found("perk plugin", plugin_name))?;
+    if !active.involves(brand) {
+        return Err(ApiError::forbidden(format!(
+            "plugin {plugin_name} does not name brand {brand:?}: a counter redeems only perks \
+             its brand honours"
+        )));
+    }
+    if active.plugin.manifest().brands.iter().all(|b| b == brand) {
+        return Ok(());
+    }
+    let now_ms = state.now_ms();
+    let member = {
+        let mut conn = state.store.read().acquire().await?;
+        crate::plugins::context::member_context(&mut conn, &state.config, member_id, now_ms)
+            .await?
+            .0
+    };
+    let (offers, unavailable) = plugin_offers(state, member, now_ms).await;
+    if let Some(failed) = unavailable.iter().find(|u| u.plugin == plugin_name) {
+        return Err(ApiError::unavailable(
+            "perk_plugin_failed",
+            format!(
+                "plugin {}@{} failed in list-perks ({}), so which brand honours {perk_id} is \
+                 unknown; nothing was redeemed",
+                failed.plugin, failed.version, failed.failure
+            ),
+        )
+        .with_extra(crate::plugins::plugin_problem_extra(
+            &failed.plugin,
+            &failed.version,
+            Hook::ListPerks,
+            &failed.failure,
+        )));
+    }
+    let honouring = offers
+        .perks
+        .iter()
+        .filter(|(plugin, _, _)| plugin == plugin_name)
+        .flat_map(|(_, _, perks)| perks)
+        .find(|perk| perk.id == perk_id)
+        .map(|perk| perk.honouring_brand.as_str());
+    match honouring {
+        Some(honouring) if honouring == brand => Ok(()),
+        Some(honouring) => Err(ApiError::forbidden(format!(
+            "perk {plugin_name}/{perk_id} is honoured by {honouring:?}: only that brand's \
+             counter, the member or an admin may redeem it"
+        ))),
+        None => Err(ApiError::forbidden(format!(
+            "perk {plugin_name}/{perk_id} is not offered to this member now: a counter redeems \
+             only a perk the member is offered, at the brand that honours it"
+        ))),
+    }
 }
 
 /// Redeems `plugin`/`perk_id` for `member_id` in the caller's transaction (see the module docs).
@@ -1123,6 +1255,7 @@ pub async fn redeem(
 pub async fn member_redemptions(
     conn: &mut AnyConnection,
     member_id: &str,
+    brand: Option<&str>,
 ) -> ApiResult<Vec<RedemptionView>> {
     type Row = (
         String,
@@ -1146,10 +1279,13 @@ pub async fn member_redemptions(
         "SELECT id, plugin, plugin_version, perk_id, funding_brand, honouring_brand, points,
                 value_cents, grant_kind, coupon_code, item_sku, grant_cents, status, receipt_id,
                 device_id, created_at
-         FROM perk_redemptions WHERE member_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+         FROM perk_redemptions
+         WHERE member_id = $1 AND ($3 = '' OR funding_brand = $3 OR honouring_brand = $3)
+         ORDER BY created_at DESC, id DESC LIMIT $2",
     )
     .bind(member_id)
     .bind(MAX_REDEMPTIONS_PAGE)
+    .bind(brand.unwrap_or_default())
     .fetch_all(&mut *conn)
     .await?;
     let mut out = Vec::with_capacity(rows.len());

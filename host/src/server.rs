@@ -37,19 +37,53 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
     Ok(AppState::new(store, clock, config, plugins))
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests and
-/// closes the database.
+/// Serves the API on `listener` (and `/metrics` on `metrics.listen` if configured) until
+/// `shutdown` completes, then drains in-flight requests and closes the database.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let metrics_listener = match state.config.metrics.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("while binding the metrics listener {addr}"))?,
+        ),
+        None => None,
+    };
+    run_with_metrics_listener(listener, metrics_listener, state, shutdown).await
+}
+
+/// [`run`] with the metrics listener already bound (tests bind port 0 and read it back).
+pub async fn run_with_metrics_listener(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    state.config.metrics.validate()?;
     let app = crate::api::router(state.clone());
     // Background jobs (expiry, hold timeouts, tier evaluation) stop with the server.
     crate::jobs::validate_config(&state.config)?;
     let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
     let plugin_sync = crate::plugins::sync::spawn(state.clone(), jobs_stopped.clone());
-    let jobs = crate::jobs::spawn(state.clone(), jobs_stopped);
+    let jobs = crate::jobs::spawn(state.clone(), jobs_stopped.clone());
+    let metrics_server = match metrics_listener {
+        Some(metrics_listener) => {
+            tracing::info!(addr = %metrics_listener.local_addr()?, "serving /metrics");
+            let mut stopped = jobs_stopped;
+            let app = crate::api::metrics_router(state.clone());
+            Some(tokio::spawn(async move {
+                axum::serve(metrics_listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    })
+                    .await
+            }))
+        }
+        None => None,
+    };
     let shutdown = async move {
         shutdown.await;
         let _ = stop_jobs.send(true);
@@ -61,6 +95,11 @@ pub async fn run(
         .context("while serving HTTP");
     let _ = jobs.await;
     let _ = plugin_sync.await;
+    if let Some(metrics_server) = metrics_server {
+        if let Ok(Err(err)) = metrics_server.await {
+            tracing::error!(%err, "the metrics listener failed");
+        }
+    }
     served?;
     state.store.close().await;
     tracing::info!("stopped");

@@ -47,8 +47,15 @@ pub async fn campaigns_create(
     key: IdempotencyKey,
     ApiJson(req): ApiJson<NewCampaign>,
 ) -> ApiResult<Response> {
-    let segment = campaigns::validate(&req)?;
+    // Authorization first: only the template's funding brand (or an admin) may, whatever the
+    // rest of the request says.
     check_path_id("coupon template", &req.template_id)?;
+    {
+        let mut conn = state.store.read().acquire().await?;
+        let (funding_brand, _) = campaigns::template_owner(&mut conn, &req.template_id).await?;
+        principal.require_brand(&funding_brand)?;
+    }
+    let segment = campaigns::validate(&req)?;
     let mut tx = match begin_write(&state, &principal, &key, "campaigns.create", &req).await? {
         Begun::Replay(response) => return Ok(response),
         Begun::Fresh(tx) => tx,

@@ -92,7 +92,9 @@ pub async fn coupon_templates_get(
     ))
 }
 
-/// A member's coupons, newest first (the member, brand and counter keys, admins).
+/// A member's coupons, newest first (the member, brand and counter keys, admins). A brand or
+/// counter key sees only the coupons its brand funds or honours: other brands' coupons are their
+/// business.
 #[utoipa::path(get, path = "/members/{member_id}/coupons", tag = "coupons",
     params(("member_id" = String, Path, description = "Member id")),
     responses(
@@ -108,7 +110,13 @@ pub async fn coupons_member_list(
     principal.require_member_read(&member_id)?;
     let mut conn = state.store.read().acquire().await?;
     Ok(ApiJson(
-        coupons::member_coupons(&mut conn, &member_id, state.now_ms()).await?,
+        coupons::member_coupons(
+            &mut conn,
+            &member_id,
+            principal.brand_scope(),
+            state.now_ms(),
+        )
+        .await?,
     ))
 }
 

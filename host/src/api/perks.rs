@@ -13,7 +13,7 @@ use crate::api::points::check_path_id;
 use crate::api::AppState;
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
-use crate::idempotency::{begin_write, finish_write, Begun, IdempotencyKey};
+use crate::idempotency::{self, begin_write, finish_write, Begun, IdempotencyKey};
 use crate::perks::{
     self, InventoryRequest, InventoryView, PerksList, RedeemBody, RedemptionView, MAX_DEVICE_ID_LEN,
 };
@@ -68,9 +68,11 @@ pub async fn perks_list(
 }
 
 /// Redeem a perk for the member (the member's own key, the honouring brand's counter, or an
-/// admin): in one transaction the plugin grants it, stock and limits are checked, the points
-/// are debited, the coupon is issued and the redemption is recorded with its receipt — or
-/// nothing changes.
+/// admin). A counter is authorized before any business rule: the plugin's signed manifest must
+/// name its brand and the perk, as the plugin offers it to the member now, must be honoured by
+/// it (403 otherwise, also for a perk the member is not offered). Then, in one transaction, the
+/// plugin grants it, stock and limits are checked, the points are debited, the coupon is issued
+/// and the redemption is recorded with its receipt — or nothing changes.
 #[utoipa::path(post, path = "/members/{member_id}/perks/{plugin}/{perk_id}/redeem", tag = "perks",
     params(
         ("member_id" = String, Path, description = "Member id"),
@@ -106,9 +108,20 @@ pub async fn perks_redeem(
     check_path_id("member", &member_id)?;
     perks::check_perk_path("plugin", &plugin)?;
     perks::check_perk_path("perk_id", &perk_id)?;
+    let op = format!("perks.redeem:{member_id}:{plugin}:{perk_id}");
     match principal.role {
-        // The counter's brand is checked against the granted perk's honouring brand.
-        Role::Counter => {}
+        // Before any business rule: the perk must be one the counter's brand honours. That
+        // depends on what the plugin offers now, so a retry of an answered redemption replays
+        // first.
+        Role::Counter => {
+            if let Some(replay) =
+                idempotency::replay_if_answered(&state, &principal, &key, &op, &body).await?
+            {
+                return Ok(replay);
+            }
+            perks::authorize_counter_redemption(&state, &principal, &member_id, &plugin, &perk_id)
+                .await?
+        }
         _ => principal.require_member_self(&member_id)?,
     }
     let header_device = headers
@@ -130,7 +143,6 @@ pub async fn perks_redeem(
             )));
         }
     }
-    let op = format!("perks.redeem:{member_id}:{plugin}:{perk_id}");
     let mut tx = match begin_write(&state, &principal, &key, &op, &body).await? {
         Begun::Replay(response) => return Ok(response),
         Begun::Fresh(tx) => tx,
@@ -151,7 +163,8 @@ pub async fn perks_redeem(
     finish_write(tx, &principal, &key, StatusCode::CREATED, view).await
 }
 
-/// A member's perk redemptions, newest first (the member, brands and counters, admins).
+/// A member's perk redemptions, newest first (the member, brands and counters, admins). A brand
+/// or counter key sees only the redemptions its brand funds or honours.
 #[utoipa::path(get, path = "/members/{member_id}/redemptions", tag = "perks",
     params(("member_id" = String, Path, description = "Member id")),
     responses(
@@ -167,12 +180,13 @@ pub async fn perks_redemptions(
     principal.require_member_read(&member_id)?;
     let mut conn = state.store.read().acquire().await?;
     Ok(ApiJson(
-        perks::member_redemptions(&mut conn, &member_id).await?,
+        perks::member_redemptions(&mut conn, &member_id, principal.brand_scope()).await?,
     ))
 }
 
-/// Set a perk's stock, per-member / per-tier / per-period limits and window (the funding
-/// brand's key or an admin).
+/// Set a perk's stock, per-member / per-tier / per-period limits and window: an admin, or the
+/// funding brand's key, where an approved version of the plugin names that brand and an existing
+/// inventory is funded by it (403 otherwise).
 #[utoipa::path(put, path = "/perks/{plugin}/{perk_id}/inventory", tag = "perks",
     params(
         ("plugin" = String, Path, description = "Plugin offering the perk"),
@@ -196,7 +210,7 @@ pub async fn perks_inventory_put(
 ) -> ApiResult<Response> {
     perks::check_perk_path("plugin", &plugin)?;
     perks::check_perk_path("perk_id", &perk_id)?;
-    principal.require_brand(&req.funding_brand)?;
+    perks::authorize_inventory(&state, &principal, &plugin, &perk_id, &req.funding_brand).await?;
     let op = format!("perks.inventory:{plugin}:{perk_id}");
     let mut tx = match begin_write(&state, &principal, &key, &op, &req).await? {
         Begun::Replay(response) => return Ok(response),

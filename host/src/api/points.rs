@@ -73,7 +73,8 @@ fn authorize_hold(principal: &Principal, hold: &Hold) -> ApiResult<()> {
 }
 
 /// A member's points: balance, available, held, debt, lots with expiry, upcoming expiry and
-/// pending holds.
+/// pending holds. A brand or counter key sees the holds at its own brand only (`held` counts
+/// them all).
 #[utoipa::path(get, path = "/members/{member_id}/points", tag = "points",
     params(("member_id" = String, Path, description = "Member id")),
     responses(
@@ -88,7 +89,11 @@ pub async fn points_get(
 ) -> ApiResult<ApiJson<PointsView>> {
     check_path_id("member", &member_id)?;
     principal.require_member_read(&member_id)?;
-    let view = ledger::points_view(state.store.read(), &member_id, state.now_ms()).await?;
+    let mut view = ledger::points_view(state.store.read(), &member_id, state.now_ms()).await?;
+    if let Some(own) = principal.brand_scope() {
+        view.holds
+            .retain(|hold| hold.brand_id.as_deref() == Some(own));
+    }
     Ok(ApiJson(view))
 }
 
@@ -102,7 +107,8 @@ pub struct HistoryParams {
     pub limit: Option<i64>,
 }
 
-/// A member's postings (wallet, held, debt), newest first, paged.
+/// A member's postings (wallet, held, debt), newest first, paged. A brand or counter key sees
+/// every posting but another brand's `order_id` and `hold_id` (absent there).
 #[utoipa::path(get, path = "/members/{member_id}/points/history", tag = "points",
     params(("member_id" = String, Path, description = "Member id"), HistoryParams),
     responses(
@@ -121,13 +127,22 @@ pub async fn points_history(
     if let Some(before) = &params.before {
         check_path_id("posting", before)?;
     }
-    let page = ledger::history(
+    let mut page = ledger::history(
         state.store.read(),
         &member_id,
         params.before.as_deref(),
         params.limit.unwrap_or(DEFAULT_HISTORY_PAGE),
     )
     .await?;
+    // The member's postings are shared; another brand's order and hold ids are not.
+    if let Some(own) = principal.brand_scope() {
+        for item in &mut page.items {
+            if item.brand_id.as_deref() != Some(own) {
+                item.order_id = None;
+                item.hold_id = None;
+            }
+        }
+    }
     Ok(ApiJson(page))
 }
 
@@ -261,6 +276,8 @@ pub async fn holds_capture(
     body: Bytes,
 ) -> ApiResult<Response> {
     check_path_id("hold", &hold_id)?;
+    let hold = ledger::get_hold(state.store.read(), &hold_id).await?;
+    authorize_hold(&principal, &hold)?;
     let req: CaptureRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CaptureRequest::default()
     } else {
@@ -272,8 +289,6 @@ pub async fn holds_capture(
             )
         })?
     };
-    let hold = ledger::get_hold(state.store.read(), &hold_id).await?;
-    authorize_hold(&principal, &hold)?;
     let op = format!("holds.capture:{hold_id}");
     let mut tx = match begin_write(&state, &principal, &key, &op, &req).await? {
         Begun::Replay(response) => return Ok(response),

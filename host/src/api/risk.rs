@@ -93,6 +93,18 @@ fn actor(principal: &Principal) -> String {
     }
 }
 
+/// Whether the id of the key that reported a verification is hidden from `principal`: it is
+/// the reporting brand's (or the platform's) business.
+fn hides_verifier(principal: &Principal, verified_by_brand: Option<&str>) -> bool {
+    match principal.role {
+        Role::Admin => false,
+        Role::Brand | Role::Counter => {
+            verified_by_brand.is_none() || principal.brand_id.as_deref() != verified_by_brand
+        }
+        Role::Member => true,
+    }
+}
+
 fn check_subject(kind: SubjectKind, subject: &str) -> ApiResult<()> {
     match kind {
         SubjectKind::Member => check_path_id("member", subject),
@@ -257,7 +269,7 @@ pub async fn verification_create(
     };
     crate::members::fetch_existing(&mut tx, &id).await?;
     let now_ms = state.now_ms();
-    let verification = risk::verify_member(
+    let mut verification = risk::verify_member(
         &mut tx,
         &id,
         req.reference.trim(),
@@ -280,11 +292,15 @@ pub async fn verification_create(
         now_ms,
     )
     .await?;
+    if hides_verifier(&principal, verification.verified_by_brand.as_deref()) {
+        verification.verified_by.clear();
+    }
     finish_write(tx, &principal, &key, StatusCode::CREATED, verification).await
 }
 
 /// A member's real-name verification (admins, brand and counter keys, or the member's own key);
-/// 404 when the member is not verified.
+/// 404 when the member is not verified. `verified_by`, the reporting key's id, is empty unless
+/// the caller is an admin or a key of the reporting brand.
 #[utoipa::path(get, path = "/members/{member_id}/verification", tag = "risk",
     params(("member_id" = String, Path, description = "Member id")),
     responses(
@@ -300,10 +316,13 @@ pub async fn verification_get(
     check_path_id("member", &id)?;
     principal.require_member_read(&id)?;
     let mut conn = state.store.read().acquire().await?;
-    risk::verification_of(&mut conn, &id)
+    let mut verification = risk::verification_of(&mut conn, &id)
         .await?
-        .map(ApiJson)
-        .ok_or_else(|| ApiError::not_found("verification of member", &id))
+        .ok_or_else(|| ApiError::not_found("verification of member", &id))?;
+    if hides_verifier(&principal, verification.verified_by_brand.as_deref()) {
+        verification.verified_by.clear();
+    }
+    Ok(ApiJson(verification))
 }
 
 /// Would a redemption pass the risk rules now? Runs the same check a redemption runs, changes

@@ -31,6 +31,8 @@ pub enum Backend {
 
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    /// Where the separate metrics listener listens, if `metrics.listen` was configured.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub base: String,
     pub client: reqwest::Client,
     pub clock: Arc<ManualClock>,
@@ -87,17 +89,34 @@ impl TestApp {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let metrics_listener = match state.config.metrics.listen {
+            Some(metrics_addr) => Some(
+                tokio::net::TcpListener::bind(metrics_addr)
+                    .await
+                    .expect("bind metrics"),
+            ),
+            None => None,
+        };
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("metrics addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server_state = state.clone();
         let server = tokio::spawn(async move {
-            coalition::server::run(listener, server_state, async {
-                let _ = rx.await;
-            })
+            coalition::server::run_with_metrics_listener(
+                listener,
+                metrics_listener,
+                server_state,
+                async {
+                    let _ = rx.await;
+                },
+            )
             .await
             .expect("server");
         });
         TestApp {
             addr,
+            metrics_addr,
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
             clock,

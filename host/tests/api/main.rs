@@ -3,8 +3,10 @@
 mod fixtures;
 mod helpers;
 
+mod authz_matrix;
 mod bad_input;
 mod brands;
+mod connections;
 mod counter;
 mod health;
 mod keys;

@@ -1278,3 +1278,210 @@ both_backends!(
         app.stop().await;
     }
 );
+
+both_backends!(
+    counter_of_another_brand_gets_403_before_sold_out_refused_or_blocked,
+    |app| async move {
+        // Free parking: funded by the mall, honoured by parking. The mall's counter is a party
+        // to the plugin but does not honour the perk; a rival's counter has nothing to do with it.
+        let parking = free_parking(&app).await;
+        create_brand(&app, "rival").await;
+        let mall_counter = create_key(&app, "counter", Some("mall"), None).await;
+        let rival_counter = create_key(&app, "counter", Some("rival"), None).await;
+        let member = member_id(&app, "+8613900000031", "Sol").await;
+        let path = format!("/members/{member}/perks/parking-perk/parking-2h/redeem");
+        set_inventory(
+            &app,
+            &app.admin_key,
+            "parking-perk",
+            "parking-2h",
+            json!({ "funding_brand": "mall", "total_stock": 1 }),
+        )
+        .await;
+        redeem_parking(&app, &parking, &member).await;
+
+        // Regression: sold out answered 409 `perk_sold_out` to counters that may not redeem it.
+        for counter in [&mall_counter, &rival_counter] {
+            let (status, body) = app.post(&path, counter, &idem(), &json!({})).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        }
+        let (status, body) = app.post(&path, &parking, &idem(), &json!({})).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "perk_sold_out");
+
+        // Paused, and a blocked member: still 403 first.
+        set_inventory(
+            &app,
+            &app.admin_key,
+            "parking-perk",
+            "parking-2h",
+            json!({ "funding_brand": "mall", "status": "paused" }),
+        )
+        .await;
+        let (status, body) = app.post(&path, &mall_counter, &idem(), &json!({})).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let (status, body) = app
+            .post(
+                &format!("/members/{member}/block"),
+                &app.admin_key,
+                &idem(),
+                &json!({ "reason": "test" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        for counter in [&mall_counter, &rival_counter] {
+            let (status, body) = app.post(&path, counter, &idem(), &json!({})).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        }
+        let (status, body) = app.post(&path, &parking, &idem(), &json!({})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "member_blocked");
+        app.stop().await;
+    }
+);
+
+both_backends!(
+    counter_of_the_funding_brand_gets_403_before_the_plugin_refuses,
+    |app| async move {
+        create_brand(&app, "restaurant").await;
+        create_brand(&app, "cinema").await;
+        let restaurant = create_key(&app, "counter", Some("restaurant"), None).await;
+        let cinema = create_key(&app, "counter", Some("cinema"), None).await;
+        install(&app, "cinema-dinner", json!({})).await;
+        install(&app, "coupon-logic", json!({})).await;
+        cinema_template(&app).await;
+        let member = member_id(&app, "+8613900000032", "Tam").await;
+        // 150.00 is under the plugin's 200.00 threshold: the plugin refuses the perk.
+        buy(&app, &restaurant, "restaurant", &member, "R-1", 15_000).await;
+        // Regression: the restaurant's counter got 422 `perk_refused` (with the member's spend in
+        // the reason) for a perk the cinema honours.
+        let (status, body) = app
+            .post(&redeem_path(&member), &restaurant, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(!body.to_string().contains("150.00"), "{body}");
+        // The perk is not offered to the member, so no counter may redeem it.
+        let (status, body) = app
+            .post(&redeem_path(&member), &cinema, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+        // Offered (600.00 spent) but unaffordable after the member spent the points: the
+        // cinema's counter hears the plugin's refusal; the restaurant's still only 403.
+        buy(&app, &restaurant, "restaurant", &member, "R-2", 45_000).await;
+        let (status, body) = app
+            .post(
+                &format!("/members/{member}/points/adjustments"),
+                &app.admin_key,
+                &idem(),
+                &json!({ "points": -200, "reason": "test" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, body) = app
+            .post(&redeem_path(&member), &restaurant, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let (status, body) = app
+            .post(&redeem_path(&member), &cinema, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "perk_refused");
+        app.stop().await;
+    }
+);
+
+both_backends!(
+    a_brand_cannot_set_the_inventory_of_another_brands_perk,
+    |app| async move {
+        free_parking(&app).await;
+        create_brand(&app, "rival").await;
+        let rival = create_key(&app, "brand", Some("rival"), None).await;
+        let parking = create_key(&app, "brand", Some("parking"), None).await;
+        let mall = create_key(&app, "brand", Some("mall"), None).await;
+        let put = |key: String, body: Value| {
+            let app = &app;
+            async move {
+                app.call(
+                    reqwest::Method::PUT,
+                    "/perks/parking-perk/parking-2h/inventory",
+                    Some(&key),
+                    Some(&idem()),
+                    Some(&body),
+                )
+                .await
+            }
+        };
+        // Regression: a brand outside the plugin could claim to fund its perk and pause it, or
+        // sell it out, for everyone.
+        let (status, body) = put(
+            rival.clone(),
+            json!({ "funding_brand": "rival", "total_stock": 0, "status": "paused" }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(
+            scalar(
+                &app,
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM perk_inventory WHERE plugin = $1",
+                "parking-perk"
+            )
+            .await,
+            0
+        );
+        let (status, body) = put(
+            mall.clone(),
+            json!({ "funding_brand": "mall", "total_stock": 5 }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // Funded by the mall: parking (also named by the plugin) may not take it over; that was
+        // a 409 `perk_funding_brand_mismatch` after validation.
+        let (status, body) = put(
+            parking.clone(),
+            json!({ "funding_brand": "parking", "total_stock": 0 }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let (status, body) = put(
+            parking,
+            json!({ "funding_brand": "mall", "total_stock": 0 }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        app.stop().await;
+    }
+);
+
+both_backends!(
+    a_counters_retried_redemption_replays_after_the_perk_is_no_longer_offered,
+    |app| async move {
+        create_brand(&app, "restaurant").await;
+        create_brand(&app, "cinema").await;
+        let restaurant = create_key(&app, "counter", Some("restaurant"), None).await;
+        let cinema = create_key(&app, "counter", Some("cinema"), None).await;
+        install(&app, "cinema-dinner", json!({})).await;
+        install(&app, "coupon-logic", json!({})).await;
+        cinema_template(&app).await;
+        let member = member_id(&app, "+8613900000033", "Uma").await;
+        buy(&app, &restaurant, "restaurant", &member, "R-1", 60_000).await;
+        let key = idem();
+        let (status, first) = app
+            .post(&redeem_path(&member), &cinema, &key, &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{first}");
+        // A week later the dinner no longer unlocks the perk, so the cinema's counter could not
+        // redeem it now; the retry of the answered redemption still replays it.
+        app.clock.advance_ms(8 * DAY_MS);
+        let (status, again) = app
+            .post(&redeem_path(&member), &cinema, &key, &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{again}");
+        assert_eq!(again, first);
+        let (status, body) = app
+            .post(&redeem_path(&member), &cinema, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        app.stop().await;
+    }
+);
