@@ -322,7 +322,7 @@ async fn run(pg_url: Option<String>, seed: u64) -> Result<String> {
             .iter()
             .enumerate()
             .map(|(i, member)| {
-                let client_rng = Rng(seed ^ ((round as u64 + 1) << 32) ^ (i as u64 + 1) * 0x9e37);
+                let client_rng = Rng(seed ^ ((round as u64 + 1) << 32) ^ ((i as u64 + 1) * 0x9e37));
                 tokio::spawn(client(
                     server_ref.clone(),
                     log.clone(),
@@ -475,7 +475,7 @@ async fn client(
             let order = format!("{tag}-order-{n}");
             let price = 500 + rng.below(5_000) as i64;
             let quantity = 1 + rng.below(3) as i64;
-            let points = if pick % 2 == 0 {
+            let points = if pick.is_multiple_of(2) {
                 price * quantity / 20
             } else {
                 0
