@@ -6,10 +6,13 @@
 //! - `build_plugins`: `cargo xtask build-plugins`, every guest into `target/plugins/`.
 //! - `test`: `cargo xtask test`, the whole test suite (what CI runs).
 //! - `demo`: `cargo xtask demo`, the server with the demo coalition and its plugins.
+//! - `contract`: `cargo xtask api-contract`, the served OpenAPI document against the real server
+//!   (schemathesis and a generated client); also the last step of `test`.
 
 use clap::{Parser, Subcommand};
 
 mod build_plugins;
+mod contract;
 mod demo;
 mod paths;
 mod test;
@@ -31,6 +34,9 @@ enum Command {
     Test(test::Args),
     /// Run the host server with the demo coalition and the example plugins installed.
     Demo(demo::Args),
+    /// Check the served OpenAPI document against the real server: schemathesis (no 5xx, no
+    /// response that the document does not describe) and a client generated from it.
+    ApiContract(contract::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +44,6 @@ fn main() -> anyhow::Result<()> {
         Command::BuildPlugins(args) => build_plugins::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::ApiContract(args) => contract::run(&args),
     }
 }

@@ -3,7 +3,9 @@
 //! 1. builds every plugin component (installing the rustup targets if missing);
 //! 2. runs the native unit tests of the example plugins (their own workspace);
 //! 3. runs every test of the host workspace: SDK, runtime (real components, hostile fixtures),
-//!    host (HTTP tests on SQLite files and on PostgreSQL at 127.0.0.1:5432), and doc tests.
+//!    host (HTTP tests on SQLite files and on PostgreSQL at 127.0.0.1:5432), and doc tests;
+//! 4. checks the served OpenAPI document against the real server with schemathesis and a
+//!    generated client (`cargo xtask api-contract`, see [`crate::contract`]).
 
 use std::process::Command;
 
@@ -42,6 +44,8 @@ pub fn run(args: &Args) -> Result<()> {
             .args(["test", "--workspace"])
             .args(&args.extra),
     )?;
+    println!("==> API contract: schemathesis and a generated client against the served document");
+    crate::contract::run(&crate::contract::Args::default())?;
     println!("all test steps passed");
     Ok(())
 }

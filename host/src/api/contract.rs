@@ -1,5 +1,6 @@
 //! What holds for every operation of the OpenAPI document, said once here rather than on each
 //! handler, so that it cannot drift from the extractors that enforce it:
+//! - binary bodies (a PNG) are strings of their media type;
 //! - the `Idempotency-Key` header: required, with the exact length and pattern
 //!   [`crate::idempotency::validate_key`] accepts;
 //! - the answers every operation may give before its handler runs: 401 from the API key check,
@@ -42,6 +43,15 @@ pub fn finish(openapi: &mut OpenApi) {
 }
 
 fn finish_operation(operation: &mut Operation) {
+    for response in operation.responses.responses.values_mut() {
+        if let RefOr::T(response) = response {
+            for (media_type, content) in response.content.iter_mut() {
+                if is_binary(media_type) {
+                    content.schema = Some(binary(media_type));
+                }
+            }
+        }
+    }
     let mut bad_request: Vec<&str> = Vec::new();
     let mut idempotent = false;
     for parameter in operation.parameters.iter_mut().flatten() {
@@ -97,6 +107,23 @@ fn finish_operation(operation: &mut Operation) {
         "503",
         "`busy` (the database is busy) or `timeout`: retry with the same idempotency key",
     );
+}
+
+/// Media types whose bodies are bytes, not text or JSON.
+fn is_binary(media_type: &str) -> bool {
+    media_type.starts_with("image/") && media_type != "image/svg+xml"
+        || media_type == "application/octet-stream"
+}
+
+/// OpenAPI 3.1's binary body: a string of that media type (utoipa would describe a `Vec<u8>`
+/// as an array of integers, which no client can read a PNG into).
+fn binary(media_type: &str) -> RefOr<utoipa::openapi::schema::Schema> {
+    RefOr::T(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type(media_type)
+            .into(),
+    )
 }
 
 fn push_once<'a>(codes: &mut Vec<&'a str>, code: &'a str) {

@@ -95,6 +95,8 @@ pub struct RegisterKeyRequest {
         (status = 201, body = SigningKey),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "unknown brand"),
         (status = 409, body = Problem, content_type = "application/problem+json",
             description = "`signing_key_exists`"),
         (status = 422, body = Problem, content_type = "application/problem+json",
