@@ -562,9 +562,6 @@ pub async fn members_import(
     };
     let limit = state.config.limits.import_body_bytes;
     let bytes = read_body(&headers, body, limit).await?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(empty_import());
-    }
     // Newlines bound the row count from above, so this refuses too-long files before any row
     // is written rather than half-way.
     let lines = bytes.iter().filter(|&&b| b == b'\n').count();
@@ -577,6 +574,9 @@ pub async fn members_import(
                 transfer::MAX_IMPORT_ROWS_PER_REQUEST
             ),
         ));
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(empty_import());
     }
     let scope = principal.idempotency_scope();
     let body_hash = hex::encode(sha2::Sha256::digest(&bytes));
