@@ -7,6 +7,7 @@
 pub mod brands;
 pub mod campaigns;
 pub mod checkouts;
+pub mod contract;
 pub mod coupons;
 pub mod health;
 pub mod jobs;
@@ -182,15 +183,18 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(settle_precedence::router())
 }
 
-/// The OpenAPI document of the whole API.
+/// The OpenAPI document of the whole API, with the parts common to every operation
+/// ([`contract::finish`]).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, openapi) = api_router().split_for_parts();
+    let (_, mut openapi) = api_router().split_for_parts();
+    contract::finish(&mut openapi);
     openapi
 }
 
 /// The complete application: routes, docs, fallbacks and middleware.
 pub fn router(state: AppState) -> Router {
-    let (routes, openapi) = api_router().split_for_parts();
+    let (routes, mut openapi) = api_router().split_for_parts();
+    contract::finish(&mut openapi);
     let openapi_json = serde_json::to_value(&openapi).unwrap_or_default();
     let limits = state.config.limits.clone();
     routes

@@ -65,7 +65,7 @@ pub struct AuditEntry {
 
 /// The result of walking the chain.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Verification {
+pub struct AuditVerification {
     /// True when every entry's hash matches and links to the one before.
     pub ok: bool,
     /// Entries checked.
@@ -226,12 +226,12 @@ pub async fn page(
 
 /// Walks the whole chain in pages (memory stays bounded) and checks every link and hash, and
 /// that the head row names the last entry.
-pub async fn verify(pool: &sqlx::AnyPool) -> ApiResult<Verification> {
+pub async fn verify(pool: &sqlx::AnyPool) -> ApiResult<AuditVerification> {
     const BATCH: i64 = 1_000;
     let mut prev = GENESIS.to_owned();
     let mut expected_seq = 1;
     let mut entries = 0;
-    let bad = |seq: i64, problem: String, entries: i64, head: &str| Verification {
+    let bad = |seq: i64, problem: String, entries: i64, head: &str| AuditVerification {
         ok: false,
         entries,
         first_bad_seq: Some(seq),
@@ -320,7 +320,7 @@ pub async fn verify(pool: &sqlx::AnyPool) -> ApiResult<Verification> {
             &prev,
         ));
     }
-    Ok(Verification {
+    Ok(AuditVerification {
         ok: true,
         entries,
         first_bad_seq: None,

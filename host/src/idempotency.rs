@@ -30,6 +30,10 @@ pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 /// Longest accepted key; UUIDs and order-id based keys fit easily.
 pub const MAX_KEY_LEN: usize = 200;
+/// The characters a key may use, as the OpenAPI document states them: printable ASCII without
+/// spaces (`!` to `~`), which keeps keys safe to log and to compare byte for byte.
+/// [`validate_key`] accepts exactly the strings of 1 to [`MAX_KEY_LEN`] such characters.
+pub const HEADER_PATTERN: &str = "^[!-~]+$";
 
 /// The validated `Idempotency-Key` header of a write request.
 #[derive(Debug, Clone)]
@@ -53,8 +57,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     }
 }
 
-/// Checks a key's length and characters.
+/// Checks a key's length and characters ([`HEADER_PATTERN`], 1 to [`MAX_KEY_LEN`] long).
 pub fn validate_key(key: &str) -> Result<(), ApiError> {
+    // `is_ascii_graphic` is exactly `!`..=`~`, the class of `HEADER_PATTERN`.
     if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::bad_request(
             "invalid_idempotency_key",
@@ -251,4 +256,35 @@ pub async fn finish_write<T: Serialize>(
     .await?;
     tx.commit().await?;
     Ok((status, ApiJson(body)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{validate_key, HEADER_PATTERN, MAX_KEY_LEN};
+
+    /// The documented pattern's one character class, `[!-~]`, as bytes.
+    fn in_documented_class(b: u8) -> bool {
+        let class = HEADER_PATTERN
+            .strip_prefix("^[")
+            .and_then(|p| p.strip_suffix("]+$"))
+            .expect("the pattern is one character class repeated");
+        let (low, high) = class.split_once('-').expect("a range");
+        (low.as_bytes()[0]..=high.as_bytes()[0]).contains(&b)
+    }
+
+    #[test]
+    fn validate_key_accepts_exactly_the_documented_keys() {
+        for b in 0u8..=127 {
+            let key = String::from(char::from(b));
+            assert_eq!(
+                validate_key(&key).is_ok(),
+                in_documented_class(b),
+                "byte {b:#04x}"
+            );
+        }
+        assert!(validate_key("é").is_err());
+        assert!(validate_key("").is_err());
+        assert!(validate_key(&"k".repeat(MAX_KEY_LEN)).is_ok());
+        assert!(validate_key(&"k".repeat(MAX_KEY_LEN + 1)).is_err());
+    }
 }

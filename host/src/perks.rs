@@ -1030,6 +1030,23 @@ pub async fn redeem(
         .await
         .map_err(ApiError::internal)?
         .map_err(|err| {
+            if let Some(reason) = err.kind.invalid_input() {
+                // The plugin says the request makes no sense to it (an unknown perk id): the
+                // caller's error, not an outage.
+                return ApiError::unprocessable(
+                    "perk_input_invalid",
+                    format!(
+                        "{}@{}: {reason}; nothing was redeemed",
+                        err.plugin, err.version
+                    ),
+                )
+                .with_extra(crate::plugins::plugin_problem_extra(
+                    &err.plugin,
+                    &err.version,
+                    Hook::RedeemPerk,
+                    err.kind.code(),
+                ));
+            }
             tracing::warn!(error = %err, "redeem-perk failed; nothing redeemed");
             ApiError::unavailable(
                 "perk_plugin_failed",

@@ -567,7 +567,7 @@ pub async fn blacklist_list(
 
 /// A member's real-name verification.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct Verification {
+pub struct MemberVerification {
     /// The member.
     pub member_id: String,
     /// The verifier's reference (e.g. the check's id at the identity provider).
@@ -588,7 +588,7 @@ pub async fn verify_member(
     verified_by: &str,
     verified_by_brand: Option<&str>,
     now_ms: i64,
-) -> ApiResult<Verification> {
+) -> ApiResult<MemberVerification> {
     sqlx::query(
         "INSERT INTO member_verifications (member_id, reference, verified_by, verified_by_brand,
             verified_at)
@@ -611,8 +611,8 @@ pub async fn verify_member(
 pub async fn verification_of(
     conn: &mut AnyConnection,
     member_id: &str,
-) -> ApiResult<Option<Verification>> {
-    let row: Option<Verification> = sqlx::query_as(
+) -> ApiResult<Option<MemberVerification>> {
+    let row: Option<MemberVerification> = sqlx::query_as(
         "SELECT member_id, reference, verified_by, verified_by_brand, verified_at
          FROM member_verifications WHERE member_id = $1",
     )

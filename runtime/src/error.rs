@@ -238,7 +238,10 @@ impl ErrorKind {
     }
 
     /// True when the plugin itself is to blame: these count towards its circuit breaker.
-    /// Host-side refusals (bad input, overload, an open circuit, a hook it never listed) do not.
+    /// Host-side refusals (bad input, overload, an open circuit, a hook it never listed) do not,
+    /// and neither does the plugin's own `invalid-input` answer: the input was wrong (an unknown
+    /// perk id from a client, say), so counting it would let any caller open the breaker of a
+    /// healthy plugin for everyone.
     pub fn is_plugin_fault(&self) -> bool {
         matches!(
             self,
@@ -248,8 +251,17 @@ impl ErrorKind {
                 | ErrorKind::Trap(_)
                 | ErrorKind::OutputTooLarge(_)
                 | ErrorKind::InvariantViolation(_)
-                | ErrorKind::HookError(_)
+                | ErrorKind::HookError(HookFailure::Failed(_))
         )
+    }
+
+    /// The plugin's reason when it answered `invalid-input`: the request it was given does not
+    /// make sense to it, which the host reports as the caller's error rather than an outage.
+    pub fn invalid_input(&self) -> Option<&str> {
+        match self {
+            ErrorKind::HookError(HookFailure::InvalidInput(reason)) => Some(reason),
+            _ => None,
+        }
     }
 }
 

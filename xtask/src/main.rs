@@ -8,10 +8,13 @@
 //! - `demo`: `cargo xtask demo`, the server with the demo coalition and its plugins.
 //! - `partner_check`: `cargo xtask partner-check`, the SDK packaged and a plugin built against
 //!   it outside the repository.
+//! - `contract`: `cargo xtask api-contract`, the served OpenAPI document against the real server
+//!   (schemathesis and a generated client); also the last step of `test`.
 
 use clap::{Parser, Subcommand};
 
 mod build_plugins;
+mod contract;
 mod demo;
 mod partner_check;
 mod paths;
@@ -36,6 +39,9 @@ enum Command {
     Demo(demo::Args),
     /// Package the SDK and build a partner plugin against it outside the repository.
     PartnerCheck,
+    /// Check the served OpenAPI document against the real server: schemathesis (no 5xx, no
+    /// response that the document does not describe) and a client generated from it.
+    ApiContract(contract::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +50,6 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::PartnerCheck => partner_check::run(),
+        Command::ApiContract(args) => contract::run(&args),
     }
 }

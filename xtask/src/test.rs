@@ -5,7 +5,9 @@
 //! 3. runs every test of the host workspace: SDK, runtime (real components, hostile fixtures),
 //!    host (HTTP tests on SQLite files and on PostgreSQL at 127.0.0.1:5432), the kill -9 crash
 //!    check, and doc tests;
-//! 4. packages the SDK and builds a partner plugin against it outside the repository.
+//! 4. checks the served OpenAPI document against the real server with schemathesis and a
+//!    generated client (`cargo xtask api-contract`, see [`crate::contract`]);
+//! 5. packages the SDK and builds a partner plugin against it outside the repository.
 
 use std::process::Command;
 
@@ -44,6 +46,8 @@ pub fn run(args: &Args) -> Result<()> {
             .args(["test", "--workspace"])
             .args(&args.extra),
     )?;
+    println!("==> API contract: schemathesis and a generated client against the served document");
+    crate::contract::run(&crate::contract::Args::default())?;
     println!("==> partner kit: the SDK packaged, a plugin built against it outside the repository");
     crate::partner_check::run()?;
     println!("all test steps passed");

@@ -40,7 +40,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 409, body = Problem, content_type = "application/problem+json",
             description = "`coupon_reserved`, `coupon_redeemed`, `coupon_unavailable`"),
         (status = 422, body = Problem, content_type = "application/problem+json",
-            description = "`coupon_rejected`, `coupon_expired`, `coupon_voided`, \
+            description = "`coupon_rejected`, `coupon_input_invalid` (the plugin calls the cart \
+                or template invalid), `coupon_expired`, `coupon_voided`, \
                 `coupon_not_honoured_here`, `coupon_template_retired`, `coupons_not_combinable`, \
                 `too_many_coupons`, `member_blocked`, `brand_suspended`"),
         (status = 503, body = Problem, content_type = "application/problem+json",

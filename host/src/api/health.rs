@@ -36,7 +36,8 @@ pub async fn health_live() -> ApiJson<Health> {
 
 /// Readiness: the database answers.
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
-    responses((status = 200, body = Health), (status = 503, body = crate::error::Problem)))]
+    responses((status = 200, body = Health), (status = 503, body = crate::error::Problem,
+        content_type = "application/problem+json", description = "`not_ready`")))]
 pub async fn health_ready(State(state): State<AppState>) -> Result<ApiJson<Health>, ApiError> {
     state.store.ping().await.map_err(|err| {
         ApiError::unavailable("not_ready", format!("database unreachable: {err}"))

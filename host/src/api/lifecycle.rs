@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use crate::api::points::check_path_id;
 use crate::api::AppState;
-use crate::audit::{AuditEntry, Verification};
+use crate::audit::{AuditEntry, AuditVerification};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
 use crate::idempotency::{begin_write, finish_write, Begun, IdempotencyKey};
@@ -95,6 +95,8 @@ pub struct RegisterKeyRequest {
         (status = 201, body = SigningKey),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "unknown brand"),
         (status = 409, body = Problem, content_type = "application/problem+json",
             description = "`signing_key_exists`"),
         (status = 422, body = Problem, content_type = "application/problem+json",
@@ -578,6 +580,7 @@ pub async fn plugins_reject(
     responses(
         (status = 200, body = InstalledVersion),
         (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json",
             description = "`invalid_transition`"),
     ))]
@@ -619,6 +622,7 @@ pub struct CanaryRequest {
         (status = 200, body = InstalledVersion),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json",
             description = "`invalid_transition`, `no_active_version`, `no_canary`"),
     ))]
@@ -678,6 +682,7 @@ pub struct ShadowRequest {
     responses(
         (status = 200, body = InstalledVersion),
         (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json",
             description = "`invalid_transition`"),
     ))]
@@ -698,6 +703,7 @@ pub async fn plugins_shadow(
 
 /// How many results or inputs.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LimitQuery {
     /// How many (bounded by the endpoint's maximum).
     pub limit: Option<i64>,
@@ -844,6 +850,8 @@ async fn name_action(
     responses(
         (status = 200, body = NameActionResult),
         (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "no version of this plugin is installed"),
         (status = 409, body = Problem, content_type = "application/problem+json",
             description = "`no_canary`"),
     ))]
@@ -865,6 +873,8 @@ pub async fn plugin_names_promote(
         (status = 200, body = NameActionResult),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "no version of this plugin is installed"),
         (status = 409, body = Problem, content_type = "application/problem+json",
             description = "`nothing_to_roll_back`"),
     ))]
@@ -895,6 +905,8 @@ pub async fn plugin_names_rollback(
         (status = 200, body = NameActionResult),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "no version of this plugin is installed"),
         (status = 409, body = Problem, content_type = "application/problem+json",
             description = "`plugin_killed`"),
     ))]
@@ -915,6 +927,8 @@ pub async fn plugin_names_kill(
     responses(
         (status = 200, body = NameActionResult),
         (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json",
+            description = "no version of this plugin is installed"),
         (status = 409, body = Problem, content_type = "application/problem+json",
             description = "`plugin_not_killed`"),
     ))]
@@ -933,6 +947,7 @@ pub async fn plugin_names_resume(
 
 /// Which entries.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Entries after this sequence number (default 0).
     pub after: Option<i64>,
@@ -983,13 +998,13 @@ pub async fn audit_list(
 /// (admins).
 #[utoipa::path(get, path = "/audit/verify", tag = "plugin lifecycle",
     responses(
-        (status = 200, body = Verification),
+        (status = 200, body = AuditVerification),
         (status = 403, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn audit_verify(
     State(state): State<AppState>,
     principal: Principal,
-) -> ApiResult<ApiJson<Verification>> {
+) -> ApiResult<ApiJson<AuditVerification>> {
     principal.require_admin()?;
     Ok(ApiJson(crate::audit::verify(state.store.read()).await?))
 }

@@ -523,13 +523,15 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<B
         FormatParams,
         ("Idempotency-Key" = String, Header, description = "Unique per file; a retry reuses it"),
     ),
-    request_body(content = String, description = "JSON lines (`application/x-ndjson`) or CSV \
-        (`text/csv`) with columns phone, name, birthday, email, tags (`;`-separated in CSV)",
-        content_type = "text/csv"),
+    request_body(description = "JSON lines (`application/x-ndjson`; also read as such: \
+        `application/jsonl`, `application/json-lines`, `application/ndjson`, `application/json`) \
+        or CSV (`text/csv`) with columns phone, name, birthday, email, tags (`;`-separated in \
+        CSV); `?format=` overrides the type. At least one row.",
+        content((String = "text/csv"), (String = "application/x-ndjson"))),
     responses(
         (status = 200, body = ImportReport),
         (status = 400, body = Problem, content_type = "application/problem+json",
-            description = "`invalid_import`"),
+            description = "`empty_import` (no rows), `invalid_import`"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json",
             description = "`payload_too_large`, `too_many_rows`"),
@@ -573,6 +575,9 @@ pub async fn members_import(
             ),
         ));
     }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(empty_import());
+    }
     let scope = principal.idempotency_scope();
     let body_hash = hex::encode(sha2::Sha256::digest(&bytes));
     let hash = idempotency::request_hash("members.import", &(format, body_hash));
@@ -598,6 +603,10 @@ pub async fn members_import(
     )
     .await
     .map_err(import_error)?;
+    if report.rows == 0 {
+        // A CSV header without rows: nothing was written.
+        return Err(empty_import());
+    }
     let mut tx = state.store.begin().await?;
     if let Claim::Replay { status, body } =
         idempotency::claim(&mut tx, &scope, &key.0, &hash, now_ms).await?
@@ -608,6 +617,14 @@ pub async fn members_import(
     idempotency::complete(&mut tx, &scope, &key.0, StatusCode::OK, &report).await?;
     tx.commit().await?;
     Ok(ApiJson(report).into_response())
+}
+
+/// An import that carries no rows is a mistake (a wrong file, a lost body), not a success.
+fn empty_import() -> ApiError {
+    ApiError::bad_request(
+        "empty_import",
+        "the body has no rows to import (send at least one JSON line or CSV row)",
+    )
 }
 
 fn import_error(err: ImportError) -> ApiError {
@@ -622,8 +639,11 @@ fn import_error(err: ImportError) -> ApiError {
 #[utoipa::path(get, path = "/members/export", tag = "members",
     params(FormatParams),
     responses(
-        (status = 200, description = "JSON lines or CSV, one member per line",
-            content_type = "application/x-ndjson", body = String),
+        (status = 200, description = "One member per line: JSON lines (`format=jsonl`, the \
+            default) or CSV with a header row (`format=csv`)",
+            content((String = "application/x-ndjson"), (String = "text/csv")),
+            headers(("Content-Disposition" = String,
+                description = "`attachment; filename=\"members.jsonl\"` or `members.csv`"))),
         (status = 403, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn members_export(

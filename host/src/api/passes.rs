@@ -90,7 +90,7 @@ pub async fn passes_svg(
 #[utoipa::path(get, path = "/members/{member_id}/pass.png", tag = "passes",
     params(("member_id" = String, Path, description = "Member id")),
     responses(
-        (status = 200, body = Vec<u8>, content_type = "image/png"),
+        (status = 200, body = [u8], content_type = "image/png"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),

@@ -91,7 +91,8 @@ pub async fn perks_list(
         (status = 409, body = Problem, content_type = "application/problem+json",
             description = "`perk_sold_out`, `perk_cost_changed`, `idempotency_key_reused`"),
         (status = 422, body = Problem, content_type = "application/problem+json",
-            description = "`perk_refused`, `insufficient_points`, `member_blocked`, \
+            description = "`perk_refused`, `perk_input_invalid` (the plugin calls the request \
+                invalid, e.g. an unknown perk), `insufficient_points`, `member_blocked`, \
                 `perk_limit_reached`, `perk_period_limit_reached`, `perk_paused`, \
                 `perk_outside_window`, risk refusals"),
         (status = 503, body = Problem, content_type = "application/problem+json",

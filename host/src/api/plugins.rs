@@ -76,6 +76,7 @@ pub async fn plugins_list(
 
 /// Which receipts to list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReceiptQuery {
     /// What the decision was used for, e.g. `purchase`.
     pub subject_kind: String,

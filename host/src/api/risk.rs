@@ -15,7 +15,7 @@ use crate::audit::{self, NewEntry};
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
 use crate::idempotency::{begin_write, finish_write, Begun, IdempotencyKey};
-use crate::risk::{self, BlacklistEntry, RedemptionAttempt, SubjectKind, Verification};
+use crate::risk::{self, BlacklistEntry, MemberVerification, RedemptionAttempt, SubjectKind};
 
 /// Routes of this resource.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -41,6 +41,7 @@ pub struct BlacklistRequest {
 /// Query of `GET /risk/blacklist`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct BlacklistQuery {
     /// Only this kind.
     pub kind: Option<SubjectKind>,
@@ -243,7 +244,7 @@ pub async fn blacklist_remove(
     ),
     request_body = VerificationRequest,
     responses(
-        (status = 201, body = Verification),
+        (status = 201, body = MemberVerification),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -304,7 +305,7 @@ pub async fn verification_create(
 #[utoipa::path(get, path = "/members/{member_id}/verification", tag = "risk",
     params(("member_id" = String, Path, description = "Member id")),
     responses(
-        (status = 200, body = Verification),
+        (status = 200, body = MemberVerification),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
@@ -312,7 +313,7 @@ pub async fn verification_get(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<ApiJson<Verification>> {
+) -> ApiResult<ApiJson<MemberVerification>> {
     check_path_id("member", &id)?;
     principal.require_member_read(&id)?;
     let mut conn = state.store.read().acquire().await?;

@@ -14,6 +14,7 @@ mod ledger;
 mod ledger_props;
 mod lifecycle;
 mod members;
+mod openapi;
 mod perks;
 mod plugins;
 mod purchases;
