@@ -40,7 +40,7 @@ const REPLAYS_PER_ROUND: usize = 25;
 /// Hang guard for the server to become ready (a debug build migrating a fresh database).
 const READY_GUARD: Duration = Duration::from_secs(120);
 /// Hang guard for one retried request to get an answer after the restart.
-const RETRY_GUARD: Duration = Duration::from_secs(60);
+const RETRY_GUARD: Duration = Duration::from_secs(300);
 /// Points each member starts with, so spends and points-paid purchases happen.
 const START_POINTS: i64 = 3_000;
 
@@ -173,6 +173,9 @@ impl Server {
             .env("COALITION_DATABASE_URL", &self.database_url)
             .env_remove("COALITION_PLUGINS_DIR")
             .env("COALITION_LOG_FILTER", "warn")
+            // Far above any honest request on a loaded CI machine (the default is 10 s); a 503
+            // is still handled below as "no answer yet, retry with the same key".
+            .env("COALITION_LIMITS__REQUEST_TIMEOUT_MS", "120000")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -440,10 +443,14 @@ impl ServerHandle {
 async fn answer(server: &Server, sent: &mut Sent) -> Result<(u16, Value)> {
     let started = std::time::Instant::now();
     loop {
-        if let Some((status, body)) = ServerHandle::of(server).post(sent).await {
-            ensure!(status < 500, "{} answered {status}: {body}", sent.path);
-            sent.answer = Some((status, body.clone()));
-            return Ok((status, body));
+        match ServerHandle::of(server).post(sent).await {
+            // 503 (busy or cut off): nothing was committed; retry with the same key.
+            Some((503, _)) | None => {}
+            Some((status, body)) => {
+                ensure!(status < 500, "{} answered {status}: {body}", sent.path);
+                sent.answer = Some((status, body.clone()));
+                return Ok((status, body));
+            }
         }
         ensure!(
             started.elapsed() < RETRY_GUARD,
@@ -518,6 +525,8 @@ async fn client(
             log.len() - 1
         };
         match server.post(&sent).await {
+            // Busy or cut off: left unanswered, retried with its key after the round.
+            Some((503, _)) => {}
             Some(answer) => {
                 if answer.0 == 201 {
                     if let Some(order) = &sent.order {

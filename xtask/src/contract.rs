@@ -209,6 +209,9 @@ impl Server {
             .env("COALITION_DATA_DIR", &data_dir)
             .env_remove("COALITION_DATABASE_URL")
             .env_remove("COALITION_CONFIG")
+            // A 503 `timeout` is a documented answer, but a 5xx fails this check: on a loaded
+            // CI machine a debug build must not hit the 10 s default cut-off.
+            .env("COALITION_LIMITS__REQUEST_TIMEOUT_MS", "120000")
             .args(["serve", "--demo", "--listen", &addr.to_string()])
             .arg("--plugins-dir")
             .arg(paths::plugins_out_dir())

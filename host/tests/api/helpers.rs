@@ -46,6 +46,9 @@ pub struct TestApp {
     pg_db: Option<String>,
 }
 
+/// The request cut-off in tests: far above any honest request, even on a loaded machine.
+const TEST_REQUEST_TIMEOUT_MS: u64 = 120_000;
+
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
         Self::spawn_with(backend, |_| {}).await
@@ -70,6 +73,11 @@ impl TestApp {
                 pg_db = Some(name);
             }
         }
+        // The server cuts a request off after `request_timeout_ms` (10 s by default) with a 503.
+        // On a loaded 2-core CI machine a debug build's settlement reconciliation once took
+        // longer than that and failed a test at random; tests are about behaviour, not speed,
+        // so they get a generous cut-off (tests of the cut-off itself set their own).
+        config.limits.request_timeout_ms = TEST_REQUEST_TIMEOUT_MS;
         tweak(&mut config);
         let clock = ManualClock::new(T0_MS);
         let state = coalition::server::build_state(config, clock.clone())
