@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use coalition_runtime::model::{Config, Hook};
+use coalition_runtime::model::{Config, Hook, SettleKind};
 use coalition_runtime::{
     list_perks_all, ArtifactSource, BreakerState, CallContext, ErrorKind, LoadError, ManualClock,
     Operation,
@@ -276,6 +276,44 @@ fn half_open_breaker_closes_when_the_probe_succeeds() {
         .points_bonus(&ctx, &member(None), &order("coffee", 3))
         .expect("probe succeeds");
     assert_eq!(coffee.breaker_state(), BreakerState::Closed);
+}
+
+#[test]
+fn retries_of_a_failing_settle_event_neither_open_nor_keep_open_the_breaker() {
+    let clock = ManualClock::new();
+    let t = runtime_with_clock(clock.clone(), 3, Duration::from_secs(10));
+    // settle-gap settles parking perks but traps on the one its share table lacks.
+    let gap = load(&t.runtime, "settle-gap");
+    let ctx = CallContext::new(invocation(MONDAY_MARCH_17_0930_UTC8_MS, "parking"));
+    let mut bad = event(SettleKind::PerkRedeemed, "parking", "mall", "parking", 600);
+    bad.reference = Some("valet-parking".into());
+    let mut good = bad.clone();
+    good.event_id = "ev-2".into();
+    good.reference = Some("free-parking-hour".into());
+    let traps = |err: coalition_runtime::PluginError| matches!(err.kind, ErrorKind::Trap(_));
+
+    // Closed: failed retries are not counted, however many.
+    for _ in 0..10 {
+        assert!(traps(gap.settle_retry(&ctx, &bad).expect_err("traps")));
+    }
+    assert_eq!(gap.breaker_state(), BreakerState::Closed);
+
+    // Ordinary calls that fail in a row open it; a retry is then refused without running.
+    for _ in 0..3 {
+        assert!(traps(gap.settle(&ctx, &bad).expect_err("traps")));
+    }
+    assert_eq!(gap.breaker_state(), BreakerState::Open);
+    let err = gap.settle_retry(&ctx, &bad).expect_err("open");
+    assert!(matches!(err.kind, ErrorKind::CircuitOpen { .. }), "{err}");
+
+    // Half-open: a failed retry takes the free probe but hands it back instead of reopening;
+    // the healthy event's call is the probe that closes the breaker.
+    clock.advance(Duration::from_secs(10));
+    assert!(traps(gap.settle_retry(&ctx, &bad).expect_err("traps")));
+    assert_eq!(gap.breaker_state(), BreakerState::HalfOpen);
+    let settled = gap.settle(&ctx, &good).expect("the probe settles");
+    assert_eq!(settled.value.len(), 2);
+    assert_eq!(gap.breaker_state(), BreakerState::Closed);
 }
 
 #[test]
