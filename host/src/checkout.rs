@@ -508,39 +508,13 @@ async fn plugin_discounts(
         .await
         .map_err(ApiError::internal)?
         .map_err(|err| {
-            if let Some(reason) = err.kind.invalid_input() {
-                // The plugin says the cart or the template makes no sense to it (a total that
-                // overflows, a template without its parameters): not an outage.
-                return ApiError::unprocessable(
-                    "coupon_input_invalid",
-                    format!(
-                        "{}@{}: {reason}; the coupon was not applied",
-                        err.plugin, err.version
-                    ),
-                )
-                .with_extra(crate::plugins::plugin_problem_extra(
-                    &err.plugin,
-                    &err.version,
-                    Hook::ApplyCoupon,
-                    err.kind.code(),
-                ));
-            }
-            tracing::warn!(error = %err, "apply-coupon failed; coupon not applied");
-            ApiError::unavailable(
-                "coupon_plugin_failed",
-                format!(
-                    "plugin {}@{} failed in apply-coupon ({}); the coupon was not applied",
-                    err.plugin,
-                    err.version,
-                    err.kind.code()
-                ),
-            )
-            .with_extra(crate::plugins::plugin_problem_extra(
-                &err.plugin,
-                &err.version,
+            crate::plugins::fail_closed_problem(
+                &err,
                 Hook::ApplyCoupon,
-                err.kind.code(),
-            ))
+                "coupon_input_invalid",
+                "coupon_plugin_failed",
+                "the coupon was not applied",
+            )
         })?;
     let discounts = match &decision.value {
         CouponDecision::Rejected(reason) => {

@@ -893,6 +893,20 @@ pub struct RedemptionView {
     pub created_at_ms: i64,
 }
 
+/// The version of `plugin_name` serving `member_id` that implements redeem-perk, or 404.
+fn serving_perk_plugin(
+    state: &AppState,
+    member_id: &str,
+    plugin_name: &str,
+) -> ApiResult<crate::plugins::ActivePlugin> {
+    state
+        .plugins
+        .serving(member_id)
+        .into_iter()
+        .find(|p| p.plugin.name() == plugin_name && p.plugin.implements(Hook::RedeemPerk))
+        .ok_or_else(|| ApiError::not_found("perk plugin", plugin_name))
+}
+
 /// Whether a counter key may redeem `plugin_name`/`perk_id` for `member_id`, decided before any
 /// business rule (blocked member, stock, limits, the plugin's refusal): a counter redeems only
 /// perks its own brand honours.
@@ -914,12 +928,7 @@ pub async fn authorize_counter_redemption(
         return Ok(());
     }
     let brand = principal.brand_id.as_deref().unwrap_or_default();
-    let active = state
-        .plugins
-        .serving(member_id)
-        .into_iter()
-        .find(|p| p.plugin.name() == plugin_name && p.plugin.implements(Hook::RedeemPerk))
-        .ok_or_else(|| ApiError::not_found("perk plugin", plugin_name))?;
+    let active = serving_perk_plugin(state, member_id, plugin_name)?;
     if !active.involves(brand) {
         return Err(ApiError::forbidden(format!(
             "plugin {plugin_name} does not name brand {brand:?}: a counter redeems only perks \
@@ -991,12 +1000,7 @@ pub async fn redeem(
     let mut wallet = ledger::lock_wallet(conn, backend, member_id, now_ms).await?;
     wallet.require_active()?;
 
-    let active = state
-        .plugins
-        .serving(member_id)
-        .into_iter()
-        .find(|p| p.plugin.name() == plugin_name && p.plugin.implements(Hook::RedeemPerk))
-        .ok_or_else(|| ApiError::not_found("perk plugin", plugin_name))?;
+    let active = serving_perk_plugin(state, member_id, plugin_name)?;
     // Host-side refusals first: a sold-out perk or a spent limit never reaches the plugin.
     // Same-member redemptions are serialised by the wallet lock, so the counts are exact.
     let tier = wallet.tier.clone();
@@ -1030,39 +1034,13 @@ pub async fn redeem(
         .await
         .map_err(ApiError::internal)?
         .map_err(|err| {
-            if let Some(reason) = err.kind.invalid_input() {
-                // The plugin says the request makes no sense to it (an unknown perk id): the
-                // caller's error, not an outage.
-                return ApiError::unprocessable(
-                    "perk_input_invalid",
-                    format!(
-                        "{}@{}: {reason}; nothing was redeemed",
-                        err.plugin, err.version
-                    ),
-                )
-                .with_extra(crate::plugins::plugin_problem_extra(
-                    &err.plugin,
-                    &err.version,
-                    Hook::RedeemPerk,
-                    err.kind.code(),
-                ));
-            }
-            tracing::warn!(error = %err, "redeem-perk failed; nothing redeemed");
-            ApiError::unavailable(
-                "perk_plugin_failed",
-                format!(
-                    "plugin {}@{} failed in redeem-perk ({}); nothing was redeemed",
-                    err.plugin,
-                    err.version,
-                    err.kind.code()
-                ),
-            )
-            .with_extra(crate::plugins::plugin_problem_extra(
-                &err.plugin,
-                &err.version,
+            crate::plugins::fail_closed_problem(
+                &err,
                 Hook::RedeemPerk,
-                err.kind.code(),
-            ))
+                "perk_input_invalid",
+                "perk_plugin_failed",
+                "nothing was redeemed",
+            )
         })?;
     let perk = match &decision.value {
         RedeemDecision::Granted(perk) => perk.clone(),

@@ -495,6 +495,39 @@ pub struct SkippedDecision {
 
 /// The `extra` of a fail-closed problem caused by a plugin: which plugin, version and hook, and
 /// the reason code, so a client shows the member who refused and why.
+/// The problem for a fail-closed hook (redeem-perk, apply-coupon) whose call failed:
+/// the plugin's own `invalid-input` (the request makes no sense to it, e.g. an unknown perk id)
+/// is the caller's `422 <invalid_code>`; anything else is a `503 <failed_code>` outage. Both say
+/// `nothing` happened and carry the plugin, version, hook and reason code.
+pub fn fail_closed_problem(
+    err: &PluginError,
+    hook: Hook,
+    invalid_code: &'static str,
+    failed_code: &'static str,
+    nothing: &str,
+) -> crate::error::ApiError {
+    let extra = plugin_problem_extra(&err.plugin, &err.version, hook, err.kind.code());
+    if let Some(reason) = err.kind.invalid_input() {
+        return crate::error::ApiError::unprocessable(
+            invalid_code,
+            format!("{}@{}: {reason}; {nothing}", err.plugin, err.version),
+        )
+        .with_extra(extra);
+    }
+    tracing::warn!(error = %err, hook = hook.as_str(), "fail-closed hook failed; {nothing}");
+    crate::error::ApiError::unavailable(
+        failed_code,
+        format!(
+            "plugin {}@{} failed in {} ({}); {nothing}",
+            err.plugin,
+            err.version,
+            hook.as_str(),
+            err.kind.code()
+        ),
+    )
+    .with_extra(extra)
+}
+
 pub fn plugin_problem_extra(
     plugin: &str,
     version: &str,
