@@ -37,10 +37,11 @@ const KILL_WINDOW_MS: (u64, u64) = (300, 1_500);
 const LAST_ROUND_REQUESTS: usize = 20;
 /// Answered writes replayed per round to check that the stored answer comes back.
 const REPLAYS_PER_ROUND: usize = 25;
-/// Hang guard for the server to become ready (a debug build migrating a fresh database).
-const READY_GUARD: Duration = Duration::from_secs(120);
-/// Hang guard for one retried request to get an answer after the restart.
-const RETRY_GUARD: Duration = Duration::from_secs(300);
+/// Hang guard, in polls 100 ms apart, for the server to become ready (a debug build migrating a
+/// fresh database). Counted in attempts, never compared with a clock.
+const READY_POLLS: u32 = 1_200;
+/// Hang guard, in attempts 100 ms apart, for one retried request to get an answer.
+const RETRY_POLLS: u32 = 3_000;
 /// Points each member starts with, so spends and points-paid purchases happen.
 const START_POINTS: i64 = 3_000;
 
@@ -186,7 +187,7 @@ impl Server {
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
-        let started = std::time::Instant::now();
+        let mut polls = 0;
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
@@ -202,10 +203,8 @@ impl Server {
             if ready {
                 return Ok(());
             }
-            ensure!(
-                started.elapsed() < READY_GUARD,
-                "the server never became ready"
-            );
+            polls += 1;
+            ensure!(polls < READY_POLLS, "the server never became ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -441,7 +440,7 @@ impl ServerHandle {
 
 /// Sends until an answer comes (the server may still be starting); a 5xx is a failure.
 async fn answer(server: &Server, sent: &mut Sent) -> Result<(u16, Value)> {
-    let started = std::time::Instant::now();
+    let mut attempts = 0;
     loop {
         match ServerHandle::of(server).post(sent).await {
             // 503 (busy or cut off): nothing was committed; retry with the same key.
@@ -452,8 +451,9 @@ async fn answer(server: &Server, sent: &mut Sent) -> Result<(u16, Value)> {
                 return Ok((status, body));
             }
         }
+        attempts += 1;
         ensure!(
-            started.elapsed() < RETRY_GUARD,
+            attempts < RETRY_POLLS,
             "{} never answered after the restart",
             sent.path
         );
