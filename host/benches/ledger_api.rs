@@ -16,11 +16,11 @@ use common::{
 };
 use std::sync::Arc;
 
-use coalition::auth::Role;
-use coalition::clock::{Clock, SystemClock};
-use coalition::config::Config;
+use coalition::domain::access::Role;
+use coalition::foundation::clock::{Clock, SystemClock};
+use coalition::foundation::store::{new_id, Backend, Store};
+use coalition::interfaces::config::Config;
 use coalition::ledger::{self, AdjustmentRequest, Val};
-use coalition::store::{new_id, Backend, Store};
 use serde_json::json;
 
 /// Requests per measured run (bounded so each configuration stays well under a minute).
@@ -53,7 +53,7 @@ async fn setup(url: String, dir: tempfile::TempDir) -> Env {
     };
     config.jobs.enabled = false;
     config.log_filter = "warn".to_owned();
-    let state = coalition::server::build_state(config, Arc::new(SystemClock))
+    let state = coalition::app::server::build_state(config, Arc::new(SystemClock))
         .await
         .expect("state");
     let store = state.store.clone();
@@ -108,11 +108,12 @@ async fn setup(url: String, dir: tempfile::TempDir) -> Env {
         .expect("credit");
         tx.commit().await.expect("commit");
     }
-    let admin = coalition::auth::create_key(store.write(), Role::Admin, None, None, "bench", now)
-        .await
-        .expect("admin key")
-        .secret;
-    let counter = coalition::auth::create_key(
+    let admin =
+        coalition::domain::access::create_key(store.write(), Role::Admin, None, None, "bench", now)
+            .await
+            .expect("admin key")
+            .secret;
+    let counter = coalition::domain::access::create_key(
         store.write(),
         Role::Counter,
         Some("bench"),
@@ -129,7 +130,7 @@ async fn setup(url: String, dir: tempfile::TempDir) -> Env {
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        let _ = coalition::server::run(listener, state, async {
+        let _ = coalition::app::server::run(listener, state, async {
             let _ = rx.await;
         })
         .await;

@@ -20,11 +20,11 @@ use common::{
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use coalition::auth::Role;
-use coalition::clock::{Clock, SystemClock};
-use coalition::config::Config;
-use coalition::store::new_id;
-use coalition::store::{Backend, Store};
+use coalition::domain::access::Role;
+use coalition::foundation::clock::{Clock, SystemClock};
+use coalition::foundation::store::new_id;
+use coalition::foundation::store::{Backend, Store};
+use coalition::interfaces::config::Config;
 use serde_json::json;
 
 /// Requests per measured run (bounded so each configuration stays well under a minute).
@@ -81,7 +81,7 @@ async fn setup(url: String, dir: tempfile::TempDir, http: &reqwest::Client) -> E
     };
     config.jobs.enabled = false;
     config.log_filter = "warn".to_owned();
-    let state = coalition::server::build_state(config, Arc::new(SystemClock))
+    let state = coalition::app::server::build_state(config, Arc::new(SystemClock))
         .await
         .expect("state");
     let store = state.store.clone();
@@ -120,11 +120,12 @@ async fn setup(url: String, dir: tempfile::TempDir, http: &reqwest::Client) -> E
         .await
         .expect("install");
     }
-    let admin = coalition::auth::create_key(store.write(), Role::Admin, None, None, "bench", now)
-        .await
-        .expect("admin key")
-        .secret;
-    let restaurant = coalition::auth::create_key(
+    let admin =
+        coalition::domain::access::create_key(store.write(), Role::Admin, None, None, "bench", now)
+            .await
+            .expect("admin key")
+            .secret;
+    let restaurant = coalition::domain::access::create_key(
         store.write(),
         Role::Counter,
         Some("restaurant"),
@@ -135,7 +136,7 @@ async fn setup(url: String, dir: tempfile::TempDir, http: &reqwest::Client) -> E
     .await
     .expect("counter key")
     .secret;
-    let cinema = coalition::auth::create_key(
+    let cinema = coalition::domain::access::create_key(
         store.write(),
         Role::Counter,
         Some("cinema"),
@@ -152,7 +153,7 @@ async fn setup(url: String, dir: tempfile::TempDir, http: &reqwest::Client) -> E
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        let _ = coalition::server::run(listener, state, async {
+        let _ = coalition::app::server::run(listener, state, async {
             let _ = rx.await;
         })
         .await;
@@ -267,7 +268,7 @@ async fn raw_redeem(store: &Store, i: usize, member: &str) -> Result<(), sqlx::E
     )
     .await?;
     let redemption = new_id();
-    let code = coalition::coupons::generate_code();
+    let code = coalition::domain::coupons::generate_code();
     sqlx::query("INSERT INTO coupons (code, template_id, member_id, status, source_kind, source_id, issued_at, expires_at, updated_at) VALUES ($1, 'cinema-ticket-half', $2, 'issued', 'perk', $3, $4, $5, $4)")
         .bind(&code).bind(member).bind(&redemption).bind(now).bind(now + 30 * 86_400_000).execute(&mut *tx).await?;
     let receipt = new_id();

@@ -19,9 +19,9 @@ use common::{env_usize, on_both_backends};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use coalition::clock::ManualClock;
-use coalition::config::Config;
-use coalition::settlement::periods::{self, CloseRequest, PeriodId};
+use coalition::foundation::clock::ManualClock;
+use coalition::interfaces::config::Config;
+use coalition::workflows::settlement::periods::{self, CloseRequest, PeriodId};
 
 /// Lines in the period.
 const DEFAULT_LINES: usize = 1_000_000;
@@ -84,7 +84,7 @@ async fn bench(backend: &'static str, url: String, lines: usize, parties: usize)
     config.jobs.enabled = false;
     config.log_filter = "warn".to_owned();
     let clock = ManualClock::new(APRIL_MS + 3_600_000);
-    let state = coalition::server::build_state(config, clock)
+    let state = coalition::app::server::build_state(config, clock)
         .await
         .expect("state");
     let brand = |i: usize| format!("brand{:02}", i % parties);

@@ -1,10 +1,10 @@
-//! The `coalition` binary: parses flags and hands over to [`coalition::cli::run`].
+//! The `coalition` binary: parses flags and hands over to [`coalition::app::cli::run`].
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = coalition::cli::Cli::parse();
-    match coalition::cli::run(cli) {
+    let cli = coalition::app::cli::Cli::parse();
+    match coalition::app::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -20,9 +20,7 @@
 //!   kill switch, all recorded in the audit log.
 //! - [`dryrun`]: dry runs of a candidate against recorded inputs, and shadow runs.
 //! - [`sync`]: telling every node that what serves has changed (LISTEN/NOTIFY plus polling).
-//! - [`cli`]: the `coalition plugin …` commands.
 
-pub mod cli;
 pub mod context;
 pub mod dryrun;
 pub mod lifecycle;
@@ -35,10 +33,12 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use coalition_runtime::model::{self, Bonus, Hook, Invocation, MemberContext, Order, OrderLine};
+use coalition_runtime::model::{self, Bonus, Hook, Invocation, MemberContext, Order};
 use coalition_runtime::{Decision, LoadedPlugin, PerkListing, PluginError, Runtime, RuntimeConfig};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::domain::purchases::SkippedDecision;
 
 /// Plugin settings of the host.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,7 +128,7 @@ pub fn canary_bucket(plugin: &str, member_ref: &str) -> u32 {
 /// goes back: a wall clock stepped backwards holds the breaker's time still until it catches up.
 #[derive(Debug)]
 pub struct BreakerClock {
-    clock: Arc<dyn crate::clock::Clock>,
+    clock: Arc<dyn crate::foundation::clock::Clock>,
     origin: std::time::Instant,
     origin_ms: i64,
     latest: std::sync::Mutex<std::time::Instant>,
@@ -136,7 +136,7 @@ pub struct BreakerClock {
 
 impl BreakerClock {
     /// Starts at the clock's current time.
-    pub fn new(clock: Arc<dyn crate::clock::Clock>) -> Self {
+    pub fn new(clock: Arc<dyn crate::foundation::clock::Clock>) -> Self {
         let origin = std::time::Instant::now();
         Self {
             origin_ms: clock.now_ms(),
@@ -196,7 +196,7 @@ impl PluginHost {
         config: PluginsConfig,
         data_dir: &std::path::Path,
         utc_offset_minutes: i64,
-        clock: Arc<dyn crate::clock::Clock>,
+        clock: Arc<dyn crate::foundation::clock::Clock>,
     ) -> anyhow::Result<Self> {
         let artifact_dir = if config.artifact_dir.as_os_str().is_empty() {
             data_dir.join("artifacts")
@@ -416,83 +416,6 @@ pub struct BonusOutcome {
     pub result: Result<Decision<Vec<Bonus>>, PluginError>,
 }
 
-/// Asks every active plugin that implements `points-bonus` and involves the brand for bonuses
-/// on this purchase (fail-open: see [`crate::plugins`]).
-pub async fn bonuses_for_purchase(
-    state: &crate::api::AppState,
-    brand_id: &str,
-    req: &crate::purchases::PurchaseRequest,
-) -> crate::error::ApiResult<AcceptedBonuses> {
-    let interested = state
-        .plugins
-        .active()
-        .iter()
-        .any(|p| p.plugin.implements(Hook::PointsBonus) && p.involves(brand_id));
-    if !interested {
-        return Ok(AcceptedBonuses::default());
-    }
-    let priced =
-        crate::purchases::quote(state.store.read(), &state.config.points, brand_id, req).await?;
-    let now_ms = state.now_ms();
-    let mut conn = state.store.read().acquire().await?;
-    let (member, blocked) =
-        context::member_context(&mut conn, &state.config, &req.member_id, now_ms).await?;
-    drop(conn);
-    if blocked {
-        // The write refuses blocked members with `member_blocked`; no point asking plugins.
-        return Ok(AcceptedBonuses::default());
-    }
-    let order = Order {
-        order_id: req.order_id.clone(),
-        brand: brand_id.to_owned(),
-        lines: priced
-            .lines
-            .iter()
-            .map(|l| OrderLine {
-                line_id: l.line_id.clone(),
-                sku: l.sku.clone(),
-                category: l.category.clone(),
-                quantity: u32::try_from(l.quantity).unwrap_or(u32::MAX),
-                unit_price_cents: l.unit_price_cents,
-                excluded: l.excluded,
-            })
-            .collect(),
-        total_cents: priced.total_cents,
-        paid_with_points_cents: priced.points_value_cents,
-        base_points: priced.base_points,
-    };
-    let invocation =
-        state
-            .plugins
-            .invocation(now_ms, brand_id, &format!("purchase:{}", req.order_id));
-    let shadow_input = (invocation.clone(), member.clone(), order.clone());
-    let outcomes = state
-        .plugins
-        .purchase_bonuses(invocation, member, order)
-        .await;
-    dryrun::spawn_shadow_bonuses(state, &outcomes, shadow_input);
-    Ok(accept_bonuses(outcomes, priced.base_points))
-}
-
-/// A plugin decision the host refused, cut or skipped, as the answer and the record show it:
-/// a member's dispute is answered from this, not from logs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SkippedDecision {
-    /// The plugin.
-    pub plugin: String,
-    /// Its version.
-    pub version: String,
-    /// The hook, e.g. `points-bonus`.
-    pub hook: String,
-    /// Stable reason code: a plugin failure (`fuel_exhausted`, `deadline`, `trap`,
-    /// `invariant_violation`, `hook_error`, `circuit_open`, `overloaded`, …) or a host cap
-    /// (`bonus_capped`: cut to fit the order's bonus cap; `bonus_cap_reached`: dropped, the cap
-    /// was already reached; `too_many_bonuses`: dropped past the order's bonus count).
-    pub code: String,
-    /// What happened, for people.
-    pub detail: String,
-}
-
 /// The `extra` of a fail-closed problem caused by a plugin: which plugin, version and hook, and
 /// the reason code, so a client shows the member who refused and why.
 /// The problem for a fail-closed hook (redeem-perk, apply-coupon) whose call failed:
@@ -505,17 +428,17 @@ pub fn fail_closed_problem(
     invalid_code: &'static str,
     failed_code: &'static str,
     nothing: &str,
-) -> crate::error::ApiError {
+) -> crate::foundation::error::DomainError {
     let extra = plugin_problem_extra(&err.plugin, &err.version, hook, err.kind.code());
     if let Some(reason) = err.kind.invalid_input() {
-        return crate::error::ApiError::unprocessable(
+        return crate::foundation::error::DomainError::unprocessable(
             invalid_code,
             format!("{}@{}: {reason}; {nothing}", err.plugin, err.version),
         )
         .with_extra(extra);
     }
     tracing::warn!(error = %err, hook = hook.as_str(), "fail-closed hook failed; {nothing}");
-    crate::error::ApiError::unavailable(
+    crate::foundation::error::DomainError::unavailable(
         failed_code,
         format!(
             "plugin {}@{} failed in {} ({}); {nothing}",
@@ -542,9 +465,14 @@ pub fn plugin_problem_extra(
     })
 }
 
-impl SkippedDecision {
-    fn new(active: &ActivePlugin, hook: Hook, code: &str, detail: String) -> Self {
-        Self {
+fn skipped_decision(
+    active: &ActivePlugin,
+    hook: Hook,
+    code: &str,
+    detail: String,
+) -> SkippedDecision {
+    {
+        SkippedDecision {
             plugin: active.plugin.name().to_owned(),
             version: active.plugin.version().to_owned(),
             hook: hook.as_str().to_owned(),
@@ -572,10 +500,10 @@ impl AcceptedBonuses {
     }
 
     /// The bonuses as the ledger records them, each naming the plugin version that proposed it.
-    pub fn proposals(&self) -> Vec<crate::purchases::BonusProposal> {
+    pub fn proposals(&self) -> Vec<crate::domain::purchases::BonusProposal> {
         self.bonuses
             .iter()
-            .map(|(source, bonus)| crate::purchases::BonusProposal {
+            .map(|(source, bonus)| crate::domain::purchases::BonusProposal {
                 points: bonus.points,
                 code: bonus.code.clone(),
                 reason: bonus.reason.clone(),
@@ -626,12 +554,14 @@ impl AcceptedBonuses {
 
 /// Applies the fail-open policy and the host's per-purchase caps to bonus outcomes.
 ///
-/// Bonuses are taken in plugin order until the caps of [`crate::purchases::plan_earn`] are
+/// Bonuses are taken in plugin order until the caps of [`crate::domain::purchases::plan_earn`] are
 /// reached (10x the base points, 1,000,000 points, 16 bonuses); a bonus that would cross the
 /// points cap is cut to fit and says so in its reason, so the member never gets more than the
 /// cap and a broken or greedy plugin never fails the purchase.
 pub fn accept_bonuses(outcomes: Vec<BonusOutcome>, base_points: i64) -> AcceptedBonuses {
-    use crate::purchases::{MAX_BONUSES, MAX_BONUS_MULTIPLE_OF_BASE, MAX_BONUS_POINTS_PER_ORDER};
+    use crate::domain::purchases::{
+        MAX_BONUSES, MAX_BONUS_MULTIPLE_OF_BASE, MAX_BONUS_POINTS_PER_ORDER,
+    };
     let cap = base_points
         .max(0)
         .saturating_mul(MAX_BONUS_MULTIPLE_OF_BASE)
@@ -649,7 +579,7 @@ pub fn accept_bonuses(outcomes: Vec<BonusOutcome>, base_points: i64) -> Accepted
                     "kind" => err.kind.code()
                 )
                 .increment(1);
-                accepted.skipped.push(SkippedDecision::new(
+                accepted.skipped.push(skipped_decision(
                     &active,
                     Hook::PointsBonus,
                     err.kind.code(),
@@ -675,7 +605,7 @@ pub fn accept_bonuses(outcomes: Vec<BonusOutcome>, base_points: i64) -> Accepted
                         format!("{MAX_BONUSES} bonuses per order"),
                     )
                 };
-                accepted.skipped.push(SkippedDecision::new(
+                accepted.skipped.push(skipped_decision(
                     &active,
                     Hook::PointsBonus,
                     code,
@@ -688,7 +618,7 @@ pub fn accept_bonuses(outcomes: Vec<BonusOutcome>, base_points: i64) -> Accepted
             }
             let points = bonus.points.min(room);
             let reason = if points < bonus.points {
-                accepted.skipped.push(SkippedDecision::new(
+                accepted.skipped.push(skipped_decision(
                     &active,
                     Hook::PointsBonus,
                     "bonus_capped",

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use coalition::store::{Store, StoreOptions};
+use coalition::foundation::store::{Store, StoreOptions};
 use serde_json::{json, Value};
 
 /// Concurrent writing clients (one member each).

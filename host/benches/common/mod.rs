@@ -160,7 +160,7 @@ pub fn print_api_vs_raw(rows: &[Row]) {
 
 /// Claims idempotency key `key` (scope `raw`), as the API does first in every write.
 pub async fn raw_claim(
-    tx: &mut coalition::store::Tx,
+    tx: &mut coalition::foundation::store::Tx,
     key: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
@@ -170,7 +170,10 @@ pub async fn raw_claim(
 }
 
 /// Stores the response under `key`, as the API does last in every write.
-pub async fn raw_complete(tx: &mut coalition::store::Tx, key: &str) -> Result<(), sqlx::Error> {
+pub async fn raw_complete(
+    tx: &mut coalition::foundation::store::Tx,
+    key: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE idempotency_keys SET status_code = 201, response_body = '{}' WHERE scope = 'raw' AND idem_key = $1")
         .bind(key).execute(&mut **tx).await?;
     Ok(())
@@ -181,7 +184,7 @@ pub async fn raw_complete(tx: &mut coalition::store::Tx, key: &str) -> Result<()
 /// Returns the entry id.
 #[allow(clippy::too_many_arguments)]
 pub async fn raw_debit(
-    tx: &mut coalition::store::Tx,
+    tx: &mut coalition::foundation::store::Tx,
     member: &str,
     points: i64,
     kind: &str,
@@ -204,14 +207,14 @@ pub async fn raw_debit(
     .bind(&lot)
     .execute(&mut **tx)
     .await?;
-    let entry = coalition::store::new_id();
+    let entry = coalition::foundation::store::new_id();
     sqlx::query("INSERT INTO ledger_entries (id, kind, member_id, brand_id, reason, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(&entry).bind(kind).bind(member).bind(brand).bind(memo).bind(now).execute(&mut **tx).await?;
     sqlx::query("INSERT INTO lot_consumptions (id, lot_id, entry_id, amount, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(coalition::store::new_id()).bind(&lot).bind(&entry).bind(points).bind(now).execute(&mut **tx).await?;
+        .bind(coalition::foundation::store::new_id()).bind(&lot).bind(&entry).bind(points).bind(now).execute(&mut **tx).await?;
     sqlx::query("INSERT INTO ledger_postings (id, entry_id, account, member_id, brand_id, amount, memo, created_at) VALUES ($1, $2, 'wallet', $3, NULL, $4, $5, $6), ($7, $2, $8, NULL, $9, $10, $5, $6)")
-        .bind(coalition::store::new_id()).bind(&entry).bind(member).bind(-points).bind(memo).bind(now)
-        .bind(coalition::store::new_id()).bind(account).bind(brand).bind(points)
+        .bind(coalition::foundation::store::new_id()).bind(&entry).bind(member).bind(-points).bind(memo).bind(now)
+        .bind(coalition::foundation::store::new_id()).bind(account).bind(brand).bind(points)
         .execute(&mut **tx).await?;
     Ok(entry)
 }

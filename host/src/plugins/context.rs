@@ -4,10 +4,9 @@
 use coalition_runtime::model::{BrandSpend, MemberContext};
 use sqlx::AnyConnection;
 
-use crate::clock::DAY_MS;
-use crate::config::Config;
-use crate::error::{ApiError, ApiResult};
-use crate::tiers::{self, TierBasis};
+use crate::domain::tiers::{self, TierBasis, TiersConfig};
+use crate::foundation::clock::DAY_MS;
+use crate::foundation::error::{DomainError, DomainResult};
 
 /// Most tags passed to a plugin (the contract's bound).
 pub const MAX_TAGS: i64 = 64;
@@ -17,19 +16,19 @@ pub const MAX_BRANDS: i64 = 64;
 /// The context of `member_id` at `now_ms`, and whether the member is blocked.
 pub async fn member_context(
     conn: &mut AnyConnection,
-    config: &Config,
+    tiers_config: &TiersConfig,
     member_id: &str,
     now_ms: i64,
-) -> ApiResult<(MemberContext, bool)> {
+) -> DomainResult<(MemberContext, bool)> {
     let row: Option<(String, Option<String>, String, i64)> =
         sqlx::query_as("SELECT tier, birthday, status, created_at FROM members WHERE id = $1")
             .bind(member_id)
             .fetch_optional(&mut *conn)
             .await?;
     let Some((tier, birthday, status, created_at)) = row else {
-        return Err(ApiError::not_found("member", member_id));
+        return Err(DomainError::not_found("member", member_id));
     };
-    let ladder = tiers::load_ladder(&mut *conn, &config.tiers).await?;
+    let ladder = tiers::load_ladder(&mut *conn, tiers_config).await?;
     let tier_rank = u32::try_from(tiers::rank_of(&ladder, &tier)).unwrap_or(0);
 
     let tags: Vec<(String,)> =
@@ -45,7 +44,7 @@ pub async fn member_context(
             .fetch_optional(&mut *conn)
             .await?;
 
-    let window_start = now_ms.saturating_sub(config.tiers.window_days.saturating_mul(DAY_MS));
+    let window_start = now_ms.saturating_sub(tiers_config.window_days.saturating_mul(DAY_MS));
     let qualifying = tiers::qualifying_between(
         &mut *conn,
         TierBasis::Spend,

@@ -20,8 +20,12 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{registry, ActivePlugin, BonusOutcome};
-use crate::api::AppState;
-use crate::error::{ApiError, ApiResult};
+use std::sync::Arc;
+
+use super::PluginHost;
+use crate::foundation::clock::Clock;
+use crate::foundation::error::{DomainError, DomainResult};
+use crate::foundation::store::Store;
 
 /// Most recorded inputs one dry run replays, per hook: each call takes ~20–60 µs plus
 /// instantiation, so 500 inputs answer well within the request timeout.
@@ -92,9 +96,10 @@ struct RecordedRow {
 
 /// Loads any stored version by id into a callable plugin with its effective config.
 async fn load_version(
-    state: &AppState,
+    store: &Store,
+    host: &PluginHost,
     id: &str,
-) -> ApiResult<(
+) -> DomainResult<(
     LoadedPlugin,
     model::Config,
     serde_json::Map<String, serde_json::Value>,
@@ -105,20 +110,20 @@ async fn load_version(
          WHERE v.id = $1",
     )
     .bind(id)
-    .fetch_optional(state.store.read())
+    .fetch_optional(store.read())
     .await?;
     let Some((manifest, config, sha, b64)) = row else {
-        return Err(ApiError::not_found("plugin version", id));
+        return Err(DomainError::not_found("plugin version", id));
     };
     let admin: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&config).unwrap_or_default();
-    let runtime = state.plugins.runtime().clone();
+    let runtime = host.runtime().clone();
     let (plugin, effective) = tokio::task::spawn_blocking(move || {
         registry::load_one(&runtime, &manifest, &config, &sha, &b64)
     })
     .await
-    .map_err(ApiError::internal)?
-    .map_err(|err| ApiError::unprocessable("plugin_rejected", err.to_string()))?;
+    .map_err(DomainError::internal)?
+    .map_err(|err| DomainError::unprocessable("plugin_rejected", err.to_string()))?;
     Ok((plugin, effective, admin))
 }
 
@@ -150,16 +155,21 @@ fn inner_output(output: &HookOutput) -> serde_json::Value {
 
 /// Dry-runs version `id` against the last `limit` recorded inputs of its plugin's active
 /// version, for every hook the candidate implements.
-pub async fn dry_run(state: &AppState, id: &str, limit: i64) -> ApiResult<DryRunReport> {
+pub async fn dry_run(
+    store: &Store,
+    host: &PluginHost,
+    id: &str,
+    limit: i64,
+) -> DomainResult<DryRunReport> {
     let limit = limit.clamp(1, MAX_DRY_RUN_INPUTS);
-    let candidate = registry::get(state.store.read(), id)
+    let candidate = registry::get(store.read(), id)
         .await?
-        .ok_or_else(|| ApiError::not_found("plugin version", id))?;
+        .ok_or_else(|| DomainError::not_found("plugin version", id))?;
     if matches!(
         candidate.status.as_str(),
         "uploaded" | "rejected" | "active"
     ) {
-        return Err(ApiError::conflict(
+        return Err(DomainError::conflict(
             "invalid_transition",
             format!(
                 "version is {}; dry runs are for validated, co-signed, approved or retired \
@@ -173,10 +183,10 @@ pub async fn dry_run(state: &AppState, id: &str, limit: i64) -> ApiResult<DryRun
          WHERE name = $1 AND status = 'active'",
     )
     .bind(&candidate.name)
-    .fetch_optional(state.store.read())
+    .fetch_optional(store.read())
     .await?;
     let Some((active_id, active_version, active_sha)) = active else {
-        return Err(ApiError::conflict(
+        return Err(DomainError::conflict(
             "no_active_version",
             format!(
                 "{} has no active version whose inputs could be replayed",
@@ -184,7 +194,7 @@ pub async fn dry_run(state: &AppState, id: &str, limit: i64) -> ApiResult<DryRun
             ),
         ));
     };
-    let (plugin, _, admin) = load_version(state, id).await?;
+    let (plugin, _, admin) = load_version(store, host, id).await?;
     let mut rows: Vec<RecordedRow> = Vec::new();
     for hook in &candidate.hooks {
         let mut page: Vec<RecordedRow> = sqlx::query_as(
@@ -198,7 +208,7 @@ pub async fn dry_run(state: &AppState, id: &str, limit: i64) -> ApiResult<DryRun
         .bind(&active_sha)
         .bind(hook)
         .bind(limit)
-        .fetch_all(state.store.read())
+        .fetch_all(store.read())
         .await?;
         rows.append(&mut page);
     }
@@ -208,7 +218,7 @@ pub async fn dry_run(state: &AppState, id: &str, limit: i64) -> ApiResult<DryRun
             .collect::<Vec<_>>()
     })
     .await
-    .map_err(ApiError::internal)?;
+    .map_err(DomainError::internal)?;
     let differing = items.iter().filter(|i| i.differs).count();
     Ok(DryRunReport {
         candidate_version_id: candidate.id,
@@ -276,11 +286,13 @@ fn replay_on(
 /// Runs the shadows of the plugins that just answered a `points-bonus` call, in the
 /// background; the purchase never waits for them and never sees their decisions.
 pub fn spawn_shadow_bonuses(
-    state: &AppState,
+    store: &Store,
+    host: &PluginHost,
+    clock: &Arc<dyn Clock>,
     outcomes: &[BonusOutcome],
     input: (Invocation, MemberContext, Order),
 ) {
-    let routing = state.plugins.routing();
+    let routing = host.routing();
     if routing.shadows.is_empty() {
         return;
     }
@@ -310,7 +322,7 @@ pub fn spawn_shadow_bonuses(
     if pairs.is_empty() {
         return;
     }
-    let state = state.clone();
+    let (store, clock) = (store.clone(), clock.clone());
     tokio::spawn(async move {
         let (invocation, member, order) = input;
         let subject = order.order_id.clone();
@@ -329,7 +341,7 @@ pub fn spawn_shadow_bonuses(
         })
         .await;
         let Ok(results) = results else { return };
-        let now_ms = state.now_ms();
+        let now_ms = clock.now_ms();
         for (shadow, serving, receipt, serving_output, result) in results {
             let (same, output, fuel, us) = match &result {
                 Ok(d) => (
@@ -352,7 +364,7 @@ pub fn spawn_shadow_bonuses(
                  VALUES ($1, $2, $3, $4, 'points-bonus', $5, $6, $7, $8, $9, $10, $11, $12, $13,
                     $14)",
             )
-            .bind(crate::store::new_id())
+            .bind(crate::foundation::store::new_id())
             .bind(shadow.plugin.name())
             .bind(&shadow.version_id)
             .bind(&serving.version_id)
@@ -366,7 +378,7 @@ pub fn spawn_shadow_bonuses(
             .bind(i64::try_from(receipt.duration_us).unwrap_or(i64::MAX))
             .bind(i64::try_from(us).unwrap_or(i64::MAX))
             .bind(now_ms)
-            .execute(state.store.write())
+            .execute(store.write())
             .await;
             if let Err(err) = stored {
                 tracing::warn!(%err, "shadow result not stored");
@@ -427,10 +439,10 @@ type ShadowRow = (
 
 /// The newest shadow results of a version.
 pub async fn shadow_results(
-    state: &AppState,
+    store: &Store,
     id: &str,
     limit: i64,
-) -> ApiResult<Vec<ShadowResult>> {
+) -> DomainResult<Vec<ShadowResult>> {
     let rows: Vec<ShadowRow> = sqlx::query_as(
         "SELECT id, shadow_version_id, serving_version_id, hook, subject_id, input_sha256, same,
             serving_output, shadow_output, serving_fuel, shadow_fuel, serving_us, shadow_us,
@@ -440,7 +452,7 @@ pub async fn shadow_results(
     )
     .bind(id)
     .bind(limit.clamp(1, MAX_SHADOW_RESULTS))
-    .fetch_all(state.store.read())
+    .fetch_all(store.read())
     .await?;
     let parse = |s: &str| serde_json::from_str(s).unwrap_or(serde_json::Value::Null);
     Ok(rows

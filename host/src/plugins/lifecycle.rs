@@ -22,7 +22,7 @@
 //!   a share of members ([`super::canary_bucket`]), a kill switch, and a shadow.
 //!
 //! Every transition runs in one transaction with guarded `UPDATE … WHERE status = …`, appends
-//! an entry to the hash-chained audit log ([`crate::audit`]) and, when what serves changes,
+//! an entry to the hash-chained audit log ([`crate::ledger::audit`]) and, when what serves changes,
 //! bumps the generation so every node reloads ([`super::sync`]).
 
 use std::time::Duration;
@@ -35,10 +35,11 @@ use utoipa::ToSchema;
 
 use super::registry::{self, InstalledVersion};
 use super::signing;
-use crate::api::AppState;
-use crate::auth::{Principal, Role};
-use crate::error::{ApiError, ApiResult};
-use crate::store::Backend;
+use super::PluginHost;
+use crate::domain::access::{Principal, Role};
+use crate::foundation::error::{DomainError, DomainResult};
+use crate::foundation::store::UniqueAsConflict;
+use crate::foundation::store::{Backend, Store};
 
 /// Longest a validation compile may take before the version is rejected: a 32 MB JavaScript
 /// guest compiles in about 2 s on one core, and the whole upload must answer within the
@@ -76,11 +77,11 @@ async fn audit(
     reason: &str,
     details: serde_json::Value,
     now_ms: i64,
-) -> ApiResult<()> {
-    crate::audit::append(
+) -> DomainResult<()> {
+    crate::ledger::audit::append(
         conn,
         backend,
-        &crate::audit::NewEntry {
+        &crate::ledger::audit::NewEntry {
             actor,
             action,
             subject_kind,
@@ -133,11 +134,11 @@ pub async fn register_key(
     label: &str,
     actor: &str,
     now_ms: i64,
-) -> ApiResult<SigningKey> {
+) -> DomainResult<SigningKey> {
     let key = signing::parse_public_key(public_key)
-        .map_err(|err| ApiError::validation(format!("public_key: {err}")))?;
+        .map_err(|err| DomainError::validation(format!("public_key: {err}")))?;
     if label.len() > MAX_LABEL_LEN {
-        return Err(ApiError::validation(format!(
+        return Err(DomainError::validation(format!(
             "label is longer than {MAX_LABEL_LEN} bytes"
         )));
     }
@@ -147,7 +148,7 @@ pub async fn register_key(
             .fetch_one(&mut *conn)
             .await?;
     if brands == 0 {
-        return Err(ApiError::not_found("brand", brand));
+        return Err(DomainError::not_found("brand", brand));
     }
     let (held,): (i64,) = sqlx::query_as(
         "SELECT CAST(COUNT(*) AS BIGINT) FROM brand_signing_keys
@@ -157,14 +158,14 @@ pub async fn register_key(
     .fetch_one(&mut *conn)
     .await?;
     if held >= MAX_SIGNING_KEYS_PER_BRAND {
-        return Err(ApiError::unprocessable(
+        return Err(DomainError::unprocessable(
             "too_many_signing_keys",
             format!("a brand holds at most {MAX_SIGNING_KEYS_PER_BRAND} keys; revoke one first"),
         ));
     }
-    let id = crate::store::new_id();
+    let id = crate::foundation::store::new_id();
     let public_hex = hex::encode(key.to_bytes());
-    let inserted = sqlx::query(
+    sqlx::query(
         "INSERT INTO brand_signing_keys (id, brand_id, public_key, label, status, created_by,
             created_at) VALUES ($1, $2, $3, $4, 'pending', $5, $6)",
     )
@@ -175,17 +176,13 @@ pub async fn register_key(
     .bind(actor)
     .bind(now_ms)
     .execute(&mut *conn)
-    .await;
-    match inserted {
-        Ok(_) => {}
-        Err(err) if crate::store::is_unique_violation(&err) => {
-            return Err(ApiError::conflict(
-                "signing_key_exists",
-                "this public key is already registered",
-            ))
-        }
-        Err(err) => return Err(err.into()),
-    }
+    .await
+    .unique_as(|| {
+        DomainError::conflict(
+            "signing_key_exists",
+            "this public key is already registered",
+        )
+    })?;
     audit(
         conn,
         backend,
@@ -201,18 +198,18 @@ pub async fn register_key(
     load_key(conn, &id).await
 }
 
-async fn load_key(conn: &mut AnyConnection, id: &str) -> ApiResult<SigningKey> {
+async fn load_key(conn: &mut AnyConnection, id: &str) -> DomainResult<SigningKey> {
     let key: Option<SigningKey> = sqlx::query_as(&format!(
         "SELECT {KEY_COLUMNS} FROM brand_signing_keys WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?;
-    key.ok_or_else(|| ApiError::not_found("signing key", id))
+    key.ok_or_else(|| DomainError::not_found("signing key", id))
 }
 
 /// A brand's keys, newest first.
-pub async fn list_keys(pool: &sqlx::AnyPool, brand: &str) -> ApiResult<Vec<SigningKey>> {
+pub async fn list_keys(pool: &sqlx::AnyPool, brand: &str) -> DomainResult<Vec<SigningKey>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {KEY_COLUMNS} FROM brand_signing_keys WHERE brand_id = $1
          ORDER BY created_at DESC, id DESC LIMIT 100"
@@ -231,7 +228,7 @@ pub async fn decide_key(
     approve: bool,
     reason: &str,
     now_ms: i64,
-) -> ApiResult<SigningKey> {
+) -> DomainResult<SigningKey> {
     let key = load_key(conn, key_id).await?;
     if approve {
         principal.require_admin()?;
@@ -256,7 +253,7 @@ pub async fn decide_key(
     .await?
     .rows_affected();
     if updated == 0 {
-        return Err(ApiError::conflict(
+        return Err(DomainError::conflict(
             "invalid_transition",
             format!("signing key is {}; it cannot become {to}", key.status),
         ));
@@ -289,16 +286,16 @@ async fn check_signature(
     key_id: &str,
     signature: &str,
     hash: &[u8; 32],
-) -> ApiResult<()> {
+) -> DomainResult<()> {
     let key = load_key(conn, key_id).await?;
     if key.brand_id != brand {
-        return Err(ApiError::unprocessable(
+        return Err(DomainError::unprocessable(
             "signature_invalid",
             format!("signing key {key_id} is not a key of brand {brand:?}"),
         ));
     }
     if key.status != "approved" {
-        return Err(ApiError::unprocessable(
+        return Err(DomainError::unprocessable(
             "signing_key_not_approved",
             format!(
                 "signing key {key_id} is {}; an admin must approve it first",
@@ -307,7 +304,7 @@ async fn check_signature(
         ));
     }
     signing::verify(&key.public_key, signature, hash)
-        .map_err(|err| ApiError::unprocessable("signature_invalid", err.to_string()))
+        .map_err(|err| DomainError::unprocessable("signature_invalid", err.to_string()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -334,11 +331,11 @@ pub async fn upload(
     principal: &Principal,
     package: &Package<'_>,
     now_ms: i64,
-) -> ApiResult<InstalledVersion> {
+) -> DomainResult<InstalledVersion> {
     let brand = match (principal.role, principal.brand_id.as_deref()) {
         (Role::Brand, Some(brand)) => brand.to_owned(),
         _ => {
-            return Err(ApiError::forbidden(
+            return Err(DomainError::forbidden(
                 "packages are uploaded with a brand key; the platform installs its own \
                  components directly",
             ))
@@ -346,18 +343,18 @@ pub async fn upload(
     };
     let component = base64::engine::general_purpose::STANDARD
         .decode(package.component_base64.trim())
-        .map_err(|_| ApiError::validation("component_base64 is not valid base64"))?;
+        .map_err(|_| DomainError::validation("component_base64 is not valid base64"))?;
     if component.len() > registry::MAX_COMPONENT_BYTES {
-        return Err(ApiError::validation(format!(
+        return Err(DomainError::validation(format!(
             "component is {} bytes; the limit is {}",
             component.len(),
             registry::MAX_COMPONENT_BYTES
         )));
     }
     let manifest = Manifest::parse(package.manifest)
-        .map_err(|err| ApiError::unprocessable("manifest_invalid", err.to_string()))?;
+        .map_err(|err| DomainError::unprocessable("manifest_invalid", err.to_string()))?;
     if !manifest.brands.contains(&brand) {
-        return Err(ApiError::forbidden(format!(
+        return Err(DomainError::forbidden(format!(
             "brand {brand:?} is not among the manifest's brands {:?}",
             manifest.brands
         )));
@@ -377,10 +374,10 @@ pub async fn upload(
     .bind(now_ms)
     .execute(&mut *conn)
     .await?;
-    let id = crate::store::new_id();
+    let id = crate::foundation::store::new_id();
     let actor = actor(principal);
     let hooks: Vec<&str> = manifest.hooks.iter().map(|h| h.as_str()).collect();
-    let inserted = sqlx::query(
+    sqlx::query(
         "INSERT INTO plugin_versions (id, name, version, wit, component_sha256, manifest, hooks,
             brands, config, status, installed_by, created_at, updated_at, content_sha256,
             uploaded_by_brand)
@@ -399,20 +396,16 @@ pub async fn upload(
     .bind(&content_hex)
     .bind(&brand)
     .execute(&mut *conn)
-    .await;
-    match inserted {
-        Ok(_) => {}
-        Err(err) if crate::store::is_unique_violation(&err) => {
-            return Err(ApiError::conflict(
-                "plugin_version_exists",
-                format!(
-                    "{}@{} was already uploaded; bump the version",
-                    manifest.name, manifest.version
-                ),
-            ))
-        }
-        Err(err) => return Err(err.into()),
-    }
+    .await
+    .unique_as(|| {
+        DomainError::conflict(
+            "plugin_version_exists",
+            format!(
+                "{}@{} was already uploaded; bump the version",
+                manifest.name, manifest.version
+            ),
+        )
+    })?;
     sqlx::query(
         "INSERT INTO plugin_signatures (version_id, brand_id, key_id, content_sha256, signature,
             kind, created_at) VALUES ($1, $2, $3, $4, $5, 'upload', $6)",
@@ -445,14 +438,14 @@ pub async fn upload(
     .await?;
     registry::get(&mut *conn, &id)
         .await?
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("uploaded version vanished")))
+        .ok_or_else(|| DomainError::internal(anyhow::anyhow!("uploaded version vanished")))
 }
 
 /// Brands named by the manifest that have not signed the version yet.
 async fn missing_signers(
     conn: &mut AnyConnection,
     version: &InstalledVersion,
-) -> ApiResult<Vec<String>> {
+) -> DomainResult<Vec<String>> {
     // Only signatures by keys still approved count: revoking a key withdraws its signatures
     // from every version not yet approved.
     let signed: Vec<(String,)> = sqlx::query_as(
@@ -476,7 +469,7 @@ async fn missing_signers(
 async fn refuse_revoked_signatures(
     conn: &mut AnyConnection,
     version: &InstalledVersion,
-) -> ApiResult<()> {
+) -> DomainResult<()> {
     let revoked: Option<(String, String)> = sqlx::query_as(
         "SELECT s.brand_id, s.key_id FROM plugin_signatures s
          JOIN brand_signing_keys k ON k.id = s.key_id
@@ -487,7 +480,7 @@ async fn refuse_revoked_signatures(
     .fetch_optional(&mut *conn)
     .await?;
     match revoked {
-        Some((brand, key)) => Err(ApiError::conflict(
+        Some((brand, key)) => Err(DomainError::conflict(
             "signing_key_revoked",
             format!(
                 "the signature of brand {brand:?} was made with key {key}, since revoked; \
@@ -499,48 +492,99 @@ async fn refuse_revoked_signatures(
     }
 }
 
+/// The version as it now is; 404 if unknown.
+async fn reloaded(conn: &mut AnyConnection, id: &str) -> DomainResult<InstalledVersion> {
+    registry::get(&mut *conn, id)
+        .await?
+        .ok_or_else(|| DomainError::not_found("plugin version", id))
+}
+
+/// The refusal of a step the version's status does not allow (`409 invalid_transition`).
+fn invalid_transition(status: &str, allowed: &str) -> DomainError {
+    DomainError::conflict(
+        "invalid_transition",
+        format!("version is {status}; {allowed}"),
+    )
+}
+
+/// The end every version transition shares: the audit record of who did it and why, the other
+/// nodes told when what serves `serving_changed` (a plugin name) changed, and the version as it
+/// now is.
+#[allow(clippy::too_many_arguments)]
+async fn conclude(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    principal: &Principal,
+    action: &str,
+    id: &str,
+    reason: &str,
+    details: serde_json::Value,
+    serving_changed: Option<&str>,
+    now_ms: i64,
+) -> DomainResult<InstalledVersion> {
+    audit(
+        conn,
+        backend,
+        &actor(principal),
+        action,
+        "plugin_version",
+        id,
+        reason,
+        details,
+        now_ms,
+    )
+    .await?;
+    if let Some(name) = serving_changed {
+        super::sync::changed(conn, backend, name).await?;
+    }
+    reloaded(conn, id).await
+}
+
 /// Locks and loads a version.
 async fn lock_version(
     conn: &mut AnyConnection,
     backend: Backend,
     id: &str,
-) -> ApiResult<InstalledVersion> {
+) -> DomainResult<InstalledVersion> {
     let row: Option<(String,)> = sqlx::query_as(&format!(
         "SELECT id FROM plugin_versions WHERE id = $1{}",
-        crate::ledger::for_update(backend)
+        crate::foundation::store::for_update(backend)
     ))
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?;
     if row.is_none() {
-        return Err(ApiError::not_found("plugin version", id));
+        return Err(DomainError::not_found("plugin version", id));
     }
-    registry::get(&mut *conn, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("plugin version", id))
+    reloaded(conn, id).await
 }
 
 /// Compiles and checks an `uploaded` version within [`VALIDATION_BUDGET`], then moves it to
 /// `awaiting_cosign` (co-signatures missing), `validated`, or `rejected` with the reason.
-pub async fn validate(state: &AppState, id: &str) -> ApiResult<InstalledVersion> {
+pub async fn validate(
+    store: &Store,
+    host: &PluginHost,
+    now_ms: i64,
+    id: &str,
+) -> DomainResult<InstalledVersion> {
     let row: Option<(String, String, String, String)> = sqlx::query_as(
         "SELECT v.status, v.manifest, v.component_sha256, c.bytes_b64
          FROM plugin_versions v JOIN plugin_components c ON c.sha256 = v.component_sha256
          WHERE v.id = $1",
     )
     .bind(id)
-    .fetch_optional(state.store.read())
+    .fetch_optional(store.read())
     .await?;
     let Some((status, manifest_text, sha, b64)) = row else {
-        return Err(ApiError::not_found("plugin version", id));
+        return Err(DomainError::not_found("plugin version", id));
     };
     if status != "uploaded" {
-        return Err(ApiError::conflict(
+        return Err(DomainError::conflict(
             "invalid_transition",
             format!("version is {status}; only uploaded versions are validated"),
         ));
     }
-    let runtime = state.plugins.runtime().clone();
+    let runtime = host.runtime().clone();
     let component_sha = sha.clone();
     // A rejection carries a stable code (what kind of refusal) beside its human reason.
     let task = tokio::task::spawn_blocking(move || -> Result<(), (&'static str, String)> {
@@ -578,11 +622,10 @@ pub async fn validate(state: &AppState, id: &str) -> ApiResult<InstalledVersion>
         )),
     };
     if outcome.is_ok() {
-        state.plugins.mark_warm(&component_sha);
+        host.mark_warm(&component_sha);
     }
-    let now_ms = state.now_ms();
-    let backend = state.store.backend();
-    let mut tx = state.store.begin().await?;
+    let backend = store.backend();
+    let mut tx = store.begin().await?;
     let version = lock_version(&mut tx, backend, id).await?;
     if version.status != "uploaded" {
         // Another validation finished first; report what it decided.
@@ -628,13 +671,13 @@ pub async fn validate(state: &AppState, id: &str) -> ApiResult<InstalledVersion>
     )
     .await?;
     tx.commit().await?;
-    registry::get(state.store.read(), id)
+    registry::get(store.read(), id)
         .await?
-        .ok_or_else(|| ApiError::not_found("plugin version", id))
+        .ok_or_else(|| DomainError::not_found("plugin version", id))
 }
 
 fn clip(text: &str) -> String {
-    let max = crate::audit::MAX_REASON_LEN;
+    let max = crate::ledger::audit::MAX_REASON_LEN;
     if text.len() <= max {
         return text.to_owned();
     }
@@ -654,41 +697,38 @@ pub async fn cosign(
     key_id: &str,
     signature: &str,
     now_ms: i64,
-) -> ApiResult<InstalledVersion> {
+) -> DomainResult<InstalledVersion> {
     let brand = match (principal.role, principal.brand_id.as_deref()) {
         (Role::Brand, Some(brand)) => brand.to_owned(),
         _ => {
-            return Err(ApiError::forbidden(
+            return Err(DomainError::forbidden(
                 "co-signatures are made with a brand key",
             ))
         }
     };
     let version = lock_version(conn, backend, id).await?;
     if !version.brands.contains(&brand) {
-        return Err(ApiError::not_found("plugin version", id));
+        return Err(DomainError::not_found("plugin version", id));
     }
     if !matches!(
         version.status.as_str(),
         "uploaded" | "awaiting_cosign" | "validated"
     ) {
-        return Err(ApiError::conflict(
-            "invalid_transition",
-            format!(
-                "version is {}; co-signatures are taken before approval",
-                version.status
-            ),
+        return Err(invalid_transition(
+            &version.status,
+            "co-signatures are taken before approval",
         ));
     }
     let content_hex = version.content_sha256.clone().ok_or_else(|| {
-        ApiError::conflict("invalid_transition", "direct installs are not signed")
+        DomainError::conflict("invalid_transition", "direct installs are not signed")
     })?;
     let hash: [u8; 32] = hex::decode(&content_hex)
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored content hash is not hex")))?;
+        .ok_or_else(|| DomainError::internal(anyhow::anyhow!("stored content hash is not hex")))?;
     check_signature(conn, &brand, key_id, signature, &hash).await?;
     let already_signed = || {
-        ApiError::conflict(
+        DomainError::conflict(
             "already_signed",
             format!("brand {brand:?} has already signed this version"),
         )
@@ -719,7 +759,7 @@ pub async fn cosign(
         }
         Some(_) => return Err(already_signed()),
         None => {
-            let inserted = sqlx::query(
+            sqlx::query(
                 "INSERT INTO plugin_signatures (version_id, brand_id, key_id, content_sha256,
                     signature, kind, created_at) VALUES ($1, $2, $3, $4, $5, 'cosign', $6)",
             )
@@ -730,12 +770,8 @@ pub async fn cosign(
             .bind(signature.trim().to_lowercase())
             .bind(now_ms)
             .execute(&mut *conn)
-            .await;
-            match inserted {
-                Ok(_) => {}
-                Err(err) if crate::store::is_unique_violation(&err) => return Err(already_signed()),
-                Err(err) => return Err(err.into()),
-            }
+            .await
+            .unique_as(already_signed)?;
         }
     }
     if version.status == "awaiting_cosign" && missing_signers(conn, &version).await?.is_empty() {
@@ -760,9 +796,7 @@ pub async fn cosign(
         now_ms,
     )
     .await?;
-    registry::get(&mut *conn, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("plugin version", id))
+    reloaded(conn, id).await
 }
 
 /// Approves a `validated` version (admins), optionally with its configuration.
@@ -774,7 +808,7 @@ pub async fn approve(
     reason: &str,
     config: Option<serde_json::Map<String, serde_json::Value>>,
     now_ms: i64,
-) -> ApiResult<InstalledVersion> {
+) -> DomainResult<InstalledVersion> {
     principal.require_admin()?;
     let version = lock_version(conn, backend, id).await?;
     refuse_revoked_signatures(conn, &version).await?;
@@ -782,34 +816,34 @@ pub async fn approve(
         "validated" => {}
         "awaiting_cosign" => {
             let missing = missing_signers(conn, &version).await?;
-            return Err(ApiError::conflict(
+            return Err(DomainError::conflict(
                 "cosignature_missing",
                 format!("brands {missing:?} must co-sign the content hash before approval"),
             ));
         }
         other => {
-            return Err(ApiError::conflict(
-                "invalid_transition",
-                format!("version is {other}; only validated versions can be approved"),
+            return Err(invalid_transition(
+                other,
+                "only validated versions can be approved",
             ))
         }
     }
     // Defence in depth: the status says co-signed; the signatures must agree.
     let missing = missing_signers(conn, &version).await?;
     if !missing.is_empty() {
-        return Err(ApiError::conflict(
+        return Err(DomainError::conflict(
             "cosignature_missing",
             format!("brands {missing:?} must co-sign the content hash before approval"),
         ));
     }
     let config_text = match &config {
         Some(config) => {
-            let manifest =
-                Manifest::parse(&stored_manifest(conn, id).await?).map_err(ApiError::internal)?;
+            let manifest = Manifest::parse(&stored_manifest(conn, id).await?)
+                .map_err(DomainError::internal)?;
             let strings = registry::config_strings(config)?;
             manifest
                 .effective_config(&strings)
-                .map_err(|err| ApiError::validation(format!("config: {err}")))?;
+                .map_err(|err| DomainError::validation(format!("config: {err}")))?;
             serde_json::Value::Object(config.clone()).to_string()
         }
         None => version.config.to_string(),
@@ -824,27 +858,23 @@ pub async fn approve(
     .bind(id)
     .execute(&mut *conn)
     .await?;
-    audit(
+    // Every node precompiles approved versions, so deploying later is a pointer swap.
+    conclude(
         conn,
         backend,
-        &actor(principal),
+        principal,
         "plugin.approve",
-        "plugin_version",
         id,
         reason,
         serde_json::json!({"config": serde_json::from_str::<serde_json::Value>(&config_text)
             .unwrap_or(serde_json::Value::Null)}),
+        Some(&version.name),
         now_ms,
     )
-    .await?;
-    // Every node precompiles approved versions, so deploying later is a pointer swap.
-    super::sync::changed(conn, backend, &version.name).await?;
-    registry::get(&mut *conn, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("plugin version", id))
+    .await
 }
 
-async fn stored_manifest(conn: &mut AnyConnection, id: &str) -> ApiResult<String> {
+async fn stored_manifest(conn: &mut AnyConnection, id: &str) -> DomainResult<String> {
     let (text,): (String,) = sqlx::query_as("SELECT manifest FROM plugin_versions WHERE id = $1")
         .bind(id)
         .fetch_one(&mut *conn)
@@ -860,7 +890,7 @@ pub async fn reject(
     id: &str,
     reason: &str,
     now_ms: i64,
-) -> ApiResult<InstalledVersion> {
+) -> DomainResult<InstalledVersion> {
     principal.require_admin()?;
     require_reason(reason)?;
     let version = lock_version(conn, backend, id).await?;
@@ -875,12 +905,9 @@ pub async fn reject(
     .await?
     .rows_affected();
     if updated == 0 {
-        return Err(ApiError::conflict(
-            "invalid_transition",
-            format!(
-                "version is {}; only versions under review can be rejected",
-                version.status
-            ),
+        return Err(invalid_transition(
+            &version.status,
+            "only versions under review can be rejected",
         ));
     }
     // A rejected version no longer shadows anything.
@@ -892,26 +919,23 @@ pub async fn reject(
     if unshadowed > 0 {
         super::sync::changed(conn, backend, &version.name).await?;
     }
-    audit(
+    conclude(
         conn,
         backend,
-        &actor(principal),
+        principal,
         "plugin.reject",
-        "plugin_version",
         id,
         reason,
         serde_json::json!({"previous_status": version.status}),
+        None,
         now_ms,
     )
-    .await?;
-    registry::get(&mut *conn, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("plugin version", id))
+    .await
 }
 
-fn require_reason(reason: &str) -> ApiResult<()> {
+fn require_reason(reason: &str) -> DomainResult<()> {
     if reason.trim().is_empty() {
-        return Err(ApiError::validation("a reason is required"));
+        return Err(DomainError::validation("a reason is required"));
     }
     Ok(())
 }
@@ -925,7 +949,7 @@ async fn make_active(
     conn: &mut AnyConnection,
     version: &InstalledVersion,
     now_ms: i64,
-) -> ApiResult<Option<String>> {
+) -> DomainResult<Option<String>> {
     let previous: Option<(String,)> = sqlx::query_as(
         "UPDATE plugin_versions SET status = 'retired', updated_at = $1
          WHERE name = $2 AND status = 'active' AND id <> $3 RETURNING id",
@@ -947,12 +971,9 @@ async fn make_active(
     .await?
     .rows_affected();
     if updated == 0 {
-        return Err(ApiError::conflict(
-            "invalid_transition",
-            format!(
-                "version is {}; only approved (or retired) versions can be deployed",
-                version.status
-            ),
+        return Err(invalid_transition(
+            &version.status,
+            "only approved (or retired) versions can be deployed",
         ));
     }
     sqlx::query("DELETE FROM plugin_canaries WHERE name = $1")
@@ -974,36 +995,29 @@ pub async fn deploy(
     id: &str,
     reason: &str,
     now_ms: i64,
-) -> ApiResult<InstalledVersion> {
+) -> DomainResult<InstalledVersion> {
     principal.require_admin()?;
     let version = lock_version(conn, backend, id).await?;
     if !matches!(version.status.as_str(), "approved" | "retired") {
-        return Err(ApiError::conflict(
-            "invalid_transition",
-            format!(
-                "version is {}; only approved (or retired) versions can be deployed",
-                version.status
-            ),
+        return Err(invalid_transition(
+            &version.status,
+            "only approved (or retired) versions can be deployed",
         ));
     }
     let previous = make_active(conn, &version, now_ms).await?;
-    audit(
+    conclude(
         conn,
         backend,
-        &actor(principal),
+        principal,
         "plugin.deploy",
-        "plugin_version",
         id,
         reason,
         serde_json::json!({"name": version.name, "version": version.version,
             "previous_version_id": previous}),
+        Some(&version.name),
         now_ms,
     )
-    .await?;
-    super::sync::changed(conn, backend, &version.name).await?;
-    registry::get(&mut *conn, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("plugin version", id))
+    .await
 }
 
 /// Starts (or changes) the canary of an approved version, serving `basis_points`/10000 of
@@ -1016,10 +1030,10 @@ pub async fn canary(
     basis_points: i64,
     reason: &str,
     now_ms: i64,
-) -> ApiResult<InstalledVersion> {
+) -> DomainResult<InstalledVersion> {
     principal.require_admin()?;
     if !(0..10_000).contains(&basis_points) {
-        return Err(ApiError::validation(
+        return Err(DomainError::validation(
             "basis_points must be 0 (end the canary) to 9999; deploy to serve everyone",
         ));
     }
@@ -1031,19 +1045,16 @@ pub async fn canary(
             .await?
             .rows_affected();
         if ended == 0 {
-            return Err(ApiError::conflict(
+            return Err(DomainError::conflict(
                 "no_canary",
                 "this version is not a canary",
             ));
         }
     } else {
         if version.status != "approved" {
-            return Err(ApiError::conflict(
-                "invalid_transition",
-                format!(
-                    "version is {}; only approved versions can be canaries",
-                    version.status
-                ),
+            return Err(invalid_transition(
+                &version.status,
+                "only approved versions can be canaries",
             ));
         }
         let (active,): (i64,) = sqlx::query_as(
@@ -1054,7 +1065,7 @@ pub async fn canary(
         .fetch_one(&mut *conn)
         .await?;
         if active == 0 {
-            return Err(ApiError::conflict(
+            return Err(DomainError::conflict(
                 "no_active_version",
                 "a canary runs beside an active version; deploy the first version directly",
             ));
@@ -1074,34 +1085,30 @@ pub async fn canary(
         .execute(&mut *conn)
         .await?;
     }
-    audit(
+    conclude(
         conn,
         backend,
-        &actor(principal),
+        principal,
         "plugin.canary",
-        "plugin_version",
         id,
         reason,
         serde_json::json!({"name": version.name, "basis_points": basis_points}),
+        Some(&version.name),
         now_ms,
     )
-    .await?;
-    super::sync::changed(conn, backend, &version.name).await?;
-    registry::get(&mut *conn, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("plugin version", id))
+    .await
 }
 
-async fn lock_name(conn: &mut AnyConnection, backend: Backend, name: &str) -> ApiResult<()> {
+async fn lock_name(conn: &mut AnyConnection, backend: Backend, name: &str) -> DomainResult<()> {
     let rows: Vec<(String,)> = sqlx::query_as(&format!(
         "SELECT id FROM plugin_versions WHERE name = $1{}",
-        crate::ledger::for_update(backend)
+        crate::foundation::store::for_update(backend)
     ))
     .bind(name)
     .fetch_all(&mut *conn)
     .await?;
     if rows.is_empty() {
-        return Err(ApiError::not_found("plugin", name));
+        return Err(DomainError::not_found("plugin", name));
     }
     Ok(())
 }
@@ -1114,7 +1121,7 @@ pub async fn promote(
     name: &str,
     reason: &str,
     now_ms: i64,
-) -> ApiResult<InstalledVersion> {
+) -> DomainResult<InstalledVersion> {
     principal.require_admin()?;
     lock_name(conn, backend, name).await?;
     let canary: Option<(String, i64)> =
@@ -1123,32 +1130,26 @@ pub async fn promote(
             .fetch_optional(&mut *conn)
             .await?;
     let Some((id, basis_points)) = canary else {
-        return Err(ApiError::conflict(
+        return Err(DomainError::conflict(
             "no_canary",
             format!("{name} has no canary"),
         ));
     };
-    let version = registry::get(&mut *conn, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("plugin version", &id))?;
+    let version = reloaded(conn, &id).await?;
     let previous = make_active(conn, &version, now_ms).await?;
-    audit(
+    conclude(
         conn,
         backend,
-        &actor(principal),
+        principal,
         "plugin.promote",
-        "plugin_version",
         &id,
         reason,
         serde_json::json!({"name": name, "version": version.version,
             "basis_points": basis_points, "previous_version_id": previous}),
+        Some(name),
         now_ms,
     )
-    .await?;
-    super::sync::changed(conn, backend, name).await?;
-    registry::get(&mut *conn, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("plugin version", &id))
+    .await
 }
 
 /// Restores the version the active one replaced; the current one is retired and any canary
@@ -1160,7 +1161,7 @@ pub async fn rollback(
     name: &str,
     reason: &str,
     now_ms: i64,
-) -> ApiResult<InstalledVersion> {
+) -> DomainResult<InstalledVersion> {
     principal.require_admin()?;
     require_reason(reason)?;
     lock_name(conn, backend, name).await?;
@@ -1171,7 +1172,7 @@ pub async fn rollback(
     .fetch_optional(&mut *conn)
     .await?;
     let Some((current, Some(previous))) = current else {
-        return Err(ApiError::conflict(
+        return Err(DomainError::conflict(
             "nothing_to_roll_back",
             format!("{name} has no earlier deployed version to return to"),
         ));
@@ -1194,7 +1195,7 @@ pub async fn rollback(
     .await?
     .rows_affected();
     if restored == 0 {
-        return Err(ApiError::conflict(
+        return Err(DomainError::conflict(
             "nothing_to_roll_back",
             "the previous version is no longer retired",
         ));
@@ -1203,22 +1204,18 @@ pub async fn rollback(
         .bind(name)
         .execute(&mut *conn)
         .await?;
-    audit(
+    conclude(
         conn,
         backend,
-        &actor(principal),
+        principal,
         "plugin.rollback",
-        "plugin_version",
         &previous,
         reason,
         serde_json::json!({"name": name, "retired_version_id": current}),
+        Some(name),
         now_ms,
     )
-    .await?;
-    super::sync::changed(conn, backend, name).await?;
-    registry::get(&mut *conn, &previous)
-        .await?
-        .ok_or_else(|| ApiError::not_found("plugin version", &previous))
+    .await
 }
 
 /// The kill switch: `kill` stops every version of `name` serving anyone; `resume` undoes it
@@ -1231,7 +1228,7 @@ pub async fn kill(
     kill: bool,
     reason: &str,
     now_ms: i64,
-) -> ApiResult<()> {
+) -> DomainResult<()> {
     principal.require_admin()?;
     require_reason(reason)?;
     lock_name(conn, backend, name).await?;
@@ -1249,7 +1246,7 @@ pub async fn kill(
         .await?
         .rows_affected();
         if inserted == 0 {
-            return Err(ApiError::conflict(
+            return Err(DomainError::conflict(
                 "plugin_killed",
                 format!("{name} is already killed"),
             ));
@@ -1261,7 +1258,7 @@ pub async fn kill(
             .await?
             .rows_affected();
         if deleted == 0 {
-            return Err(ApiError::conflict(
+            return Err(DomainError::conflict(
                 "plugin_not_killed",
                 format!("{name} is not killed"),
             ));
@@ -1292,17 +1289,14 @@ pub async fn shadow(
     on: bool,
     reason: &str,
     now_ms: i64,
-) -> ApiResult<InstalledVersion> {
+) -> DomainResult<InstalledVersion> {
     principal.require_admin()?;
     let version = lock_version(conn, backend, id).await?;
     if on {
         if !matches!(version.status.as_str(), "validated" | "approved") {
-            return Err(ApiError::conflict(
-                "invalid_transition",
-                format!(
-                    "version is {}; only validated or approved versions can shadow",
-                    version.status
-                ),
+            return Err(invalid_transition(
+                &version.status,
+                "only validated or approved versions can shadow",
             ));
         }
         sqlx::query("DELETE FROM plugin_shadows WHERE name = $1")
@@ -1340,9 +1334,7 @@ pub async fn shadow(
     )
     .await?;
     super::sync::changed(conn, backend, &version.name).await?;
-    registry::get(&mut *conn, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("plugin version", id))
+    reloaded(conn, id).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1394,12 +1386,17 @@ pub fn visible_to(principal: &Principal, version: &InstalledVersion) -> bool {
 }
 
 /// The status of one version as `principal` may see it (404 when not).
-pub async fn status(state: &AppState, principal: &Principal, id: &str) -> ApiResult<VersionStatus> {
-    let pool = state.store.read();
+pub async fn status(
+    store: &Store,
+    host: &PluginHost,
+    principal: &Principal,
+    id: &str,
+) -> DomainResult<VersionStatus> {
+    let pool = store.read();
     let version = registry::get(pool, id)
         .await?
         .filter(|v| visible_to(principal, v))
-        .ok_or_else(|| ApiError::not_found("plugin version", id))?;
+        .ok_or_else(|| DomainError::not_found("plugin version", id))?;
     let signatures: Vec<SignatureView> = sqlx::query_as(
         "SELECT brand_id, key_id, kind, created_at FROM plugin_signatures
          WHERE version_id = $1 ORDER BY created_at, brand_id",
@@ -1432,7 +1429,7 @@ pub async fn status(state: &AppState, principal: &Principal, id: &str) -> ApiRes
             .bind(&version.name)
             .fetch_one(pool)
             .await?;
-    let loaded = state.plugins.loaded().iter().any(|p| p.version_id == id);
+    let loaded = host.loaded().iter().any(|p| p.version_id == id);
     Ok(VersionStatus {
         version,
         signatures,

@@ -5,8 +5,8 @@ use serde::Serialize;
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
-use crate::error::ApiError;
-use crate::store::Store;
+use crate::foundation::error::DomainError;
+use crate::foundation::store::Store;
 
 /// Stores a receipt in the caller's transaction, beside the decision it produced.
 pub async fn store_receipt(
@@ -17,7 +17,7 @@ pub async fn store_receipt(
     subject_id: &str,
     now_ms: i64,
 ) -> Result<String, sqlx::Error> {
-    let id = crate::store::new_id();
+    let id = crate::foundation::store::new_id();
     sqlx::query(
         "INSERT INTO plugin_receipts (id, plugin, version, hook, component_sha256, input_sha256,
             output_sha256, fuel_used, duration_us, input, output, subject_kind, subject_id,
@@ -131,7 +131,7 @@ pub async fn for_subject(
     store: &Store,
     subject_kind: &str,
     subject_id: &str,
-) -> Result<Vec<StoredReceipt>, ApiError> {
+) -> Result<Vec<StoredReceipt>, DomainError> {
     let rows: Vec<ReceiptRow> = sqlx::query_as(&format!(
         "SELECT {RECEIPT_COLUMNS} FROM plugin_receipts
          WHERE subject_kind = $1 AND subject_id = $2 ORDER BY created_at, id LIMIT 100"
@@ -161,7 +161,7 @@ struct ReplayRow {
 pub async fn load_for_replay(
     store: &Store,
     id: &str,
-) -> Result<coalition_runtime::Receipt, ApiError> {
+) -> Result<coalition_runtime::Receipt, DomainError> {
     let row: Option<ReplayRow> = sqlx::query_as(
         "SELECT plugin, version, hook, component_sha256, input_sha256, output_sha256,
                 fuel_used, duration_us, input FROM plugin_receipts WHERE id = $1",
@@ -181,12 +181,14 @@ pub async fn load_for_replay(
         input,
     }) = row
     else {
-        return Err(ApiError::not_found("receipt", id));
+        return Err(DomainError::not_found("receipt", id));
     };
     let hook = coalition_runtime::model::Hook::ALL
         .into_iter()
         .find(|h| h.as_str() == hook)
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored receipt has hook {hook:?}")))?;
+        .ok_or_else(|| {
+            DomainError::internal(anyhow::anyhow!("stored receipt has hook {hook:?}"))
+        })?;
     Ok(coalition_runtime::Receipt {
         plugin,
         version,

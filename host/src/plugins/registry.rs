@@ -11,8 +11,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{ActivePlugin, PluginHost};
-use crate::error::ApiError;
-use crate::store::Store;
+use crate::foundation::error::DomainError;
+use crate::foundation::store::Store;
+use crate::foundation::store::UniqueAsConflict;
 
 /// Largest component accepted for install; JavaScript and Python guests are ~12–18 MB.
 pub const MAX_COMPONENT_BYTES: usize = 32 * 1024 * 1024;
@@ -118,7 +119,7 @@ pub(crate) fn to_version(row: VersionRow) -> InstalledVersion {
 pub async fn get(
     conn: impl sqlx::Executor<'_, Database = sqlx::Any>,
     id: &str,
-) -> Result<Option<InstalledVersion>, ApiError> {
+) -> Result<Option<InstalledVersion>, DomainError> {
     let row: Option<VersionRow> = sqlx::query_as(&format!(
         "SELECT {VERSION_COLUMNS} FROM plugin_versions WHERE id = $1"
     ))
@@ -129,7 +130,7 @@ pub async fn get(
 }
 
 /// Every installed version, newest first (bounded: a coalition has tens of plugins).
-pub async fn list(store: &Store) -> Result<Vec<InstalledVersion>, ApiError> {
+pub async fn list(store: &Store) -> Result<Vec<InstalledVersion>, DomainError> {
     let rows: Vec<VersionRow> = sqlx::query_as(&format!(
         "SELECT {VERSION_COLUMNS} FROM plugin_versions ORDER BY name, created_at DESC, id DESC \
          LIMIT 1000"
@@ -150,19 +151,19 @@ pub async fn install(
     config: serde_json::Map<String, serde_json::Value>,
     installed_by: &str,
     now_ms: i64,
-) -> Result<InstalledVersion, ApiError> {
+) -> Result<InstalledVersion, DomainError> {
     if component.len() > MAX_COMPONENT_BYTES {
-        return Err(ApiError::validation(format!(
+        return Err(DomainError::validation(format!(
             "component is {} bytes; the limit is {MAX_COMPONENT_BYTES}",
             component.len()
         )));
     }
     let manifest = Manifest::parse(manifest_text)
-        .map_err(|err| ApiError::validation(format!("manifest: {err}")))?;
+        .map_err(|err| DomainError::validation(format!("manifest: {err}")))?;
     let admin_config = config_strings(&config)?;
     manifest
         .effective_config(&admin_config)
-        .map_err(|err| ApiError::validation(format!("config: {err}")))?;
+        .map_err(|err| DomainError::validation(format!("config: {err}")))?;
     let runtime = host.runtime().clone();
     let (loaded, component) = {
         let manifest = manifest.clone();
@@ -171,14 +172,14 @@ pub async fn install(
             (loaded, component)
         })
         .await
-        .map_err(ApiError::internal)?
+        .map_err(DomainError::internal)?
     };
     let loaded = loaded.map_err(|err| {
         let reason_code = match &err.kind {
             coalition_runtime::ErrorKind::Load(load) => load.code(),
             kind => kind.code(),
         };
-        ApiError::unprocessable("plugin_rejected", err.to_string())
+        DomainError::unprocessable("plugin_rejected", err.to_string())
             .with_extra(serde_json::json!({ "reason_code": reason_code }))
     })?;
     let sha = loaded.component_sha256().to_owned();
@@ -209,8 +210,8 @@ pub async fn install(
     .fetch_optional(&mut *tx)
     .await?;
     let previous = previous.map(|(id,)| id);
-    let id = crate::store::new_id();
-    let inserted = sqlx::query(
+    let id = crate::foundation::store::new_id();
+    sqlx::query(
         "INSERT INTO plugin_versions (id, name, version, wit, component_sha256, manifest, hooks,
             brands, config, status, installed_by, created_at, updated_at, previous_version_id,
             deployed_at)
@@ -229,25 +230,21 @@ pub async fn install(
     .bind(now_ms)
     .bind(&previous)
     .execute(&mut *tx)
-    .await;
-    match inserted {
-        Ok(_) => {}
-        Err(err) if crate::store::is_unique_violation(&err) => {
-            return Err(ApiError::conflict(
-                "plugin_version_exists",
-                format!(
-                    "{}@{} is already installed; bump the version",
-                    manifest.name, manifest.version
-                ),
-            ))
-        }
-        Err(err) => return Err(err.into()),
-    }
+    .await
+    .unique_as(|| {
+        DomainError::conflict(
+            "plugin_version_exists",
+            format!(
+                "{}@{} is already installed; bump the version",
+                manifest.name, manifest.version
+            ),
+        )
+    })?;
     // The platform's own trusted install lands deployed, recorded like any other deploy.
-    crate::audit::append(
+    crate::ledger::audit::append(
         &mut tx,
         store.backend(),
-        &crate::audit::NewEntry {
+        &crate::ledger::audit::NewEntry {
             actor: installed_by,
             action: "plugin.install",
             subject_kind: "plugin_version",
@@ -268,14 +265,14 @@ pub async fn install(
     reload(store, host).await?;
     get(store.read(), &id)
         .await?
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("installed version vanished")))
+        .ok_or_else(|| DomainError::internal(anyhow::anyhow!("installed version vanished")))
 }
 
 /// Loads what serves from the database into the host: every active version, the canaries,
 /// the shadows and the kill switches. A version that fails to load is logged and left out; the
 /// others still serve. Compiled artifacts come from this node's cache, so a reload after a
 /// change elsewhere recompiles nothing it has seen before.
-pub async fn reload(store: &Store, host: &PluginHost) -> Result<usize, ApiError> {
+pub async fn reload(store: &Store, host: &PluginHost) -> Result<usize, DomainError> {
     let _guard = host.reload_guard().await;
     let generation: (i64,) =
         sqlx::query_as("SELECT generation FROM plugin_generation WHERE id = 1")
@@ -331,7 +328,7 @@ async fn load_rows(
     store: &Store,
     host: &PluginHost,
     filter: &str,
-) -> Result<Vec<ActivePlugin>, ApiError> {
+) -> Result<Vec<ActivePlugin>, DomainError> {
     type Row = (
         String,
         String,
@@ -369,7 +366,7 @@ async fn load_rows(
             .collect::<Vec<_>>()
     })
     .await
-    .map_err(ApiError::internal)?;
+    .map_err(DomainError::internal)?;
     for plugin in &loaded {
         host.mark_warm(plugin.plugin.component_sha256());
     }
@@ -400,7 +397,7 @@ pub(crate) fn load_one(
 /// Admin config arrives as JSON; plugins read strings.
 pub(crate) fn config_strings(
     config: &serde_json::Map<String, serde_json::Value>,
-) -> Result<coalition_runtime::model::Config, ApiError> {
+) -> Result<coalition_runtime::model::Config, DomainError> {
     config
         .iter()
         .map(|(k, v)| {
@@ -409,7 +406,7 @@ pub(crate) fn config_strings(
                 serde_json::Value::Number(n) => n.to_string(),
                 serde_json::Value::Bool(b) => b.to_string(),
                 _ => {
-                    return Err(ApiError::validation(format!(
+                    return Err(DomainError::validation(format!(
                         "config {k:?} must be a string, integer or boolean"
                     )))
                 }

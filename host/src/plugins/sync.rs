@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use sqlx::AnyConnection;
 
-use crate::api::AppState;
-use crate::error::ApiResult;
-use crate::store::Backend;
+use std::sync::Arc;
+
+use super::PluginHost;
+use crate::foundation::error::DomainResult;
+use crate::foundation::store::{Backend, Store};
 
 /// The PostgreSQL channel of plugin changes.
 pub const CHANNEL: &str = "coalition_plugins";
@@ -26,7 +28,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(3);
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
 /// Records a change to what serves, in the caller's transaction.
-pub async fn changed(conn: &mut AnyConnection, backend: Backend, what: &str) -> ApiResult<()> {
+pub async fn changed(conn: &mut AnyConnection, backend: Backend, what: &str) -> DomainResult<()> {
     sqlx::query("UPDATE plugin_generation SET generation = generation + 1 WHERE id = 1")
         .execute(&mut *conn)
         .await?;
@@ -41,8 +43,8 @@ pub async fn changed(conn: &mut AnyConnection, backend: Backend, what: &str) -> 
 }
 
 /// Reloads this node now (after a change it committed itself).
-pub async fn reload_now(state: &AppState) {
-    if let Err(err) = super::registry::reload(&state.store, &state.plugins).await {
+pub async fn reload_now(store: &Store, host: &PluginHost) {
+    if let Err(err) = super::registry::reload(store, host).await {
         tracing::error!(error = %err, "plugin reload failed");
     }
 }
@@ -51,13 +53,13 @@ pub async fn reload_now(state: &AppState) {
 /// later deploy or canary only swaps pointers (a debug build compiles a small component in
 /// ~0.5 s; a deploy must reach every node within a second). Approvals bump the generation, so
 /// every node warms as soon as a version is approved.
-pub async fn warm(state: &AppState) {
+pub async fn warm(store: &Store, host: &PluginHost) {
     let rows: Result<Vec<(String, String, String, String)>, _> = sqlx::query_as(
         "SELECT v.manifest, v.config, v.component_sha256, c.bytes_b64
          FROM plugin_versions v JOIN plugin_components c ON c.sha256 = v.component_sha256
          WHERE v.status = 'approved'",
     )
-    .fetch_all(state.store.read())
+    .fetch_all(store.read())
     .await;
     let rows = match rows {
         Ok(rows) => rows,
@@ -67,17 +69,17 @@ pub async fn warm(state: &AppState) {
         }
     };
     for (manifest, config, sha, b64) in rows {
-        if state.plugins.is_warm(&sha) {
+        if host.is_warm(&sha) {
             continue;
         }
-        let runtime = state.plugins.runtime().clone();
+        let runtime = host.runtime().clone();
         let key = sha.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             super::registry::load_one(&runtime, &manifest, &config, &sha, &b64)
         })
         .await;
         match loaded {
-            Ok(Ok(_)) => state.plugins.mark_warm(&key),
+            Ok(Ok(_)) => host.mark_warm(&key),
             Ok(Err(err)) => tracing::warn!(component = %key, %err, "precompile failed"),
             Err(err) => tracing::warn!(%err, "precompile task failed"),
         }
@@ -86,21 +88,23 @@ pub async fn warm(state: &AppState) {
 
 /// Watches for changes made by other nodes until `stop` turns true.
 pub fn spawn(
-    state: AppState,
+    store: Store,
+    host: Arc<PluginHost>,
+    database_url: String,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<()>(16);
-        let listener = if state.store.backend() == Backend::Postgres {
-            let url = state.config.database_url();
+        let listener = if store.backend() == Backend::Postgres {
+            let url = database_url;
             let stop = stop.clone();
             Some(tokio::spawn(listen(url, wake_tx, stop)))
         } else {
             drop(wake_tx);
             None
         };
-        let warmer = state.clone();
-        tokio::spawn(async move { warm(&warmer).await });
+        let (warm_store, warm_host) = (store.clone(), host.clone());
+        tokio::spawn(async move { warm(&warm_store, &warm_host).await });
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -109,21 +113,21 @@ pub fn spawn(
                 Some(()) = wake_rx.recv() => {
                     // Coalesce a burst of notifications into one reload.
                     while wake_rx.try_recv().is_ok() {}
-                    reload_now(&state).await;
-                    let warmer = state.clone();
-                    tokio::spawn(async move { warm(&warmer).await });
+                    reload_now(&store, &host).await;
+                    let (warm_store, warm_host) = (store.clone(), host.clone());
+                    tokio::spawn(async move { warm(&warm_store, &warm_host).await });
                 }
                 _ = poll.tick() => {
                     let current: Result<(i64,), _> =
                         sqlx::query_as("SELECT generation FROM plugin_generation WHERE id = 1")
-                            .fetch_one(state.store.read())
+                            .fetch_one(store.read())
                             .await;
                     match current {
-                        Ok((generation,)) if generation != state.plugins.generation() => {
+                        Ok((generation,)) if generation != host.generation() => {
                             tracing::info!(generation, "plugin generation changed; reloading");
-                            reload_now(&state).await;
-                            let warmer = state.clone();
-                            tokio::spawn(async move { warm(&warmer).await });
+                            reload_now(&store, &host).await;
+                            let (warm_store, warm_host) = (store.clone(), host.clone());
+                            tokio::spawn(async move { warm(&warm_store, &warm_host).await });
                         }
                         Ok(_) => {}
                         Err(err) => tracing::warn!(%err, "cannot read the plugin generation"),

@@ -179,8 +179,9 @@ pub async fn try_install_plugin(
     app: &TestApp,
     file: &str,
     config: Value,
-) -> Result<coalition::plugins::registry::InstalledVersion, coalition::error::ApiError> {
-    use coalition::clock::Clock;
+) -> Result<coalition::plugins::registry::InstalledVersion, coalition::foundation::error::DomainError>
+{
+    use coalition::foundation::clock::Clock;
     let dir = plugins_dir(file);
     let component = std::fs::read(dir.join(format!("{file}.wasm"))).expect("component");
     let manifest = std::fs::read_to_string(dir.join(format!("{file}.toml"))).expect("manifest");

@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use coalition::api::AppState;
-use coalition::auth::Role;
-use coalition::clock::ManualClock;
-use coalition::config::Config;
+use coalition::domain::access::Role;
+use coalition::foundation::clock::ManualClock;
+use coalition::interfaces::api::AppState;
+use coalition::interfaces::config::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -80,10 +80,10 @@ impl TestApp {
         config.limits.request_timeout_ms = TEST_REQUEST_TIMEOUT_MS;
         tweak(&mut config);
         let clock = ManualClock::new(T0_MS);
-        let state = coalition::server::build_state(config, clock.clone())
+        let state = coalition::app::server::build_state(config, clock.clone())
             .await
             .expect("build state");
-        let admin = coalition::auth::create_key(
+        let admin = coalition::domain::access::create_key(
             state.store.write(),
             Role::Admin,
             None,
@@ -111,7 +111,7 @@ impl TestApp {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server_state = state.clone();
         let server = tokio::spawn(async move {
-            coalition::server::run_with_metrics_listener(
+            coalition::app::server::run_with_metrics_listener(
                 listener,
                 metrics_listener,
                 server_state,

@@ -287,7 +287,7 @@ both_backends!(
         let mut config = (*app.state.config).clone();
         const TTL: Duration = Duration::from_millis(1_000);
         config.limits.auth_cache_ttl_ms = TTL.as_millis() as u64;
-        let other = coalition::api::router(coalition::api::AppState::new(
+        let other = coalition::interfaces::api::router(coalition::interfaces::api::AppState::new(
             app.state.store.clone(),
             app.clock.clone(),
             config,
@@ -323,10 +323,14 @@ both_backends!(
 );
 
 both_backends!(demo_seeds_once_and_its_keys_work, |app| async move {
-    coalition::demo::seed(&app.state).await.expect("seed");
-    let path = app.state.config.data_dir.join(coalition::demo::KEYS_FILE);
+    coalition::app::demo::seed(&app.state).await.expect("seed");
+    let path = app
+        .state
+        .config
+        .data_dir
+        .join(coalition::app::demo::KEYS_FILE);
     let first = std::fs::read(&path).expect("keys file");
-    let keys = coalition::demo::read_keys(&path).expect("parse");
+    let keys = coalition::app::demo::read_keys(&path).expect("parse");
     assert_eq!(count(&app, "brands").await, 5);
     assert_eq!(count(&app, "members").await, 8);
     // One admin, a brand and a counter key per brand, two member keys, plus the test's admin.
@@ -364,7 +368,9 @@ both_backends!(demo_seeds_once_and_its_keys_work, |app| async move {
     assert_eq!(tagged.body["items"].as_array().map(Vec::len), Some(3));
 
     // A second start changes nothing and the file stays valid.
-    coalition::demo::seed(&app.state).await.expect("seed again");
+    coalition::app::demo::seed(&app.state)
+        .await
+        .expect("seed again");
     assert_eq!(std::fs::read(&path).expect("keys file"), first);
     assert_eq!(count(&app, "brands").await, 5);
     assert_eq!(count(&app, "members").await, 8);

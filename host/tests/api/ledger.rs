@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use coalition::clock::DAY_MS;
+use coalition::foundation::clock::DAY_MS;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

@@ -9,7 +9,7 @@
 //! seed is fixed so CI is reproducible (and the coverage check at the end is stable); explore with
 //! `PROPTEST_RNG_SEED=<n>` and more cases with `PROPTEST_CASES=<n>`.
 
-use coalition::clock::DAY_MS;
+use coalition::foundation::clock::DAY_MS;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, RngSeed, TestCaseError, TestRunner};
 use reqwest::StatusCode;

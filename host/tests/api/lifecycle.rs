@@ -1054,7 +1054,7 @@ async fn two_nodes_on_postgres_follow_each_other() {
 }
 
 both_backends!(cli_signs_uploads_and_reads_status, |app| async move {
-    use coalition::plugins::cli::{execute, PluginCommand, ServerArgs};
+    use coalition::app::cli::plugin::{execute, PluginCommand, ServerArgs};
     create_brand(&app, "coffee").await;
     let brand_key = create_key(&app, "brand", Some("coffee"), None).await;
     let dir = tempfile::tempdir().expect("tempdir");

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use coalition::idempotency::{HEADER_PATTERN, MAX_KEY_LEN};
+use coalition::interfaces::api::idempotency::{HEADER_PATTERN, MAX_KEY_LEN};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

@@ -1118,13 +1118,13 @@ both_backends!(
 
         // A coupon not bought with points has nothing to give back.
         let mut tx = app.state.store.begin().await.expect("begin");
-        let gift = coalition::coupons::issue(
+        let gift = coalition::domain::coupons::issue(
             &mut tx,
             "cinema-ticket-half",
             &member,
             "admin",
             "goodwill-1",
-            coalition::clock::Clock::now_ms(app.clock.as_ref()),
+            coalition::foundation::clock::Clock::now_ms(app.clock.as_ref()),
         )
         .await
         .expect("issue");
@@ -1152,7 +1152,7 @@ both_backends!(
             .get(&format!("/members/{member}/pass"), &app.admin_key)
             .await;
         assert_eq!(status, StatusCode::OK, "{pass}");
-        let now = coalition::clock::Clock::now_ms(app.clock.as_ref());
+        let now = coalition::foundation::clock::Clock::now_ms(app.clock.as_ref());
         let (status, synced) = app
             .post(
                 "/brands/parking/offline-purchases",

@@ -392,7 +392,7 @@ both_backends!(plugins_are_listed_per_role, |app| async move {
 both_backends!(
     demo_seeds_plugins_and_shows_their_effects,
     |app| async move {
-        coalition::demo::seed_with_plugins(
+        coalition::app::demo::seed_with_plugins(
             &app.state,
             Some(&crate::fixtures::plugins_dir("coffee-bonus")),
         )
@@ -416,9 +416,13 @@ both_backends!(
         );
         assert_eq!(coffee["bonus_points"], coffee["base_points"], "{coffee}");
         // The first member dined and shopped: the cinema perk and Gold parking are listed.
-        let keys =
-            coalition::demo::read_keys(&app.state.config.data_dir.join(coalition::demo::KEYS_FILE))
-                .expect("keys");
+        let keys = coalition::app::demo::read_keys(
+            &app.state
+                .config
+                .data_dir
+                .join(coalition::app::demo::KEYS_FILE),
+        )
+        .expect("keys");
         let member = &keys.members[0];
         let (status, perks) = app
             .get(&format!("/members/{}/perks", member.member_id), &member.key)
@@ -433,7 +437,7 @@ both_backends!(
         ids.sort_unstable();
         assert_eq!(ids, ["cinema-ticket-half", "parking-2h"], "{perks}");
         // A second start changes nothing.
-        coalition::demo::seed_with_plugins(
+        coalition::app::demo::seed_with_plugins(
             &app.state,
             Some(&crate::fixtures::plugins_dir("coffee-bonus")),
         )

@@ -415,7 +415,7 @@ both_backends_no_jobs!(partial_refunds_never_exceed_or_repeat, |app| async move 
     for lot in view["lots"].as_array().expect("lots") {
         assert!(
             lot["expires_at_ms"].as_i64().unwrap_or(0)
-                >= app.state.now_ms() + 30 * coalition::clock::DAY_MS
+                >= app.state.now_ms() + 30 * coalition::foundation::clock::DAY_MS
         );
     }
     check_invariants(&app).await;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use coalition::settlement::events::{self, EventKind, NewEvent};
+use coalition::ledger::outbox::{self, EventKind, NewEvent};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -23,7 +23,7 @@ pub(crate) async fn install(app: &TestApp, file: &str) {
 }
 
 pub(crate) fn now(app: &TestApp) -> i64 {
-    use coalition::clock::Clock;
+    use coalition::foundation::clock::Clock;
     app.clock.now_ms()
 }
 
@@ -43,7 +43,7 @@ pub(crate) struct Direct<'a> {
 
 pub(crate) async fn record(app: &TestApp, e: Direct<'_>) -> String {
     let mut tx = app.state.store.begin().await.expect("begin");
-    let id = events::record(
+    let id = outbox::record(
         &mut tx,
         &NewEvent {
             kind: e.kind,
@@ -209,7 +209,7 @@ crate::both_backends!(
             if attempt > 1 {
                 // The event is parked: it is retried once its backoff has passed.
                 app.clock
-                    .advance_ms(coalition::settlement::parking::RETRY_BASE_DELAY_MS);
+                    .advance_ms(coalition::workflows::settlement::parking::RETRY_BASE_DELAY_MS);
             }
             let report = run_settlement(&app).await;
             assert_eq!(report["held"], 1, "{report}");
@@ -350,7 +350,7 @@ async fn simulate_month(app: &TestApp) {
         app.clock.advance_ms(step_ms);
         if now(app) - last_expiry >= DAY_MS {
             last_expiry = now(app);
-            coalition::jobs::run_expiry(&app.state.store, now(app))
+            coalition::workflows::jobs::run_expiry(&app.state.store, now(app))
                 .await
                 .expect("expiry");
         }
@@ -542,7 +542,7 @@ async fn month_closes_nets_reconciles_and_adjusts(backend: Backend) {
     // Held events are retried by the next run, so a few runs also cover an event held once.
     let mut settled_now = 0;
     for _ in 0..5 {
-        let run = coalition::settlement::job::run(&app.state, now(&app))
+        let run = coalition::workflows::settlement::job::run(&app.state, now(&app))
             .await
             .expect("settle");
         settled_now += run.settled;

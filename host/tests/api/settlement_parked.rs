@@ -3,8 +3,8 @@
 //! goes to healthy events; an admin lists parked events, sees why they failed and retries them.
 //! Fixture: `settle-gap` settles the mall-funded parking perks but traps on `valet-parking`.
 
-use coalition::settlement::events::EventKind;
-use coalition::settlement::parking::{
+use coalition::ledger::outbox::EventKind;
+use coalition::workflows::settlement::parking::{
     next_retry_at, RETRY_BASE_DELAY_MS, RETRY_MAX_DELAY_MS, RETRY_MAX_FAILURES,
 };
 use coalition_runtime::breaker::{BREAKER_COOL_DOWN, BREAKER_FAILURE_THRESHOLD};
@@ -453,7 +453,7 @@ crate::both_backends!(
 crate::both_backends!(
     the_command_line_lists_and_retries_parked_events,
     |app| async move {
-        use coalition::settlement::cli::{run_command, SettlementCommand};
+        use coalition::app::cli::settlement::{run_command, SettlementCommand};
         setup(&app).await;
         let bad = perk(&app, VALET, "r-valet").await;
         run_settlement(&app).await;

@@ -1,7 +1,7 @@
 //! Tiers: upgrade on purchase, one-step downgrade per evaluation, progress and warnings,
 //! refunds in the qualifying pool, the ladder API and the monthly schedule.
 
-use coalition::clock::DAY_MS;
+use coalition::foundation::clock::DAY_MS;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -218,9 +218,14 @@ both_backends_no_jobs!(scheduled_evaluation_runs_once_a_month, |app| async move 
     let m = member(&app).await;
     let state = &app.state;
     let run = || async {
-        coalition::tiers::run_scheduled(&state.store, &state.config.tiers, 0, app.state.now_ms())
-            .await
-            .expect("scheduled run")
+        coalition::domain::tiers::run_scheduled(
+            &state.store,
+            &state.config.tiers,
+            0,
+            app.state.now_ms(),
+        )
+        .await
+        .expect("scheduled run")
     };
     // The first run ever only records a baseline.
     assert!(run().await.is_none());

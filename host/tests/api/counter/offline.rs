@@ -281,7 +281,7 @@ counter_test!(
         };
         let (status, _) = sync(&app, &other_brand, &idem(), &batch).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
-        let too_many: Vec<Value> = (0..=coalition::offline::MAX_OFFLINE_BATCH)
+        let too_many: Vec<Value> = (0..=coalition::workflows::offline::MAX_OFFLINE_BATCH)
             .map(|i| item(&token, &format!("bulk-{i}"), &m, T0_MS + MINUTE_MS, &[]))
             .collect();
         let (status, problem) =

@@ -4,7 +4,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use coalition::pass::{self, PassError};
+use coalition::domain::pass::{self, PassError};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

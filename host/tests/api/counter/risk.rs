@@ -3,7 +3,7 @@
 //! name above the threshold — each refuse with their own code, through the dry-run endpoint and
 //! through `risk::check_redemption` against the real database.
 
-use coalition::risk::{self, RedemptionAttempt};
+use coalition::domain::risk::{self, RedemptionAttempt};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -52,7 +52,7 @@ trait Now {
 
 impl Now for TestApp {
     fn clock_now(&self) -> i64 {
-        use coalition::clock::Clock;
+        use coalition::foundation::clock::Clock;
         self.clock.now_ms()
     }
 }
@@ -217,7 +217,7 @@ counter_test!(
         let mut tx = app.state.store.begin().await.expect("begin");
         let err = risk::check_redemption(
             &mut tx,
-            &app.state.config,
+            &app.state.settings.risk,
             &RedemptionAttempt {
                 member_id: &fresh,
                 device_id: None,
@@ -230,11 +230,17 @@ counter_test!(
         .await
         .expect_err("blacklisted");
         assert_eq!(err.code, "member_blacklisted");
-        let err = risk::check_earning(&mut tx, &app.state.config, &fresh, app.clock_now())
+        let err = risk::check_earning(&mut tx, &app.state.settings.risk, &fresh, app.clock_now())
             .await
             .expect_err("blacklisted");
         assert_eq!(err.code, "member_blacklisted");
-        let ok = risk::check_earning(&mut tx, &app.state.config, &others[0], app.clock_now()).await;
+        let ok = risk::check_earning(
+            &mut tx,
+            &app.state.settings.risk,
+            &others[0],
+            app.clock_now(),
+        )
+        .await;
         assert!(ok.is_ok());
         tx.rollback().await.expect("rollback");
 
@@ -268,7 +274,8 @@ counter_test!(
                     redemption_id: &id,
                 };
                 let now = app.clock_now();
-                match risk::check_redemption(&mut tx, &app.state.config, &attempt, now).await {
+                match risk::check_redemption(&mut tx, &app.state.settings.risk, &attempt, now).await
+                {
                     Ok(()) => {
                         risk::record_redemption(&mut tx, &attempt, now)
                             .await

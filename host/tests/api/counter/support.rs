@@ -43,7 +43,7 @@ macro_rules! counter_test {
             async fn spawn(backend: $crate::helpers::Backend) -> $crate::helpers::TestApp {
                 $crate::helpers::TestApp::spawn_with(backend, |config| {
                     config.jobs.enabled = false;
-                    let tweak: fn(&mut coalition::config::Config) = $tweak;
+                    let tweak: fn(&mut coalition::interfaces::config::Config) = $tweak;
                     tweak(config);
                 })
                 .await
@@ -96,9 +96,10 @@ pub async fn sql_coupon_template(
 /// SQL fixture: one coupon of `template` issued to `member` by an admin, returning its code.
 pub async fn sql_coupon(app: &TestApp, template: &str, member: &str, source_id: &str) -> String {
     let mut tx = app.state.store.begin().await.expect("begin");
-    let coupon = coalition::coupons::issue(&mut tx, template, member, "admin", source_id, T0_MS)
-        .await
-        .expect("issue coupon");
+    let coupon =
+        coalition::domain::coupons::issue(&mut tx, template, member, "admin", source_id, T0_MS)
+            .await
+            .expect("issue coupon");
     tx.commit().await.expect("commit");
     coupon.code
 }

@@ -1,0 +1,68 @@
+//! `coalition jobs run`: the background jobs, once, from the command line.
+
+use crate::foundation::error::DomainError;
+use crate::interfaces::config::Config;
+use crate::workflows::jobs;
+
+/// `coalition jobs …`
+#[derive(Debug, clap::Subcommand)]
+pub enum JobsCommand {
+    /// Run a job once now against the configured database and print its report as JSON
+    /// (for cron, with `[jobs] enabled = false` on the servers).
+    Run {
+        /// Which job.
+        #[arg(value_enum, default_value = "all")]
+        job: JobName,
+    },
+}
+
+/// A job's name on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JobName {
+    /// Every job.
+    All,
+    /// Points expiry.
+    Expiry,
+    /// Hold timeouts.
+    Holds,
+    /// This month's tier evaluation, if it has not run yet.
+    Tiers,
+}
+
+/// Runs `coalition jobs run`.
+pub async fn run_command(config: Config, command: JobsCommand) -> anyhow::Result<()> {
+    config.validate_sections()?;
+    let JobsCommand::Run { job } = command;
+    let state = crate::app::server::build_state(
+        config,
+        std::sync::Arc::new(crate::foundation::clock::SystemClock),
+    )
+    .await?;
+    let now = state.now_ms();
+    let fail = |err: DomainError| anyhow::anyhow!("{err}");
+    let mut report = serde_json::Map::new();
+    if matches!(job, JobName::All | JobName::Expiry) {
+        let r = jobs::run_expiry(&state.store, now).await.map_err(fail)?;
+        report.insert("expiry".into(), serde_json::to_value(r)?);
+    }
+    if matches!(job, JobName::All | JobName::Holds) {
+        let r = jobs::run_hold_timeouts(&state.store, now)
+            .await
+            .map_err(fail)?;
+        report.insert("holds".into(), serde_json::to_value(r)?);
+    }
+    if matches!(job, JobName::All | JobName::Tiers) {
+        let r = crate::domain::tiers::run_scheduled(
+            &state.store,
+            &state.settings.tiers,
+            state.settings.points.utc_offset_minutes,
+            now,
+        )
+        .await
+        .map_err(fail)?;
+        report.insert("tiers".into(), serde_json::to_value(r)?);
+    }
+    println!("{}", serde_json::Value::Object(report));
+    state.store.close().await;
+    Ok(())
+}

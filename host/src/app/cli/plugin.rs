@@ -1,0 +1,678 @@
+//! `coalition plugin …`: what a partner developer and a platform admin run.
+//!
+//! Offline: `keygen` (an ed25519 key pair), `sign` (a signature over a package's content
+//! hash), `hash`. Everything else talks HTTP to a server (`--server`, `COALITION_SERVER`) with
+//! an API key (`--key`, `COALITION_API_KEY`): a brand key for `register-key`, `upload`,
+//! `cosign` and `status`; an admin key for `approve-key`, `approve`, `reject`, `deploy`,
+//! `canary`, `promote`, `rollback`, `kill`, `resume`, `dry-run`, `shadow` and `audit`.
+//! Responses print as JSON on stdout; a problem prints on stderr and the command fails.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use crate::plugins::signing;
+
+/// Where and as whom to talk to a server.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Server base URL.
+    #[arg(
+        long,
+        env = "COALITION_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+    /// API key (a brand key for partner commands, an admin key for review commands).
+    #[arg(long, env = "COALITION_API_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// Idempotency key of this write (default: a fresh one; pass the same to retry safely).
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `coalition plugin …`
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Write a new ed25519 key pair: `<out>` (secret, keep it private) and `<out>.pub`.
+    Keygen {
+        /// Path of the secret key file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the content hash of a package.
+    Hash {
+        /// The manifest (plugin.toml).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The component (.wasm).
+        #[arg(long)]
+        component: PathBuf,
+    },
+    /// Check a package offline as the server's upload does (same runtime and engine settings):
+    /// the manifest parses and is within the platform maxima, the component compiles, imports
+    /// only what the contract allows, and its `describe()` agrees with the manifest.
+    Check {
+        /// The manifest (plugin.toml).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The component (.wasm).
+        #[arg(long)]
+        component: PathBuf,
+    },
+    /// Sign a package's content hash; prints the signature (hex).
+    Sign {
+        /// The secret key file written by `keygen`.
+        #[arg(long)]
+        secret_key: PathBuf,
+        /// The manifest (plugin.toml).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The component (.wasm).
+        #[arg(long)]
+        component: PathBuf,
+    },
+    /// Register a public key for a brand (pending until an admin approves it).
+    RegisterKey {
+        /// The brand.
+        #[arg(long)]
+        brand: String,
+        /// The public key file written by `keygen` (`<out>.pub`).
+        #[arg(long)]
+        public_key: PathBuf,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        label: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Approve a brand's pending signing key (admin).
+    ApproveKey {
+        /// Signing key id.
+        key_id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Sign and upload a package (brand).
+    Upload {
+        /// The manifest (plugin.toml).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The component (.wasm).
+        #[arg(long)]
+        component: PathBuf,
+        /// The approved signing key's id.
+        #[arg(long)]
+        key_id: String,
+        /// The secret key file it belongs to.
+        #[arg(long)]
+        secret_key: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Co-sign an uploaded version, checking it is exactly the package you reviewed (brand).
+    Cosign {
+        /// The version id.
+        version_id: String,
+        /// The manifest you reviewed.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The component you reviewed.
+        #[arg(long)]
+        component: PathBuf,
+        /// Your approved signing key's id.
+        #[arg(long)]
+        key_id: String,
+        /// The secret key file it belongs to.
+        #[arg(long)]
+        secret_key: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// One version's status, or every version you may see.
+    Status {
+        /// The version id (omit to list).
+        version_id: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Approve a validated, co-signed version (admin).
+    Approve {
+        /// The version id.
+        version_id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Configuration as a JSON object, e.g. '{"double_weekday":"friday"}'. (Not `--config`:
+        /// that is the global option naming the server's configuration file.)
+        #[arg(long = "plugin-config", value_name = "JSON")]
+        plugin_config: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Reject a version under review (admin).
+    Reject {
+        /// The version id.
+        version_id: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Deploy an approved version (admin).
+    Deploy {
+        /// The version id.
+        version_id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Serve an approved version to a share of members (admin); 0 ends the canary.
+    Canary {
+        /// The version id.
+        version_id: String,
+        /// Share of members in percent, e.g. 5 or 0.5 (0 ends the canary).
+        #[arg(long, required_unless_present = "basis_points")]
+        percent: Option<f64>,
+        /// Share of members in basis points, as the API takes it (100 = 1%).
+        #[arg(long, conflicts_with = "percent")]
+        basis_points: Option<i64>,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Make a plugin's canary its active version (admin).
+    Promote {
+        /// The plugin name.
+        name: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Return a plugin to its previous version (admin).
+    Rollback {
+        /// The plugin name.
+        name: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Stop a plugin serving anyone, at once, on every node (admin).
+    Kill {
+        /// The plugin name.
+        name: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Turn a plugin's kill switch off (admin).
+    Resume {
+        /// The plugin name.
+        name: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Run a candidate on the active version's recorded inputs (admin).
+    DryRun {
+        /// The version id.
+        version_id: String,
+        /// Recorded inputs per hook.
+        #[arg(long)]
+        limit: Option<i64>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Run a candidate as shadow on live calls, or stop (admin).
+    Shadow {
+        /// The version id.
+        version_id: String,
+        /// Stop the shadow instead.
+        #[arg(long)]
+        off: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Print the audit log, or verify its hash chain (admin).
+    Audit {
+        /// Verify the chain instead of listing entries.
+        #[arg(long)]
+        verify: bool,
+        /// Entries after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("while reading {}", path.display()))
+}
+
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("while reading {}", path.display()))
+}
+
+/// Writes a key pair: the secret to `out` (mode 0600 on Unix), the public key to `out.pub`.
+/// Returns the public key.
+pub fn keygen(out: &Path) -> anyhow::Result<String> {
+    if out.exists() {
+        bail!("{} exists; refusing to overwrite a key", out.display());
+    }
+    let (secret, public) = signing::generate_keypair();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    use std::io::Write;
+    let mut file = options
+        .open(out)
+        .with_context(|| format!("while creating {}", out.display()))?;
+    writeln!(file, "{secret}")?;
+    let pub_path = public_path(out);
+    std::fs::write(&pub_path, format!("{public}\n"))
+        .with_context(|| format!("while writing {}", pub_path.display()))?;
+    Ok(public)
+}
+
+fn public_path(out: &Path) -> PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
+/// Loads a package in a runtime built like the server's; the report on success.
+pub fn check_package(manifest: &Path, component: &Path) -> anyhow::Result<Value> {
+    let text = read_text(manifest)?;
+    let parsed = coalition_runtime::Manifest::parse(&text)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", manifest.display()))?;
+    let bytes = read(component)?;
+    let runtime = coalition_runtime::Runtime::new(coalition_runtime::RuntimeConfig::default())
+        .map_err(|err| anyhow::anyhow!("starting the plugin runtime: {err}"))?;
+    let loaded = runtime
+        .load(&parsed, &bytes, None)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", component.display()))?;
+    let info = loaded.info();
+    Ok(json!({
+        "ok": true,
+        "name": info.name,
+        "version": info.version,
+        "hooks": info.hooks.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+        "brands": info.brands,
+        "uses_wasi": loaded.uses_wasi(),
+        "component_bytes": bytes.len(),
+        "component_sha256": loaded.component_sha256(),
+        "content_sha256": signing::content_hash_hex(text.as_bytes(), &bytes),
+    }))
+}
+
+/// Signs the package at `manifest` + `component` with the secret key file.
+pub fn sign_files(secret_key: &Path, manifest: &Path, component: &Path) -> anyhow::Result<String> {
+    let secret = read_text(secret_key)?;
+    signing::sign(secret.trim(), &read(manifest)?, &read(component)?)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", secret_key.display()))
+}
+
+/// A small HTTP client for the commands.
+struct Client {
+    http: reqwest::Client,
+    args: ServerArgs,
+}
+
+impl Client {
+    fn new(args: ServerArgs) -> anyhow::Result<Self> {
+        if args.key.is_none() {
+            bail!("an API key is needed: pass --key or set COALITION_API_KEY");
+        }
+        Ok(Self {
+            http: reqwest::Client::new(),
+            args,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.args.server.trim_end_matches('/'));
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(self.args.key.as_deref().unwrap_or_default());
+        let mut idem = None;
+        if method != reqwest::Method::GET {
+            let key = match &self.args.idempotency_key {
+                Some(key) => key.clone(),
+                None => {
+                    let key = uuid::Uuid::new_v4().to_string();
+                    // Printed before the call, so a crash or a timeout still leaves the key
+                    // to retry with.
+                    eprintln!("idempotency key: {key}");
+                    key
+                }
+            };
+            req = req.header("Idempotency-Key", &key);
+            idem = Some(key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.with_context(|| match &idem {
+            Some(key) => format!("while calling {url} (to retry safely: --idempotency-key {key})"),
+            None => format!("while calling {url}"),
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if !status.is_success() {
+            let code = value["code"].as_str().unwrap_or("error");
+            let detail = value["detail"].as_str().unwrap_or_default();
+            match idem {
+                Some(key) if status.is_server_error() || status.as_u16() == 409 => {
+                    bail!("{status}: {code}: {detail} (to retry safely: --idempotency-key {key})")
+                }
+                _ => bail!("{status}: {code}: {detail}"),
+            }
+        }
+        Ok(value)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+}
+
+fn print(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+/// Runs one `coalition plugin` command and returns what it printed as JSON (for tests).
+pub async fn execute(command: PluginCommand) -> anyhow::Result<Value> {
+    use PluginCommand as C;
+    let value = match command {
+        C::Keygen { out } => {
+            let public = keygen(&out)?;
+            json!({"secret_key_file": out, "public_key_file": public_path(&out), "public_key": public})
+        }
+        C::Check {
+            manifest,
+            component,
+        } => check_package(&manifest, &component)?,
+        C::Hash {
+            manifest,
+            component,
+        } => {
+            json!({"content_sha256": signing::content_hash_hex(&read(&manifest)?, &read(&component)?)})
+        }
+        C::Sign {
+            secret_key,
+            manifest,
+            component,
+        } => json!({"signature": sign_files(&secret_key, &manifest, &component)?}),
+        C::RegisterKey {
+            brand,
+            public_key,
+            label,
+            server,
+        } => {
+            let public = read_text(&public_key)?;
+            Client::new(server)?
+                .post(
+                    &format!("/brands/{brand}/signing-keys"),
+                    json!({"public_key": public.trim(), "label": label}),
+                )
+                .await?
+        }
+        C::ApproveKey {
+            key_id,
+            reason,
+            server,
+        } => {
+            Client::new(server)?
+                .post(
+                    &format!("/signing-keys/{key_id}/approve"),
+                    json!({"reason": reason}),
+                )
+                .await?
+        }
+        C::Upload {
+            manifest,
+            component,
+            key_id,
+            secret_key,
+            server,
+        } => {
+            let client = Client::new(server)?;
+            let signature = sign_files(&secret_key, &manifest, &component)?;
+            client
+                .post(
+                    "/plugins",
+                    json!({
+                        "manifest": read_text(&manifest)?,
+                        "component_base64":
+                            base64::engine::general_purpose::STANDARD.encode(read(&component)?),
+                        "key_id": key_id,
+                        "signature": signature,
+                    }),
+                )
+                .await?
+        }
+        C::Cosign {
+            version_id,
+            manifest,
+            component,
+            key_id,
+            secret_key,
+            server,
+        } => {
+            let client = Client::new(server)?;
+            let status = client.get(&format!("/plugins/{version_id}")).await?;
+            let local = signing::content_hash_hex(&read(&manifest)?, &read(&component)?);
+            if status["content_sha256"].as_str() != Some(local.as_str()) {
+                bail!(
+                    "the uploaded package's content hash is {}, yours is {local}: not the package \
+                     you reviewed",
+                    status["content_sha256"]
+                );
+            }
+            let signature = sign_files(&secret_key, &manifest, &component)?;
+            client
+                .post(
+                    &format!("/plugins/{version_id}/cosign"),
+                    json!({"key_id": key_id, "signature": signature}),
+                )
+                .await?
+        }
+        C::Status { version_id, server } => {
+            let client = Client::new(server)?;
+            match version_id {
+                Some(id) => client.get(&format!("/plugins/{id}")).await?,
+                None => client.get("/plugins").await?,
+            }
+        }
+        C::Approve {
+            version_id,
+            reason,
+            plugin_config,
+            server,
+        } => {
+            let mut body = json!({"reason": reason});
+            if let Some(config) = plugin_config {
+                let config: Value = serde_json::from_str(&config)
+                    .context("--plugin-config must be a JSON object")?;
+                body["config"] = config;
+            }
+            Client::new(server)?
+                .post(&format!("/plugins/{version_id}/approve"), body)
+                .await?
+        }
+        C::Reject {
+            version_id,
+            reason,
+            server,
+        } => {
+            Client::new(server)?
+                .post(
+                    &format!("/plugins/{version_id}/reject"),
+                    json!({"reason": reason}),
+                )
+                .await?
+        }
+        C::Deploy {
+            version_id,
+            reason,
+            server,
+        } => {
+            Client::new(server)?
+                .post(
+                    &format!("/plugins/{version_id}/deploy"),
+                    json!({"reason": reason}),
+                )
+                .await?
+        }
+        C::Canary {
+            version_id,
+            percent,
+            basis_points,
+            reason,
+            server,
+        } => {
+            let basis_points = match (percent, basis_points) {
+                (_, Some(bp)) => bp,
+                (Some(p), None) if (0.0..100.0).contains(&p) => (p * 100.0).round() as i64,
+                (Some(_), None) => bail!("--percent must be at least 0 and below 100"),
+                (None, None) => bail!("give --percent or --basis-points"),
+            };
+            let client = Client::new(server)?;
+            client
+                .post(
+                    &format!("/plugins/{version_id}/canary"),
+                    json!({"basis_points": basis_points, "reason": reason}),
+                )
+                .await?;
+            // The version's status, which shows the canary share now in force.
+            client.get(&format!("/plugins/{version_id}")).await?
+        }
+        C::Promote {
+            name,
+            reason,
+            server,
+        } => name_post(server, &name, "promote", &reason).await?,
+        C::Rollback {
+            name,
+            reason,
+            server,
+        } => name_post(server, &name, "rollback", &reason).await?,
+        C::Kill {
+            name,
+            reason,
+            server,
+        } => name_post(server, &name, "kill", &reason).await?,
+        C::Resume {
+            name,
+            reason,
+            server,
+        } => name_post(server, &name, "resume", &reason).await?,
+        C::DryRun {
+            version_id,
+            limit,
+            server,
+        } => {
+            Client::new(server)?
+                .post(
+                    &format!("/plugins/{version_id}/dry-run"),
+                    json!({"limit": limit}),
+                )
+                .await?
+        }
+        C::Shadow {
+            version_id,
+            off,
+            server,
+        } => {
+            Client::new(server)?
+                .post(
+                    &format!("/plugins/{version_id}/shadow"),
+                    json!({"enabled": !off}),
+                )
+                .await?
+        }
+        C::Audit {
+            verify,
+            after,
+            limit,
+            server,
+        } => {
+            let client = Client::new(server)?;
+            if verify {
+                let report = client.get("/audit/verify").await?;
+                if report["ok"] != Value::Bool(true) {
+                    print(&report);
+                    bail!("the audit chain does not verify");
+                }
+                report
+            } else {
+                client
+                    .get(&format!("/audit?after={after}&limit={limit}"))
+                    .await?
+            }
+        }
+    };
+    Ok(value)
+}
+
+async fn name_post(
+    server: ServerArgs,
+    name: &str,
+    action: &str,
+    reason: &str,
+) -> anyhow::Result<Value> {
+    Client::new(server)?
+        .post(
+            &format!("/plugin-names/{name}/{action}"),
+            json!({"reason": reason}),
+        )
+        .await
+}
+
+/// Runs a command and prints its result.
+pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
+    let value = execute(command).await?;
+    print(&value);
+    Ok(())
+}

@@ -1,0 +1,640 @@
+//! The demo coalition seeded by `coalition serve --demo`: a mall and four tenants with earn rules
+//! and exclusions, eight members, and keys for every role, whose secrets are written to
+//! `<data_dir>/demo-keys.json`.
+//!
+//! Seeding happens once, when the database has no brands; later starts change nothing, so the
+//! keys file stays valid. Everything is written in one transaction, and the keys file is written
+//! before that transaction commits and renamed into place after, so a crash leaves either no
+//! demo or a complete one (a leftover `.tmp` file is finished on the next start).
+//!
+//! To extend the demo (deploy plugins, record sample purchases), add a step after
+//! [`seed_coalition`] in [`seed`] that runs only on first start, like the others.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::access::{create_key, Role};
+use crate::domain::brands::CreateBrand;
+use crate::domain::members::NewMember;
+use crate::foundation::store::Tx;
+use crate::interfaces::api::AppState;
+
+/// Name of the keys file in the data directory.
+pub const KEYS_FILE: &str = "demo-keys.json";
+
+/// One demo brand: id, name, points per unit, unit in cents, excluded SKUs and categories.
+type BrandSpec = (
+    &'static str,
+    &'static str,
+    i64,
+    i64,
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
+/// Gift cards are a form of payment, not a sale; delivery and service fees are pass-through.
+const BRANDS: [BrandSpec; 5] = [
+    (
+        "mall",
+        "Harbour City Mall",
+        1,
+        100,
+        &[],
+        &["gift_card", "delivery_fee"],
+    ),
+    (
+        "coffee",
+        "Bean There Coffee",
+        2,
+        100,
+        &["GIFT-CARD-100", "GIFT-CARD-200"],
+        &["gift_card", "delivery_fee"],
+    ),
+    (
+        "cinema",
+        "Starlight Cinema",
+        1,
+        100,
+        &[],
+        &["gift_card", "booking_fee"],
+    ),
+    (
+        "restaurant",
+        "Jade Garden",
+        1,
+        100,
+        &[],
+        &["gift_card", "delivery_fee", "service_charge"],
+    ),
+    (
+        "parking",
+        "Harbour Parking",
+        1,
+        500,
+        &[],
+        &["gift_card", "penalty_fee"],
+    ),
+];
+
+/// One demo member: phone, name, birthday, email, tags.
+type MemberSpec = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static [&'static str],
+);
+
+const MEMBERS: [MemberSpec; 8] = [
+    (
+        "+8613800138000",
+        "Wang Fang",
+        "1990-05-17",
+        Some("wang.fang@example.com"),
+        &["vip", "skincare-enthusiast"],
+    ),
+    (
+        "+8613800138001",
+        "Li Na",
+        "1987-11-02",
+        Some("li.na@example.com"),
+        &["new-parent", "mother-and-baby"],
+    ),
+    (
+        "+8613800138002",
+        "Zhang Wei",
+        "1978-03-09",
+        None,
+        &["movie-fan"],
+    ),
+    (
+        "+8613800138003",
+        "Chen Jing",
+        "1995-03-21",
+        Some("chen.jing@example.com"),
+        &["coffee-lover"],
+    ),
+    (
+        "+8613800138004",
+        "Liu Yang",
+        "2001-07-30",
+        None,
+        &["student", "movie-fan"],
+    ),
+    (
+        "+8613800138005",
+        "Huang Min",
+        "1969-12-12",
+        Some("huang.min@example.com"),
+        &["foodie", "vip"],
+    ),
+    (
+        "+8613800138006",
+        "Zhao Lei",
+        "1988-08-08",
+        None,
+        &["driver"],
+    ),
+    (
+        "+8613800138007",
+        "Sun Li",
+        "1992-01-15",
+        None,
+        &["coffee-lover", "movie-fan"],
+    ),
+];
+
+/// How many of the demo members get a member key (the first ones in [`MEMBERS`]).
+const MEMBERS_WITH_KEYS: usize = 2;
+
+/// Keys of one demo brand.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BrandKeys {
+    /// The brand's back-office key.
+    pub brand: String,
+    /// The brand's counter (POS) key.
+    pub counter: String,
+}
+
+/// A demo member with a key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberKey {
+    /// Member id.
+    pub member_id: String,
+    /// Member name.
+    pub name: String,
+    /// Member phone.
+    pub phone: String,
+    /// The member's app key.
+    pub key: String,
+}
+
+/// The contents of `demo-keys.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemoKeys {
+    /// Where the server listens.
+    pub base_url: String,
+    /// The platform admin key.
+    pub admin: String,
+    /// Keys by brand id.
+    pub brands: BTreeMap<String, BrandKeys>,
+    /// Member keys.
+    pub members: Vec<MemberKey>,
+}
+
+/// The example plugins the demo installs from the plugins directory, in this order.
+pub const DEMO_PLUGINS: [&str; 4] = [
+    "coffee-bonus",
+    "cinema-dinner",
+    "coupon-logic",
+    "parking-perk",
+];
+
+/// Seeds the demo coalition if the database has no brands, installs the example plugins found
+/// in `plugins_dir` that are not installed yet, records sample purchases on first start, then
+/// prints where the keys are.
+pub async fn seed_with_plugins(state: &AppState, plugins_dir: Option<&Path>) -> anyhow::Result<()> {
+    let first_start = !has_brands(state).await?;
+    seed(state).await?;
+    let Some(dir) = plugins_dir else {
+        println!("demo: no --plugins-dir given; running without plugins");
+        return Ok(());
+    };
+    install_plugins(state, dir).await?;
+    if first_start {
+        seed_activity(state).await?;
+    }
+    if let Ok(keys) = read_keys(&state.config.data_dir.join(KEYS_FILE)) {
+        if let Some(member) = keys.members.first() {
+            println!(
+                "demo: perks of {}:  curl -s '{}/members/{}/perks' -H 'Authorization: Bearer {}'",
+                member.name, keys.base_url, member.member_id, member.key
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn has_brands(state: &AppState) -> anyhow::Result<bool> {
+    let (brands,): (i64,) = sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM brands")
+        .fetch_one(state.store.read())
+        .await
+        .context("while checking for an existing coalition")?;
+    Ok(brands > 0)
+}
+
+/// Installs each of [`DEMO_PLUGINS`] from `<dir>/<name>.wasm` + `<name>.toml` unless a version
+/// of it is already installed.
+pub async fn install_plugins(state: &AppState, dir: &Path) -> anyhow::Result<()> {
+    for name in DEMO_PLUGINS {
+        let (installed,): (i64,) =
+            sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM plugin_versions WHERE name = $1")
+                .bind(name)
+                .fetch_one(state.store.read())
+                .await?;
+        if installed > 0 {
+            continue;
+        }
+        let wasm = dir.join(format!("{name}.wasm"));
+        let toml = dir.join(format!("{name}.toml"));
+        let component = std::fs::read(&wasm).with_context(|| {
+            format!(
+                "while reading {} (build the plugins with `cargo xtask build-plugins`)",
+                wasm.display()
+            )
+        })?;
+        let manifest = std::fs::read_to_string(&toml)
+            .with_context(|| format!("while reading {}", toml.display()))?;
+        let mut config = serde_json::Map::new();
+        if name == "coffee-bonus" {
+            // So that the demo shows a bonus whatever day it starts on: the coffee chain's
+            // double-points day (Monday by default) is set to the local day of the first start.
+            let weekday = local_weekday(state.now_ms(), state.config.points.utc_offset_minutes);
+            config.insert("double_weekday".to_owned(), weekday.into());
+        }
+        let version = crate::plugins::registry::install(
+            &state.store,
+            &state.plugins,
+            &manifest,
+            component,
+            config,
+            "demo",
+            state.now_ms(),
+        )
+        .await
+        .map_err(|err| anyhow::anyhow!("while installing {name}: {err}"))?;
+        println!(
+            "demo: installed plugin {}@{} ({})",
+            version.name,
+            version.version,
+            version.hooks.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The local weekday name (`monday`..`sunday`) of a Unix-ms instant.
+fn local_weekday(now_ms: i64, utc_offset_minutes: i64) -> &'static str {
+    const NAMES: [&str; 7] = [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ];
+    let local_ms = now_ms.saturating_add(utc_offset_minutes.saturating_mul(60_000));
+    // 1970-01-01 was a Thursday (index 3 from Monday).
+    let days = local_ms.div_euclid(crate::foundation::clock::DAY_MS);
+    NAMES[usize::try_from((days + 3).rem_euclid(7)).unwrap_or(0)]
+}
+
+/// One sample purchase: brand, order id, index in [`MEMBERS`], lines `(sku, category, qty, cents)`.
+type SamplePurchase = (
+    &'static str,
+    &'static str,
+    usize,
+    &'static [(&'static str, &'static str, i64, i64)],
+);
+
+/// Sample activity so the API shows something at once: dinner at the restaurant unlocks the
+/// cinema perk for the first member, a big mall purchase lifts them to Gold (free parking), and
+/// coffee purchases show the coffee chain's bonus rules.
+const SAMPLE_PURCHASES: [SamplePurchase; 4] = [
+    (
+        "restaurant",
+        "R-1001",
+        0,
+        &[
+            ("hotpot-set", "dining", 2, 12_800),
+            ("tea", "drinks", 2, 1_200),
+        ],
+    ),
+    ("mall", "M-2001", 0, &[("handbag", "fashion", 1, 1_200_000)]),
+    (
+        "coffee",
+        "C-3001",
+        0,
+        &[
+            ("latte", "coffee", 2, 3_200),
+            ("croissant", "bakery", 1, 1_800),
+        ],
+    ),
+    ("coffee", "C-3002", 3, &[("americano", "coffee", 1, 2_600)]),
+];
+
+async fn seed_activity(state: &AppState) -> anyhow::Result<()> {
+    for (brand, order_id, member, lines) in SAMPLE_PURCHASES {
+        let Some((phone, ..)) = MEMBERS.get(member) else {
+            continue;
+        };
+        let Some((member,)): Option<(String,)> =
+            sqlx::query_as("SELECT id FROM members WHERE phone = $1")
+                .bind(*phone)
+                .fetch_optional(state.store.read())
+                .await?
+        else {
+            continue;
+        };
+        let req = crate::domain::purchases::PurchaseRequest {
+            order_id: order_id.to_owned(),
+            member_id: member,
+            lines: lines
+                .iter()
+                .enumerate()
+                .map(
+                    |(i, (sku, category, quantity, unit))| crate::domain::purchases::LineRequest {
+                        line_id: format!("{}", i + 1),
+                        sku: (*sku).to_owned(),
+                        category: (*category).to_owned(),
+                        quantity: *quantity,
+                        unit_price_cents: *unit,
+                    },
+                )
+                .collect(),
+            points_spent: 0,
+            checkout_id: None,
+        };
+        let accepted = crate::workflows::purchase::propose_bonuses(state, brand, &req)
+            .await
+            .map_err(|err| anyhow::anyhow!("{err}"))?;
+        let mut tx = state.store.begin().await?;
+        let view = crate::workflows::purchase::record(state, &mut tx, brand, &req, &accepted)
+            .await
+            .map_err(|err| anyhow::anyhow!("{err}"))?;
+        tx.commit().await?;
+        println!(
+            "demo: purchase {order_id} at {brand}: {} base + {} bonus points",
+            view.base_points, view.bonus_points
+        );
+    }
+    Ok(())
+}
+
+/// Seeds the demo coalition if the database has no brands, then prints where its keys are.
+pub async fn seed(state: &AppState) -> anyhow::Result<()> {
+    let path = state.config.data_dir.join(KEYS_FILE);
+    let tmp = tmp_path(&path);
+    let (brands,): (i64,) = sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM brands")
+        .fetch_one(state.store.read())
+        .await
+        .context("while checking for an existing coalition")?;
+    if brands > 0 {
+        // A crash between commit and rename leaves the only copy of the keys in the temp file.
+        if !path.exists() && tmp.exists() {
+            std::fs::rename(&tmp, &path)
+                .with_context(|| format!("while moving {} into place", tmp.display()))?;
+        }
+        match read_keys(&path) {
+            Ok(keys) => print_summary(&keys, &path, &base_url(state), false),
+            Err(_) => println!(
+                "demo: the database already has brands; not seeding. No {} to show keys from: \
+                 create one with `coalition admin create-key`.",
+                path.display()
+            ),
+        }
+        return Ok(());
+    }
+    let keys = seed_coalition(state).await?;
+    print_summary(&keys, &path, &keys.base_url, true);
+    Ok(())
+}
+
+/// Creates the brands, members and keys in one transaction and writes the keys file.
+pub async fn seed_coalition(state: &AppState) -> anyhow::Result<DemoKeys> {
+    let now_ms = state.now_ms();
+    let mut tx = state.store.begin().await?;
+    seed_brands(&mut tx, now_ms).await?;
+    seed_perks(&mut tx, now_ms).await?;
+    let member_ids = seed_members(&mut tx, now_ms).await?;
+    let keys = seed_keys(&mut tx, state, &member_ids, now_ms).await?;
+    let path = state.config.data_dir.join(KEYS_FILE);
+    let tmp = tmp_path(&path);
+    write_private(&tmp, &serde_json::to_vec_pretty(&keys)?)
+        .with_context(|| format!("while writing {}", tmp.display()))?;
+    tx.commit()
+        .await
+        .context("while committing the demo coalition")?;
+    std::fs::rename(&tmp, &path)
+        .with_context(|| format!("while moving {} into place", tmp.display()))?;
+    Ok(keys)
+}
+
+async fn seed_brands(tx: &mut Tx, now_ms: i64) -> anyhow::Result<()> {
+    for (id, name, earn_points, earn_unit_cents, skus, categories) in BRANDS {
+        let req = CreateBrand {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            earn_points,
+            earn_unit_cents,
+            excluded_skus: skus.iter().map(|s| (*s).to_owned()).collect(),
+            excluded_categories: categories.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        crate::domain::brands::create(tx, &req, now_ms)
+            .await
+            .map_err(|err| anyhow::anyhow!("while creating demo brand {id}: {err}"))?;
+    }
+    Ok(())
+}
+
+/// The cinema perk's coupon (half price on tickets, at most 40.00, applied by coupon-logic)
+/// and its stock: 100 tickets, two per member, one a day.
+async fn seed_perks(tx: &mut Tx, now_ms: i64) -> anyhow::Result<()> {
+    let template = crate::domain::coupons::TemplateRequest {
+        id: "cinema-ticket-half".to_owned(),
+        title: "Half-price cinema ticket".to_owned(),
+        funding_brand: "restaurant".to_owned(),
+        honouring_brand: "cinema".to_owned(),
+        plugin: "coupon-logic".to_owned(),
+        params: [
+            ("kind", "percent-off-category"),
+            ("category", "ticket"),
+            ("percent-bp", "5000"),
+            ("cap-cents", "4000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        exclusive: false,
+        validity_days: 30,
+        value_cents: 4_000,
+    };
+    crate::domain::coupons::create_template(tx, &template, now_ms)
+        .await
+        .map_err(|err| anyhow::anyhow!("while creating the demo coupon template: {err}"))?;
+    let inventory = crate::workflows::perks::InventoryRequest {
+        funding_brand: "restaurant".to_owned(),
+        total_stock: Some(100),
+        per_member_limit: Some(2),
+        tier_limits: std::collections::BTreeMap::new(),
+        period: "day".to_owned(),
+        per_period_limit: Some(1),
+        starts_at_ms: None,
+        ends_at_ms: None,
+        status: "active".to_owned(),
+    };
+    crate::workflows::perks::put_inventory(
+        tx,
+        "cinema-dinner",
+        "cinema-ticket-half",
+        &inventory,
+        now_ms,
+    )
+    .await
+    .map_err(|err| anyhow::anyhow!("while stocking the demo cinema perk: {err}"))?;
+    Ok(())
+}
+
+async fn seed_members(tx: &mut Tx, now_ms: i64) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(MEMBERS.len());
+    for (phone, name, birthday, email, tags) in MEMBERS {
+        let tags: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
+        let member = NewMember::validate(phone, name, Some(birthday), email, &tags, now_ms)
+            .map_err(|err| anyhow::anyhow!("demo member {name}: {err}"))?;
+        let id = crate::domain::members::insert(tx, &member, None, now_ms)
+            .await
+            .map_err(|err| anyhow::anyhow!("while creating demo member {name}: {err}"))?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+async fn seed_keys(
+    tx: &mut Tx,
+    state: &AppState,
+    member_ids: &[String],
+    now_ms: i64,
+) -> anyhow::Result<DemoKeys> {
+    let key = |err: crate::foundation::error::DomainError| {
+        anyhow::anyhow!("while creating a demo key: {err}")
+    };
+    let admin = create_key(&mut **tx, Role::Admin, None, None, "demo admin", now_ms)
+        .await
+        .map_err(key)?;
+    let mut brands = BTreeMap::new();
+    for (id, ..) in BRANDS {
+        let brand = create_key(
+            &mut **tx,
+            Role::Brand,
+            Some(id),
+            None,
+            "demo back office",
+            now_ms,
+        )
+        .await
+        .map_err(key)?;
+        let counter = create_key(
+            &mut **tx,
+            Role::Counter,
+            Some(id),
+            None,
+            "demo counter",
+            now_ms,
+        )
+        .await
+        .map_err(key)?;
+        brands.insert(
+            id.to_owned(),
+            BrandKeys {
+                brand: brand.secret,
+                counter: counter.secret,
+            },
+        );
+    }
+    let mut members = Vec::new();
+    for ((phone, name, ..), member_id) in MEMBERS.iter().zip(member_ids).take(MEMBERS_WITH_KEYS) {
+        let created = create_key(
+            &mut **tx,
+            Role::Member,
+            None,
+            Some(member_id),
+            "demo member app",
+            now_ms,
+        )
+        .await
+        .map_err(key)?;
+        members.push(MemberKey {
+            member_id: member_id.clone(),
+            name: (*name).to_owned(),
+            phone: (*phone).to_owned(),
+            key: created.secret,
+        });
+    }
+    Ok(DemoKeys {
+        base_url: base_url(state),
+        admin: admin.secret,
+        brands,
+        members,
+    })
+}
+
+fn base_url(state: &AppState) -> String {
+    let listen = state.config.listen;
+    // A wildcard address is where the server listens, not where a client connects.
+    let host = if listen.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        listen.ip().to_string()
+    };
+    format!("http://{host}:{}", listen.port())
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    path.with_extension("json.tmp")
+}
+
+/// Reads a keys file written by [`seed_coalition`].
+pub fn read_keys(path: &Path) -> anyhow::Result<DemoKeys> {
+    let bytes = std::fs::read(path).with_context(|| format!("while reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("while parsing {}", path.display()))
+}
+
+/// Writes a file readable by its owner only: it holds live secrets.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+fn print_summary(keys: &DemoKeys, path: &Path, base_url: &str, created: bool) {
+    let what = if created { "seeded" } else { "already seeded" };
+    println!(
+        "demo: coalition {what}: brands {}; {} brand, {} counter and {} member keys in {}",
+        keys.brands.keys().cloned().collect::<Vec<_>>().join(", "),
+        keys.brands.len(),
+        keys.brands.len(),
+        keys.members.len(),
+        path.display()
+    );
+    println!("demo: admin key {}", keys.admin);
+    println!(
+        "demo: try  curl -s '{base_url}/members?limit=3' -H 'Authorization: Bearer {}'",
+        keys.admin
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_weekday_follows_the_offset() {
+        // 2026-03-02T10:00:00Z is a Monday; at UTC-12 it is still Sunday.
+        assert_eq!(super::local_weekday(1_772_445_600_000, 0), "monday");
+        assert_eq!(super::local_weekday(1_772_445_600_000, -720), "sunday");
+        assert_eq!(super::local_weekday(0, 0), "thursday");
+    }
+}

@@ -1,0 +1,22 @@
+//! The programme's rules, one room per noun. Each function takes what it needs (a connection,
+//! its config section, `now_ms`) and returns a [`crate::foundation::error::DomainError`].
+//!
+//! - [`access`]: who acts: roles (admin, brand, counter, member), principals, API keys.
+//! - [`members`]: member profiles, tags, blocking, masking, import/export.
+//! - [`brands`]: the coalition's brands and their earn rules.
+//! - [`tiers`]: the tier ladder, upgrades, scheduled re-evaluation with retention.
+//! - [`risk`]: frequency limits, blacklist and real-name checks on earning and redeeming.
+//! - [`coupons`]: coupon templates and member coupons with unique codes.
+//! - [`pass`]: the signed offline member pass (ed25519), its keys, QR codes and verification.
+//! - [`campaigns`]: coupon campaigns issued to a segment under a hard cap.
+//! - [`purchases`]: recording purchases and refunds at brand counters (earn and pay with points).
+
+pub mod access;
+pub mod brands;
+pub mod campaigns;
+pub mod coupons;
+pub mod members;
+pub mod pass;
+pub mod purchases;
+pub mod risk;
+pub mod tiers;

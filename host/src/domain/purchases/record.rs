@@ -1,0 +1,348 @@
+//! Recording a purchase in the caller's transaction: spend, earn, lines, bonuses, outbox events, tier effect.
+
+use super::*;
+
+/// What a plugin needs to propose bonuses: the priced purchase, computed outside any write
+/// transaction.
+pub async fn quote(
+    pool: &sqlx::AnyPool,
+    points: &PointsConfig,
+    brand_id: &str,
+    req: &PurchaseRequest,
+    discounts: &[i64],
+) -> DomainResult<Priced> {
+    let mut conn = pool.acquire().await?;
+    let brand = load_brand(&mut conn, brand_id).await?;
+    price_discounted(&brand.rule, points, &req.lines, req.points_spent, discounts)
+}
+
+/// Records a purchase with its spend, earn (base + validated `bonuses`) and tier effect, in the
+/// caller's transaction. `discounts` are the coupon discounts per line of a checkout the caller
+/// has claimed in the same transaction (empty without one).
+#[allow(clippy::too_many_arguments)]
+pub async fn record_purchase(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    points: &PointsConfig,
+    tiers_config: &TiersConfig,
+    brand_id: &str,
+    req: &PurchaseRequest,
+    discounts: &[i64],
+    bonuses: Vec<BonusProposal>,
+    now_ms: i64,
+) -> DomainResult<PurchaseView> {
+    check_request_ids(req)?;
+    let brand = load_brand(conn, brand_id).await?;
+    require_active_brand(brand_id, &brand)?;
+    let priced = price_discounted(&brand.rule, points, &req.lines, req.points_spent, discounts)?;
+    let plan = plan_earn(priced.base_points, bonuses)?;
+
+    let mut wallet = lock_wallet(conn, backend, &req.member_id, now_ms).await?;
+    wallet.require_active()?;
+    let ladder = tiers::load_ladder(conn, tiers_config).await?;
+    let tier = &ladder[tiers::rank_of(&ladder, &wallet.tier)];
+    // The cap applies to what the member pays, after coupon discounts.
+    if i128::from(priced.points_value_cents) * 100
+        > i128::from(priced.total_cents - priced.discount_cents)
+            * i128::from(tier.points_pay_max_percent)
+    {
+        return Err(DomainError::unprocessable(
+            "points_payment_over_limit",
+            format!(
+                "at {} points may pay at most {}% of an order",
+                tier.name, tier.points_pay_max_percent
+            ),
+        )
+        .with_extra(serde_json::json!({
+            "tier": tier.code,
+            "points_pay_max_percent": tier.points_pay_max_percent,
+        })));
+    }
+
+    let purchase_id = new_id();
+    let refs = EntryRefs {
+        brand_id: Some(brand_id.to_owned()),
+        purchase_id: Some(purchase_id.clone()),
+        ..EntryRefs::default()
+    };
+    // Spend first: the points a purchase earns can never pay for it.
+    let spend_entry_id = if priced.points_spent > 0 {
+        let mut entry = Entry::open(
+            conn,
+            EntryKind::Spend,
+            &req.member_id,
+            &refs,
+            &req.order_id,
+            now_ms,
+        )
+        .await?;
+        debit_fifo(
+            conn,
+            &mut entry,
+            Account::Redemption(Some(brand_id)),
+            priced.points_spent,
+            "paid with points",
+            now_ms,
+        )
+        .await?;
+        wallet.balance -= priced.points_spent;
+        Some(entry.close(conn, now_ms).await?)
+    } else {
+        None
+    };
+    let earned = plan.base_points + plan.bonus_points();
+    let expires_at = config_expiry(points, earned, now_ms)?;
+    let (earn_entry_id, debt_settled) = match expires_at {
+        Some(expires_at) => {
+            let (entry, debt_settled) = post_earn(
+                conn,
+                &plan,
+                &req.member_id,
+                brand_id,
+                &refs,
+                expires_at,
+                now_ms,
+            )
+            .await?;
+            wallet.balance += earned - debt_settled;
+            (Some(entry), debt_settled)
+        }
+        None => (None, 0),
+    };
+
+    sqlx::query(
+        "INSERT INTO purchases (id, brand_id, order_id, member_id, total_cents, points_spent,
+            points_value_cents, cash_cents, eligible_cents, base_points, bonus_points,
+            earn_points, earn_unit_cents, spend_entry_id, earn_entry_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    )
+    .bind(&purchase_id)
+    .bind(brand_id)
+    .bind(&req.order_id)
+    .bind(&req.member_id)
+    .bind(priced.total_cents)
+    .bind(priced.points_spent)
+    .bind(priced.points_value_cents)
+    .bind(priced.cash_cents)
+    .bind(priced.eligible_cents)
+    .bind(plan.base_points)
+    .bind(plan.bonus_points())
+    .bind(brand.rule.earn_points)
+    .bind(brand.rule.earn_unit_cents)
+    .bind(spend_entry_id.as_deref())
+    .bind(earn_entry_id.as_deref())
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await
+    .unique_as(|| {
+        DomainError::conflict(
+            "order_exists",
+            format!(
+                "order {:?} is already recorded at brand {brand_id:?}",
+                req.order_id
+            ),
+        )
+    })?;
+    insert_lines(conn, &purchase_id, &priced.lines).await?;
+    ledger::insert_rows(
+        conn,
+        "purchase_bonuses (id, purchase_id, code, reason, source, points)",
+        plan.bonuses
+            .iter()
+            .map(|b| {
+                vec![
+                    Val::Text(new_id()),
+                    Val::Text(purchase_id.clone()),
+                    Val::Text(b.code.clone()),
+                    Val::Text(b.reason.clone()),
+                    Val::Text(b.source.clone()),
+                    Val::Int(b.points),
+                ]
+            })
+            .collect(),
+    )
+    .await?;
+    // Settlement outbox: the points this brand issued and the points spent at its counter.
+    for (kind, points_moved, value) in [
+        (
+            EventKind::PointsIssued,
+            earned,
+            points_value_cents(points, earned),
+        ),
+        (
+            EventKind::PointsRedeemed,
+            priced.points_spent,
+            priced.points_value_cents,
+        ),
+    ] {
+        outbox::record(
+            conn,
+            &NewEvent {
+                kind,
+                brand_id,
+                funding_brand: brand_id,
+                honouring_brand: brand_id,
+                reference: None,
+                plugin: None,
+                points: points_moved,
+                value_cents: value,
+                member_id: Some(&req.member_id),
+                subject_kind: "purchase",
+                subject_id: &purchase_id,
+                reverses_event_id: None,
+                occurred_at: now_ms,
+            },
+            now_ms,
+        )
+        .await?;
+    }
+    tiers::record_qualifying(
+        conn,
+        &req.member_id,
+        &purchase_id,
+        None,
+        priced.eligible_cents,
+        earned,
+        now_ms,
+        now_ms,
+    )
+    .await?;
+    let tier_change = tiers::upgrade_after_purchase(
+        conn,
+        tiers_config,
+        &ladder,
+        &req.member_id,
+        &wallet.tier,
+        &purchase_id,
+        now_ms,
+    )
+    .await?;
+    Ok(PurchaseView {
+        id: purchase_id,
+        brand_id: brand_id.to_owned(),
+        order_id: req.order_id.clone(),
+        member_id: req.member_id.clone(),
+        total_cents: priced.total_cents,
+        points_spent: priced.points_spent,
+        points_value_cents: priced.points_value_cents,
+        cash_cents: priced.cash_cents,
+        eligible_cents: priced.eligible_cents,
+        base_points: plan.base_points,
+        bonus_points: plan.bonus_points(),
+        points_earned: earned,
+        points_expire_at_ms: expires_at,
+        lines: priced.lines,
+        bonuses: plan
+            .bonuses
+            .into_iter()
+            .map(|b| BonusView {
+                points: b.points,
+                code: b.code,
+                reason: b.reason,
+                source: b.source,
+            })
+            .collect(),
+        refunds: Vec::new(),
+        tier_change,
+        debt_settled,
+        created_at_ms: now_ms,
+        discount_cents: priced.discount_cents,
+        checkout_id: req.checkout_id.clone(),
+        skipped_decisions: Vec::new(),
+    })
+}
+
+pub(super) fn config_expiry(
+    points: &PointsConfig,
+    earned: i64,
+    now_ms: i64,
+) -> DomainResult<Option<i64>> {
+    if earned > 0 {
+        points.expiry_for(now_ms).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Posts the earn of a purchase: one posting pair and one lot for the base, and one of each per
+/// bonus with its reason, all from the brand's issuance account.
+pub(super) async fn post_earn(
+    conn: &mut AnyConnection,
+    plan: &EarnPlan,
+    member_id: &str,
+    brand_id: &str,
+    refs: &EntryRefs,
+    expires_at: i64,
+    now_ms: i64,
+) -> DomainResult<(String, i64)> {
+    let purchase_id = refs.purchase_id.as_deref();
+    let mut entry = Entry::open(conn, EntryKind::Earn, member_id, refs, "purchase", now_ms).await?;
+    if plan.base_points > 0 {
+        credit_lot(
+            conn,
+            &mut entry,
+            Account::Issuance(Some(brand_id)),
+            plan.base_points,
+            "earn",
+            "base",
+            expires_at,
+            purchase_id,
+            Some(brand_id),
+            now_ms,
+        )
+        .await?;
+    }
+    for bonus in &plan.bonuses {
+        let memo = format!("bonus {}: {} ({})", bonus.code, bonus.reason, bonus.source);
+        credit_lot(
+            conn,
+            &mut entry,
+            Account::Issuance(Some(brand_id)),
+            bonus.points,
+            "bonus",
+            &memo,
+            expires_at,
+            purchase_id,
+            Some(brand_id),
+            now_ms,
+        )
+        .await?;
+    }
+    entry.close_settling(conn, now_ms).await
+}
+
+pub(super) async fn insert_lines(
+    conn: &mut AnyConnection,
+    purchase_id: &str,
+    lines: &[PricedLine],
+) -> DomainResult<()> {
+    ledger::insert_rows(
+        conn,
+        "purchase_lines (purchase_id, line_no, line_id, sku, category, quantity, \
+         unit_price_cents, total_cents, excluded, points_alloc, points_cents_alloc, \
+         eligible_cents, earned_points, discount_cents)",
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                vec![
+                    Val::Text(purchase_id.to_owned()),
+                    Val::Int(i64::try_from(i).unwrap_or(0)),
+                    Val::Text(l.line_id.clone()),
+                    Val::Text(l.sku.clone()),
+                    Val::Text(l.category.clone()),
+                    Val::Int(l.quantity),
+                    Val::Int(l.unit_price_cents),
+                    Val::Int(l.total_cents),
+                    Val::Int(i64::from(l.excluded)),
+                    Val::Int(l.points_alloc),
+                    Val::Int(l.points_cents_alloc),
+                    Val::Int(l.eligible_cents),
+                    Val::Int(l.earned_points),
+                    Val::Int(l.discount_cents),
+                ]
+            })
+            .collect(),
+    )
+    .await
+}

@@ -1,0 +1,82 @@
+//! Run a background job now (admin). The jobs are idempotent by construction (an expired lot has
+//! nothing left to expire; a released hold is no longer pending), so the job runs first, in its
+//! own short transactions, and the idempotency key then records its report: a concurrent retry
+//! with the same key does no harm and gets one of the reports.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::domain::access::Principal;
+use crate::foundation::error::DomainResult;
+use crate::interfaces::api::idempotency::finish_write;
+use crate::interfaces::api::idempotency::{self, Claim, IdempotencyKey};
+use crate::interfaces::api::problem::Problem;
+use crate::interfaces::api::AppState;
+use crate::workflows::jobs::{self, ExpiryReport, HoldTimeoutReport};
+
+/// Routes of this resource.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(jobs_expiry))
+        .routes(routes!(jobs_holds))
+}
+
+async fn record<T: serde::Serialize>(
+    state: &AppState,
+    principal: &Principal,
+    key: &IdempotencyKey,
+    operation: &str,
+    report: T,
+) -> DomainResult<Response> {
+    let hash = idempotency::request_hash(operation, &());
+    let mut tx = state.store.begin().await?;
+    if let Claim::Replay { status, body } = idempotency::claim(
+        &mut tx,
+        &principal.idempotency_scope(),
+        &key.0,
+        &hash,
+        state.now_ms(),
+    )
+    .await?
+    {
+        return Ok(idempotency::replay_response(status, body));
+    }
+    finish_write(tx, principal, key, StatusCode::OK, report).await
+}
+
+/// Expire every lot past due now, and mark unused coupons past their expiry `expired`.
+#[utoipa::path(post, path = "/jobs/expiry", tag = "jobs",
+    params(("Idempotency-Key" = String, Header, description = "Unique per run")),
+    responses(
+        (status = 200, body = ExpiryReport),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn jobs_expiry(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+) -> DomainResult<Response> {
+    principal.require_admin()?;
+    let report = jobs::run_expiry(&state.store, state.now_ms()).await?;
+    record(&state, &principal, &key, "jobs.expiry", report).await
+}
+
+/// Release every timed-out hold now.
+#[utoipa::path(post, path = "/jobs/holds", tag = "jobs",
+    params(("Idempotency-Key" = String, Header, description = "Unique per run")),
+    responses(
+        (status = 200, body = HoldTimeoutReport),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn jobs_holds(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+) -> DomainResult<Response> {
+    principal.require_admin()?;
+    let report = jobs::run_hold_timeouts(&state.store, state.now_ms()).await?;
+    record(&state, &principal, &key, "jobs.holds", report).await
+}
