@@ -19,7 +19,8 @@ const LAYERS: &[&str] = &[
 ];
 
 /// What no file below the interfaces may name: the web framework, the API's state and status
-/// codes, and the whole configuration (each layer gets its own section).
+/// codes, the whole configuration (each layer gets its own section), and the command line
+/// (its parser, and printing to the terminal: lower layers log through `tracing`).
 const HTTP_AND_WHOLE_CONFIG: &[&str] = &[
     "axum",
     "AppState",
@@ -27,6 +28,8 @@ const HTTP_AND_WHOLE_CONFIG: &[&str] = &[
     "tower_http",
     "utoipa_axum",
     "interfaces::config",
+    "clap::",
+    "println!",
 ];
 
 fn rank(layer: &str) -> Option<usize> {

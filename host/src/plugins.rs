@@ -48,14 +48,44 @@ pub struct PluginsConfig {
     pub artifact_dir: PathBuf,
     /// Plugin calls that may run at once on this node (instance pool slots).
     pub max_concurrent_calls: u32,
+    /// How long the background validation of an upload may compile before the version is
+    /// rejected with `compile_timeout` (which the uploader may retry). A JavaScript or Python
+    /// guest of 12–18 MB compiles in 14–16 s on a 2-core machine with an optimised compiler;
+    /// the default leaves 8× for a loaded node, and the bound keeps a hostile component from
+    /// holding a compile thread for ever.
+    pub validation_budget_ms: u64,
+    /// How long `POST /plugins` waits for the validation before it answers `202 Accepted` with
+    /// the version still `uploaded` (a `Prefer: wait=N` header asks for another wait, within
+    /// the request timeout). Small guests validate well within it and answer `201` with the
+    /// outcome.
+    pub upload_wait_ms: u64,
 }
+
+/// Longest accepted validation budget: a compile that needs more than ten minutes is not a
+/// plugin this host should run.
+pub const MAX_VALIDATION_BUDGET_MS: u64 = 600_000;
 
 impl Default for PluginsConfig {
     fn default() -> Self {
         Self {
             artifact_dir: PathBuf::new(),
             max_concurrent_calls: 16,
+            validation_budget_ms: 120_000,
+            upload_wait_ms: 5_000,
         }
+    }
+}
+
+impl PluginsConfig {
+    /// Refuses budgets that are zero or beyond [`MAX_VALIDATION_BUDGET_MS`].
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=MAX_VALIDATION_BUDGET_MS).contains(&self.validation_budget_ms) {
+            anyhow::bail!(
+                "plugins.validation_budget_ms must be 1..={MAX_VALIDATION_BUDGET_MS}, not {}",
+                self.validation_budget_ms
+            );
+        }
+        Ok(())
     }
 }
 

@@ -56,6 +56,18 @@ pub(crate) struct Compiled {
     pub pre: PluginPre,
     /// True when it imports WASI and gets the deterministic WASI context.
     pub wasi: bool,
+    /// The component's imports and exports by name, as a reviewer reads them.
+    pub surface: Surface,
+}
+
+/// What a component asks of the host (its imports: the capabilities it may use) and what it
+/// offers (its exports), by name, in the component's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Surface {
+    /// Imported interfaces, e.g. `coalition:plugin/host@0.1.0` or `wasi:random/random@0.2.3`.
+    pub imports: Vec<String>,
+    /// Exported interfaces, e.g. `coalition:plugin/hooks@0.1.0`.
+    pub exports: Vec<String>,
 }
 
 /// Feeds a `Hash` into sha256, to turn wasmtime's compatibility hash into a stable file key.
@@ -170,6 +182,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// What a component imports, sorted into what the host offers and what it does not.
 pub(crate) struct ImportCheck {
     pub wasi: bool,
+    pub surface: Surface,
 }
 
 /// What the host offers, for error messages.
@@ -192,7 +205,9 @@ pub(crate) fn check_component(
     let ty = component.component_type();
     let mut wasi = false;
     let mut forbidden = Vec::new();
+    let mut imports = Vec::new();
     for (name, _) in ty.imports(engine) {
+        imports.push(name.to_string());
         if version.host_imports().contains(&name) {
             continue;
         }
@@ -225,7 +240,10 @@ pub(crate) fn check_component(
             },
         });
     }
-    Ok(ImportCheck { wasi })
+    Ok(ImportCheck {
+        wasi,
+        surface: Surface { imports, exports },
+    })
 }
 
 fn is_wasi_p2(import: &str) -> bool {

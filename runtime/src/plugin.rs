@@ -341,6 +341,11 @@ impl LoadedPlugin {
         self.inner.compiled.wasi
     }
 
+    /// The component's imports (the capabilities it may use) and exports, by name.
+    pub fn surface(&self) -> &crate::cache::Surface {
+        &self.inner.compiled.surface
+    }
+
     /// The circuit breaker state of this plugin version.
     pub fn breaker_state(&self) -> BreakerState {
         self.inner.breaker.state()

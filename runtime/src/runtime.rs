@@ -244,6 +244,7 @@ impl Runtime {
                 Ok::<_, LoadError>(Arc::new(Compiled {
                     pre,
                     wasi: check.wasi,
+                    surface: check.surface,
                 }))
             })
             .map_err(|e: Arc<LoadError>| (*e).clone())?;

@@ -1,6 +1,7 @@
 //! The `coalition` command line.
 
 pub mod jobs;
+pub mod pass;
 pub mod plugin;
 pub mod settlement;
 
@@ -51,7 +52,7 @@ pub enum Command {
     Plugin(crate::app::cli::plugin::PluginCommand),
     /// Member passes: verify one offline with public keys only.
     #[command(subcommand)]
-    Pass(crate::domain::pass::PassCommand),
+    Pass(pass::PassCommand),
     /// Settlement between brands: settle events, close a period, reconcile, export.
     #[command(subcommand)]
     Settlement(crate::app::cli::settlement::SettlementCommand),
@@ -143,7 +144,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("while starting the async runtime")?;
-    runtime.block_on(async move {
+    let outcome = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => {
                 if let Some(listen) = args.listen {
@@ -186,12 +187,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Command::Jobs(command) => jobs::run_command(config, command).await,
             Command::Plugin(command) => crate::app::cli::plugin::run(command).await,
-            Command::Pass(command) => crate::domain::pass::run_command(command),
+            Command::Pass(command) => pass::run_command(command),
             Command::Settlement(command) => {
                 crate::app::cli::settlement::run_command(config, command).await
             }
         }
-    })
+    });
+    // Stopping does not wait for work that is only worth finishing while serving (a plugin
+    // compile of a background validation): a version left `uploaded` is validated again by
+    // the next node that starts.
+    runtime.shutdown_background();
+    outcome
 }
 
 async fn serve(config: Config, demo: bool, plugins_dir: Option<PathBuf>) -> anyhow::Result<()> {

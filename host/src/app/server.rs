@@ -74,6 +74,14 @@ pub async fn run_with_metrics_listener(
         jobs_stopped.clone(),
     );
     let jobs = crate::workflows::jobs::spawn(state.services.clone(), jobs_stopped.clone());
+    // Uploads a stopped node left mid-validation are validated again, in the background.
+    match crate::plugins::lifecycle::resume_validations(&state.store, &state.plugins, &state.clock)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(versions = n, "validating uploads left by a stopped node"),
+        Err(err) => tracing::warn!(error = %err, "cannot list uploads left to validate"),
+    }
     let metrics_server = match metrics_listener {
         Some(metrics_listener) => {
             tracing::info!(addr = %metrics_listener.local_addr()?, "serving /metrics");

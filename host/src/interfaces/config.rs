@@ -52,6 +52,7 @@ impl Config {
         self.risk.validate()?;
         self.pass.validate()?;
         self.settlement.validate()?;
+        self.plugins.validate()?;
         self.jobs.validate()
     }
 

@@ -40,6 +40,9 @@ pub const MAX_SHADOW_RESULTS: i64 = 500;
 pub struct DryRunItem {
     /// The receipt whose input was used.
     pub receipt_id: String,
+    /// The plugin version that made the recorded decision (`name@version`): the active version,
+    /// or for a first version another plugin that implements the hook at the same brands.
+    pub recorded_by: String,
     /// Hook called.
     pub hook: String,
     /// sha256 of the recorded input.
@@ -70,10 +73,14 @@ pub struct DryRunReport {
     pub candidate_version_id: String,
     /// Its version string.
     pub candidate_version: String,
-    /// The active version whose inputs were replayed.
-    pub active_version_id: String,
-    /// Its version string.
-    pub active_version: String,
+    /// Whose recorded inputs were replayed: `active_version` (the plugin's active version), or
+    /// `other_plugins` for a first version (the newest inputs other plugins of the same hooks
+    /// recorded at the brands the candidate names; their decisions are the baseline).
+    pub baseline: String,
+    /// The active version whose inputs were replayed (`null` for a first version).
+    pub active_version_id: Option<String>,
+    /// Its version string (`null` for a first version).
+    pub active_version: Option<String>,
     /// Inputs replayed.
     pub inputs: usize,
     /// Inputs whose decision differs.
@@ -85,6 +92,8 @@ pub struct DryRunReport {
 #[derive(sqlx::FromRow)]
 struct RecordedRow {
     id: String,
+    plugin: String,
+    version: String,
     hook: String,
     input_sha256: String,
     output_sha256: String,
@@ -154,11 +163,16 @@ fn inner_output(output: &HookOutput) -> serde_json::Value {
 }
 
 /// Dry-runs version `id` against the last `limit` recorded inputs of its plugin's active
-/// version, for every hook the candidate implements.
+/// version, for every hook the candidate implements; a first version (no active version)
+/// against the newest inputs other plugins of the same hooks recorded at its brands.
+///
+/// `only_brand` narrows a first version's inputs to those recorded at that brand's counters (a
+/// brand dry-running its own upload sees nothing of another brand's members).
 pub async fn dry_run(
     store: &Store,
     host: &PluginHost,
     id: &str,
+    only_brand: Option<&str>,
     limit: i64,
 ) -> DomainResult<DryRunReport> {
     let limit = limit.clamp(1, MAX_DRY_RUN_INPUTS);
@@ -185,33 +199,48 @@ pub async fn dry_run(
     .bind(&candidate.name)
     .fetch_optional(store.read())
     .await?;
-    let Some((active_id, active_version, active_sha)) = active else {
-        return Err(DomainError::conflict(
-            "no_active_version",
-            format!(
-                "{} has no active version whose inputs could be replayed",
-                candidate.name
-            ),
-        ));
-    };
     let (plugin, _, admin) = load_version(store, host, id).await?;
     let mut rows: Vec<RecordedRow> = Vec::new();
-    for hook in &candidate.hooks {
-        let mut page: Vec<RecordedRow> = sqlx::query_as(
-            "SELECT id, hook, input_sha256, output_sha256, fuel_used, duration_us, input, output
-             FROM plugin_receipts
-             WHERE plugin = $1 AND version = $2 AND component_sha256 = $3 AND hook = $4
-             ORDER BY created_at DESC, id DESC LIMIT $5",
-        )
-        .bind(&candidate.name)
-        .bind(&active_version)
-        .bind(&active_sha)
-        .bind(hook)
-        .bind(limit)
-        .fetch_all(store.read())
-        .await?;
-        rows.append(&mut page);
-    }
+    let baseline = match &active {
+        Some((_, active_version, active_sha)) => {
+            for hook in &candidate.hooks {
+                let mut page: Vec<RecordedRow> = sqlx::query_as(
+                    "SELECT id, plugin, version, hook, input_sha256, output_sha256, fuel_used,
+                        duration_us, input, output
+                     FROM plugin_receipts
+                     WHERE plugin = $1 AND version = $2 AND component_sha256 = $3 AND hook = $4
+                     ORDER BY created_at DESC, id DESC LIMIT $5",
+                )
+                .bind(&candidate.name)
+                .bind(active_version)
+                .bind(active_sha)
+                .bind(hook)
+                .bind(limit)
+                .fetch_all(store.read())
+                .await?;
+                rows.append(&mut page);
+            }
+            "active_version"
+        }
+        None => {
+            for hook in &candidate.hooks {
+                rows.append(&mut others_inputs(store, &candidate, only_brand, hook, limit).await?);
+            }
+            if rows.is_empty() {
+                return Err(DomainError::conflict(
+                    "no_recorded_inputs",
+                    format!(
+                        "{} has no active version, and no other plugin has recorded a call of \
+                         its hooks ({}) at its brands ({}) yet",
+                        candidate.name,
+                        candidate.hooks.join(", "),
+                        candidate.brands.join(", ")
+                    ),
+                ));
+            }
+            "other_plugins"
+        }
+    };
     let items = tokio::task::spawn_blocking(move || {
         rows.into_iter()
             .map(|row| replay_on(&plugin, &admin, row))
@@ -220,15 +249,59 @@ pub async fn dry_run(
     .await
     .map_err(DomainError::internal)?;
     let differing = items.iter().filter(|i| i.differs).count();
+    let (active_version_id, active_version) = match active {
+        Some((active_id, active_version, _)) => (Some(active_id), Some(active_version)),
+        None => (None, None),
+    };
     Ok(DryRunReport {
         candidate_version_id: candidate.id,
         candidate_version: candidate.version,
-        active_version_id: active_id,
+        baseline: baseline.to_owned(),
+        active_version_id,
         active_version,
         inputs: items.len(),
         differing,
         items,
     })
+}
+
+/// Recorded calls scanned per hook to find a first version's inputs: other plugins' calls at
+/// other brands are skipped, so more than `limit` are read, within this bound.
+pub const MAX_FIRST_VERSION_SCAN: i64 = 5_000;
+
+/// The newest recorded inputs of `hook` made by other plugins at the brands the candidate
+/// names (the brand of the call, from its recorded invocation), at most `limit`.
+async fn others_inputs(
+    store: &Store,
+    candidate: &registry::InstalledVersion,
+    only_brand: Option<&str>,
+    hook: &str,
+    limit: i64,
+) -> DomainResult<Vec<RecordedRow>> {
+    let scanned: Vec<RecordedRow> = sqlx::query_as(
+        "SELECT id, plugin, version, hook, input_sha256, output_sha256, fuel_used, duration_us,
+            input, output
+         FROM plugin_receipts WHERE hook = $1 AND plugin <> $2
+         ORDER BY created_at DESC, id DESC LIMIT $3",
+    )
+    .bind(hook)
+    .bind(&candidate.name)
+    .bind(MAX_FIRST_VERSION_SCAN)
+    .fetch_all(store.read())
+    .await?;
+    let at_its_brands = |row: &RecordedRow| {
+        serde_json::from_str::<serde_json::Value>(&row.input)
+            .ok()
+            .and_then(|input| input["invocation"]["brand"].as_str().map(str::to_owned))
+            .is_some_and(|brand| {
+                candidate.brands.contains(&brand) && only_brand.is_none_or(|only| only == brand)
+            })
+    };
+    Ok(scanned
+        .into_iter()
+        .filter(at_its_brands)
+        .take(usize::try_from(limit).unwrap_or(0))
+        .collect())
 }
 
 fn replay_on(
@@ -239,6 +312,7 @@ fn replay_on(
     let active_output = serde_json::from_str(&row.output).unwrap_or(serde_json::Value::Null);
     let mut item = DryRunItem {
         receipt_id: row.id,
+        recorded_by: format!("{}@{}", row.plugin, row.version),
         hook: row.hook,
         input_sha256: row.input_sha256,
         differs: true,

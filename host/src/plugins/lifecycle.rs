@@ -13,9 +13,13 @@
 //!   signed by one of the brand's admin-approved ed25519 keys over the content hash
 //!   ([`super::signing`]). A bad signature, or a changed byte of manifest or component, is
 //!   refused with `signature_invalid` and nothing is stored.
-//! - **Validate**: the component compiles within [`VALIDATION_BUDGET`], imports nothing the host
-//!   does not offer, exports what the manifest declares, limits within platform maxima
-//!   ([`coalition_runtime::Runtime::load`]); a failure rejects the version with the reason.
+//! - **Validate**, in the background ([`spawn_validation`]): the component compiles within
+//!   `[plugins] validation_budget_ms`, imports nothing the host does not offer, exports what the
+//!   manifest declares, limits within platform maxima ([`coalition_runtime::Runtime::load`]); a
+//!   failure rejects the version with the reason. A rejection that is not the package's fault
+//!   ([`RETRYABLE_REJECTIONS`]: the compile ran out of time, or the node stopped) may be
+//!   validated again, so a slow compile never burns a version number. Versions left `uploaded`
+//!   by a stopped node are validated again when a node starts ([`resume_validations`]).
 //! - **Co-signature**: every other brand the manifest names (a perk may spend their money) must
 //!   sign the same content hash with one of its approved keys before an admin can approve.
 //! - **Serve**: one active version per plugin (a unique index), optionally one canary serving
@@ -25,10 +29,11 @@
 //! an entry to the hash-chained audit log ([`crate::ledger::audit`]) and, when what serves changes,
 //! bumps the generation so every node reloads ([`super::sync`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use coalition_runtime::Manifest;
+use coalition_runtime::{Manifest, Surface};
 use serde::Serialize;
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
@@ -37,14 +42,15 @@ use super::registry::{self, InstalledVersion};
 use super::signing;
 use super::PluginHost;
 use crate::domain::access::{Principal, Role};
+use crate::foundation::clock::Clock;
 use crate::foundation::error::{DomainError, DomainResult};
 use crate::foundation::store::UniqueAsConflict;
 use crate::foundation::store::{Backend, Store};
 
-/// Longest a validation compile may take before the version is rejected: a 32 MB JavaScript
-/// guest compiles in about 2 s on one core, and the whole upload must answer within the
-/// server's 10 s request timeout.
-pub const VALIDATION_BUDGET: Duration = Duration::from_secs(6);
+/// Rejections that are not the package's fault: the compile ran out of its budget (a loaded
+/// node), or the validation was interrupted (the node stopped). Such a version may be
+/// validated again; any other rejection is final and the partner bumps the version.
+pub const RETRYABLE_REJECTIONS: &[&str] = &["compile_timeout", "validation_interrupted"];
 /// Signing keys one brand may hold in `pending` or `approved`: enough for rotation and a
 /// key per developer team, few enough that an admin can review each.
 pub const MAX_SIGNING_KEYS_PER_BRAND: i64 = 10;
@@ -559,35 +565,76 @@ async fn lock_version(
     reloaded(conn, id).await
 }
 
-/// Compiles and checks an `uploaded` version within [`VALIDATION_BUDGET`], then moves it to
-/// `awaiting_cosign` (co-signatures missing), `validated`, or `rejected` with the reason.
+/// Compiles and checks an `uploaded` version within the validation budget, then moves it to
+/// `awaiting_cosign` (co-signatures missing), `validated`, or `rejected` with the reason. A
+/// version rejected for a [retryable](RETRYABLE_REJECTIONS) reason is taken back to `uploaded`
+/// first and validated again.
 pub async fn validate(
     store: &Store,
     host: &PluginHost,
-    now_ms: i64,
+    clock: &dyn Clock,
     id: &str,
 ) -> DomainResult<InstalledVersion> {
-    let row: Option<(String, String, String, String)> = sqlx::query_as(
-        "SELECT v.status, v.manifest, v.component_sha256, c.bytes_b64
+    let row: Option<(String, Option<String>, String, String, String)> = sqlx::query_as(
+        "SELECT v.status, v.status_code, v.manifest, v.component_sha256, c.bytes_b64
          FROM plugin_versions v JOIN plugin_components c ON c.sha256 = v.component_sha256
          WHERE v.id = $1",
     )
     .bind(id)
     .fetch_optional(store.read())
     .await?;
-    let Some((status, manifest_text, sha, b64)) = row else {
+    let Some((status, code, manifest_text, sha, b64)) = row else {
         return Err(DomainError::not_found("plugin version", id));
     };
-    if status != "uploaded" {
+    let retry = status == "rejected"
+        && code
+            .as_deref()
+            .is_some_and(|c| RETRYABLE_REJECTIONS.contains(&c));
+    if status != "uploaded" && !retry {
         return Err(DomainError::conflict(
             "invalid_transition",
-            format!("version is {status}; only uploaded versions are validated"),
+            format!(
+                "version is {status}; only uploaded versions, or versions rejected for a \
+                 reason that was not the package's ({}), are validated",
+                RETRYABLE_REJECTIONS.join(", ")
+            ),
         ));
     }
+    if retry {
+        let backend = store.backend();
+        let mut tx = store.begin().await?;
+        let reopened = sqlx::query(
+            "UPDATE plugin_versions SET status = 'uploaded', status_reason = '',
+                status_code = NULL, updated_at = $1
+             WHERE id = $2 AND status = 'rejected' AND status_code = $3",
+        )
+        .bind(clock.now_ms())
+        .bind(id)
+        .bind(&code)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if reopened == 1 {
+            audit(
+                &mut tx,
+                backend,
+                SYSTEM_VALIDATOR,
+                "plugin.revalidate",
+                "plugin_version",
+                id,
+                "validated again after a rejection that was not the package's fault",
+                serde_json::json!({"previous_code": code}),
+                clock.now_ms(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+    }
+    let budget = Duration::from_millis(host.config().validation_budget_ms);
     let runtime = host.runtime().clone();
     let component_sha = sha.clone();
     // A rejection carries a stable code (what kind of refusal) beside its human reason.
-    let task = tokio::task::spawn_blocking(move || -> Result<(), (&'static str, String)> {
+    let task = tokio::task::spawn_blocking(move || -> Result<Surface, (&'static str, String)> {
         let manifest = Manifest::parse(&manifest_text)
             .map_err(|e| ("manifest_invalid", format!("manifest: {e}")))?;
         manifest
@@ -598,7 +645,7 @@ pub async fn validate(
             .map_err(|e| ("component_invalid", format!("stored component: {e}")))?;
         runtime
             .load(&manifest, &bytes, Some(&sha))
-            .map(|_| ())
+            .map(|plugin| plugin.surface().clone())
             .map_err(|e| {
                 let code = match &e.kind {
                     coalition_runtime::ErrorKind::Load(load) => load.code(),
@@ -607,20 +654,22 @@ pub async fn validate(
                 (code, e.to_string())
             })
     });
-    let outcome = match tokio::time::timeout(VALIDATION_BUDGET, task).await {
+    let outcome = match tokio::time::timeout(budget, task).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(err)) => Err((
-            "validation_failed",
-            format!("validation task failed: {err}"),
+            "validation_interrupted",
+            format!("the validation did not finish ({err}); validate the version again"),
         )),
         Err(_) => Err((
             "compile_timeout",
             format!(
-                "the component did not compile within {} s",
-                VALIDATION_BUDGET.as_secs()
+                "the component did not compile within {} ms; validate the version again \
+                 when the node is less busy",
+                budget.as_millis()
             ),
         )),
     };
+    let now_ms = clock.now_ms();
     if outcome.is_ok() {
         host.mark_warm(&component_sha);
     }
@@ -632,7 +681,7 @@ pub async fn validate(
         return Ok(version);
     }
     let (to, reason, code) = match &outcome {
-        Ok(()) => {
+        Ok(_) => {
             if missing_signers(&mut tx, &version).await?.is_empty() {
                 ("validated", String::new(), None)
             } else {
@@ -641,9 +690,16 @@ pub async fn validate(
         }
         Err((code, reason)) => ("rejected", clip(reason), Some(*code)),
     };
+    let (imports, exports) = match &outcome {
+        Ok(surface) => (
+            Some(serde_json::to_string(&surface.imports).map_err(DomainError::internal)?),
+            Some(serde_json::to_string(&surface.exports).map_err(DomainError::internal)?),
+        ),
+        Err(_) => (None, None),
+    };
     sqlx::query(
         "UPDATE plugin_versions SET status = $1, status_reason = $2, status_code = $5,
-            updated_at = $3
+            updated_at = $3, imports = $6, exports = $7
          WHERE id = $4 AND status = 'uploaded'",
     )
     .bind(to)
@@ -651,6 +707,8 @@ pub async fn validate(
     .bind(now_ms)
     .bind(id)
     .bind(code)
+    .bind(imports)
+    .bind(exports)
     .execute(&mut *tx)
     .await?;
     let action = if to == "rejected" {
@@ -674,6 +732,57 @@ pub async fn validate(
     registry::get(store.read(), id)
         .await?
         .ok_or_else(|| DomainError::not_found("plugin version", id))
+}
+
+/// Validates `id` in the background; the handle answers with the outcome. Dropping the handle
+/// leaves the validation running: an upload answers `202` and the version moves on its own.
+pub fn spawn_validation(
+    store: Store,
+    host: Arc<PluginHost>,
+    clock: Arc<dyn Clock>,
+    id: String,
+) -> tokio::task::JoinHandle<DomainResult<InstalledVersion>> {
+    tokio::spawn(async move {
+        let outcome = validate(&store, &host, clock.as_ref(), &id).await;
+        match &outcome {
+            Ok(version) => tracing::info!(
+                version = %id,
+                status = %version.status,
+                "plugin validation finished"
+            ),
+            Err(err) => tracing::warn!(version = %id, error = %err, "plugin validation failed"),
+        }
+        outcome
+    })
+}
+
+/// Most versions a starting node validates again at once: uploads left `uploaded` by a node
+/// that stopped mid-compile are rare, and each compile takes a core for seconds.
+pub const MAX_RESUMED_VALIDATIONS: i64 = 16;
+
+/// Validates again the versions a stopped node left `uploaded` (oldest first, at most
+/// [`MAX_RESUMED_VALIDATIONS`]), in the background. Several nodes may do it at once: the first
+/// to finish decides, the others report its decision.
+pub async fn resume_validations(
+    store: &Store,
+    host: &Arc<PluginHost>,
+    clock: &Arc<dyn Clock>,
+) -> DomainResult<usize> {
+    let ids: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM plugin_versions WHERE status = 'uploaded' ORDER BY created_at, id LIMIT $1",
+    )
+    .bind(MAX_RESUMED_VALIDATIONS)
+    .fetch_all(store.read())
+    .await?;
+    for (id,) in &ids {
+        drop(spawn_validation(
+            store.clone(),
+            host.clone(),
+            clock.clone(),
+            id.clone(),
+        ));
+    }
+    Ok(ids.len())
 }
 
 fn clip(text: &str) -> String {
@@ -1371,6 +1480,159 @@ pub struct VersionStatus {
     pub killed: bool,
     /// Whether this node has it loaded.
     pub loaded: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The package a co-signer signs
+
+/// One hook's budget as the manifest sets it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HookBudget {
+    /// The hook, e.g. `points-bonus`.
+    pub hook: String,
+    /// Fuel per call (deterministic instructions).
+    pub fuel: u64,
+    /// Linear memory per call, MiB.
+    pub memory_mib: u32,
+    /// CPU deadline per call, ms.
+    pub deadline_ms: u32,
+}
+
+/// The platform's maxima the budgets are held to.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PlatformMaxima {
+    /// Most fuel per call.
+    pub fuel: u64,
+    /// Most linear memory per call, MiB.
+    pub memory_mib: u32,
+    /// Longest CPU deadline per call, ms.
+    pub deadline_ms: u32,
+    /// Largest component, bytes.
+    pub component_bytes: u64,
+}
+
+/// What a co-signing brand (or a reviewer) reads before it signs: the exact manifest and
+/// component whose content hash it signs, what the component imports (the capabilities it may
+/// use) and exports, and its budgets against the platform's maxima.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PackageView {
+    /// The version.
+    pub id: String,
+    /// Plugin name.
+    pub name: String,
+    /// Plugin version.
+    pub version: String,
+    /// The WIT version it targets, e.g. `coalition:plugin@0.1.0`.
+    pub wit: String,
+    /// Status of the version.
+    pub status: String,
+    /// The manifest, byte for byte as signed.
+    pub manifest: String,
+    /// The component, byte for byte as signed, in base64.
+    pub component_base64: String,
+    /// Size of the component, bytes.
+    pub component_bytes: u64,
+    /// sha256 of the component, hex.
+    pub component_sha256: String,
+    /// The content hash every signature covers (sha256 over the manifest and component), hex:
+    /// `coalition plugin package` recomputes it from the downloaded files.
+    pub content_sha256: Option<String>,
+    /// Imported interfaces, once validated (`null` before).
+    pub imports: Option<Vec<String>>,
+    /// Exported interfaces, once validated (`null` before).
+    pub exports: Option<Vec<String>>,
+    /// The budget of every hook it implements.
+    pub budgets: Vec<HookBudget>,
+    /// What the budgets are held to.
+    pub platform_maxima: PlatformMaxima,
+}
+
+/// The package of a version as `principal` may read it: admins, and brands the manifest names
+/// (a co-signer among them); others get 404.
+pub async fn package(store: &Store, principal: &Principal, id: &str) -> DomainResult<PackageView> {
+    let version = registry::get(store.read(), id)
+        .await?
+        .filter(|v| visible_to(principal, v))
+        .ok_or_else(|| DomainError::not_found("plugin version", id))?;
+    let row: Option<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT v.manifest, c.bytes_b64, v.imports, v.exports
+         FROM plugin_versions v JOIN plugin_components c ON c.sha256 = v.component_sha256
+         WHERE v.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(store.read())
+    .await?;
+    let Some((manifest_text, component_base64, imports, exports)) = row else {
+        return Err(DomainError::not_found("plugin version", id));
+    };
+    let manifest = Manifest::parse(&manifest_text).map_err(DomainError::internal)?;
+    let names = |json: Option<String>| -> DomainResult<Option<Vec<String>>> {
+        json.map(|j| serde_json::from_str(&j).map_err(DomainError::internal))
+            .transpose()
+    };
+    let budgets = manifest
+        .hooks
+        .iter()
+        .map(|hook| {
+            let limits = manifest
+                .hook_limits
+                .get(hook)
+                .copied()
+                .unwrap_or(manifest.limits);
+            HookBudget {
+                hook: hook.as_str().to_owned(),
+                fuel: limits.fuel,
+                memory_mib: limits.memory_mib,
+                deadline_ms: limits.deadline_ms,
+            }
+        })
+        .collect();
+    let component_bytes = base64::engine::general_purpose::STANDARD
+        .decode(&component_base64)
+        .map_err(DomainError::internal)?
+        .len();
+    use coalition_runtime::limits;
+    Ok(PackageView {
+        id: version.id,
+        name: version.name,
+        version: version.version,
+        wit: version.wit,
+        status: version.status,
+        manifest: manifest_text,
+        component_base64,
+        component_bytes: u64::try_from(component_bytes).unwrap_or(u64::MAX),
+        component_sha256: version.component_sha256,
+        content_sha256: version.content_sha256,
+        imports: names(imports)?,
+        exports: names(exports)?,
+        budgets,
+        platform_maxima: PlatformMaxima {
+            fuel: limits::MAX_FUEL_PER_CALL,
+            memory_mib: limits::MAX_MEMORY_MIB,
+            deadline_ms: limits::MAX_DEADLINE_MS,
+            component_bytes: u64::try_from(limits::MAX_COMPONENT_BYTES).unwrap_or(u64::MAX),
+        },
+    })
+}
+
+/// A version as the brand that ships it (or an admin) reads its calls and failures: 404 when
+/// `principal` may not see it at all, 403 when it may see it but does not ship it (a
+/// co-signing brand).
+pub async fn own_version(
+    store: &Store,
+    principal: &Principal,
+    id: &str,
+) -> DomainResult<InstalledVersion> {
+    let version = registry::get(store.read(), id)
+        .await?
+        .filter(|v| visible_to(principal, v))
+        .ok_or_else(|| DomainError::not_found("plugin version", id))?;
+    if principal.role != Role::Admin && version.uploaded_by_brand != principal.brand_id {
+        return Err(DomainError::forbidden(
+            "only the brand that uploaded this version (or an admin) reads its calls",
+        ));
+    }
+    Ok(version)
 }
 
 /// Whether `principal` may see `version`: admins see all, brands the versions naming them.

@@ -202,3 +202,230 @@ pub async fn load_for_replay(
         input,
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// A version's own calls, for the brand that ships it
+
+/// Most receipts one page lists.
+pub const MAX_RECEIPTS_PAGE: i64 = 200;
+/// Receipts the statistics read, newest first: enough for a stable p99, and a bound so one
+/// request never scans a busy plugin's whole history.
+pub const MAX_STATS_RECEIPTS: i64 = 10_000;
+
+/// One recorded call of a version, with its input as the plugin saw it (the member context is
+/// pseudonymous): what a brand downloads to replay its hooks locally.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RecordedCall {
+    /// The receipt.
+    #[serde(flatten)]
+    pub receipt: StoredReceipt,
+    /// The canonical input of the call, as JSON.
+    pub input: serde_json::Value,
+}
+
+/// A receipt row with its input.
+#[derive(sqlx::FromRow)]
+struct CallRow {
+    id: String,
+    plugin: String,
+    version: String,
+    hook: String,
+    component_sha256: String,
+    input_sha256: String,
+    output_sha256: String,
+    fuel_used: i64,
+    duration_us: i64,
+    output: String,
+    subject_kind: String,
+    subject_id: String,
+    created_at: i64,
+    input: String,
+}
+
+/// The newest calls of `plugin@version` (optionally of one hook), newest first, before the
+/// receipt `before` if given, at most `limit` (1..=[`MAX_RECEIPTS_PAGE`]).
+pub async fn for_version(
+    store: &Store,
+    plugin: &str,
+    version: &str,
+    hook: Option<&str>,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Vec<RecordedCall>, DomainError> {
+    let mut sql = format!(
+        "SELECT {RECEIPT_COLUMNS}, input FROM plugin_receipts WHERE plugin = $1 AND version = $2"
+    );
+    let mut n = 2;
+    if hook.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND hook = ${n}"));
+    }
+    if before.is_some() {
+        n += 1;
+        sql.push_str(&format!(
+            " AND (created_at, id) < (SELECT b.created_at, b.id FROM plugin_receipts b \
+             WHERE b.id = ${n})"
+        ));
+    }
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, id DESC LIMIT {}",
+        limit.clamp(1, MAX_RECEIPTS_PAGE)
+    ));
+    let mut query = sqlx::query_as::<_, CallRow>(&sql)
+        .bind(plugin)
+        .bind(version);
+    if let Some(hook) = hook {
+        query = query.bind(hook);
+    }
+    if let Some(before) = before {
+        query = query.bind(before);
+    }
+    let rows = query.fetch_all(store.read()).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| RecordedCall {
+            input: serde_json::from_str(&r.input).unwrap_or(serde_json::Value::Null),
+            receipt: to_receipt((
+                r.id,
+                r.plugin,
+                r.version,
+                r.hook,
+                r.component_sha256,
+                r.input_sha256,
+                r.output_sha256,
+                r.fuel_used,
+                r.duration_us,
+                r.output,
+                r.subject_kind,
+                r.subject_id,
+                r.created_at,
+            )),
+        })
+        .collect())
+}
+
+/// Fuel and time of one hook's recorded calls.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HookStats {
+    /// The hook.
+    pub hook: String,
+    /// Recorded calls read (the newest, at most [`MAX_STATS_RECEIPTS`] over all hooks).
+    pub calls: u64,
+    /// Median fuel.
+    pub fuel_p50: i64,
+    /// 99th percentile of fuel.
+    pub fuel_p99: i64,
+    /// Median duration, µs.
+    pub duration_us_p50: i64,
+    /// 99th percentile of duration, µs.
+    pub duration_us_p99: i64,
+}
+
+/// Failures of a version by hook and stable code: decisions the host skipped on purchases
+/// (`purchase_skipped_decisions`) and settle events parked after the plugin failed on them.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FailureCount {
+    /// The hook.
+    pub hook: String,
+    /// The stable code, e.g. `fuel_exhausted`, `trap_unreachable`, `bonus_capped`.
+    pub code: String,
+    /// How many.
+    pub count: i64,
+}
+
+/// The nearest-rank percentile of sorted values (0 when empty).
+fn percentile(sorted: &[i64], p: usize) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (sorted.len() * p).div_ceil(100).max(1);
+    sorted[rank - 1]
+}
+
+/// Per-hook fuel and duration percentiles over the newest recorded calls of `plugin@version`.
+pub async fn hook_stats(
+    store: &Store,
+    plugin: &str,
+    version: &str,
+) -> Result<Vec<HookStats>, DomainError> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT hook, fuel_used, duration_us FROM plugin_receipts
+         WHERE plugin = $1 AND version = $2 ORDER BY created_at DESC, id DESC LIMIT $3",
+    )
+    .bind(plugin)
+    .bind(version)
+    .bind(MAX_STATS_RECEIPTS)
+    .fetch_all(store.read())
+    .await?;
+    let mut by_hook: std::collections::BTreeMap<String, (Vec<i64>, Vec<i64>)> =
+        std::collections::BTreeMap::new();
+    for (hook, fuel, us) in rows {
+        let entry = by_hook.entry(hook).or_default();
+        entry.0.push(fuel);
+        entry.1.push(us);
+    }
+    Ok(by_hook
+        .into_iter()
+        .map(|(hook, (mut fuel, mut us))| {
+            fuel.sort_unstable();
+            us.sort_unstable();
+            HookStats {
+                hook,
+                calls: u64::try_from(fuel.len()).unwrap_or(u64::MAX),
+                fuel_p50: percentile(&fuel, 50),
+                fuel_p99: percentile(&fuel, 99),
+                duration_us_p50: percentile(&us, 50),
+                duration_us_p99: percentile(&us, 99),
+            }
+        })
+        .collect())
+}
+
+/// Failures of `plugin@version` by hook and code.
+pub async fn failures(
+    store: &Store,
+    plugin: &str,
+    version: &str,
+) -> Result<Vec<FailureCount>, DomainError> {
+    let mut out: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT hook, code, CAST(COUNT(*) AS BIGINT) FROM purchase_skipped_decisions
+         WHERE plugin = $1 AND version = $2 GROUP BY hook, code",
+    )
+    .bind(plugin)
+    .bind(version)
+    .fetch_all(store.read())
+    .await?;
+    let parked: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT problem_code, CAST(COUNT(*) AS BIGINT) FROM settle_parked
+         WHERE failed_plugin = $1 AND failed_version = $2 GROUP BY problem_code",
+    )
+    .bind(plugin)
+    .bind(version)
+    .fetch_all(store.read())
+    .await?;
+    out.extend(
+        parked
+            .into_iter()
+            .map(|(code, count)| ("settle".to_owned(), code, count)),
+    );
+    out.sort();
+    Ok(out
+        .into_iter()
+        .map(|(hook, code, count)| FailureCount { hook, code, count })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let values: Vec<i64> = (1..=100).collect();
+        assert_eq!(percentile(&values, 50), 50);
+        assert_eq!(percentile(&values, 99), 99);
+        assert_eq!(percentile(&[7], 99), 7);
+        assert_eq!(percentile(&[], 50), 0);
+        assert_eq!(percentile(&[1, 2, 3], 50), 2);
+    }
+}

@@ -838,6 +838,12 @@ fn case(w: &World, method: &str, path: &str) -> Option<Case> {
             .json(json!({ "limit": 5 }))
             .no_control("dry runs are for versions not yet active"),
         ("GET", "/plugins/{version_id}/shadow-results") => Case::deny(Admin),
+        // A brand the manifest names (a co-signer) reads the package it signs.
+        ("GET", "/plugins/{version_id}/package") => Case::deny(Brand),
+        // Calls and health are the shipping brand's; this version is the platform's own.
+        ("GET", "/plugins/{version_id}/receipts") | ("GET", "/plugins/{version_id}/stats") => {
+            Case::deny(Admin)
+        }
         ("POST", "/plugins/{version_id}/validate") => {
             Case::deny(Admin).no_control("only uploaded versions are validated; this one is active")
         }

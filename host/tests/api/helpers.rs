@@ -78,6 +78,9 @@ impl TestApp {
         // longer than that and failed a test at random; tests are about behaviour, not speed,
         // so they get a generous cut-off (tests of the cut-off itself set their own).
         config.limits.request_timeout_ms = TEST_REQUEST_TIMEOUT_MS;
+        // Uploads wait for their validation (within the cut-off), so a test sees its outcome
+        // whatever the machine's load; tests of the `202` path ask for `Prefer: wait=0`.
+        config.plugins.upload_wait_ms = TEST_REQUEST_TIMEOUT_MS - 1_000;
         tweak(&mut config);
         let clock = ManualClock::new(T0_MS);
         let state = coalition::app::server::build_state(config, clock.clone())

@@ -818,15 +818,24 @@ both_backends!(
 
         let next = upload(&app, &coffee, "coffee-bonus-next").await;
         let id = next["id"].as_str().expect("id");
-        let (status, _) = app
+        // The brand that uploaded it may dry-run it too; a brand it does not name may not.
+        let (status, own) = app
             .post(
                 &format!("/plugins/{id}/dry-run"),
                 &coffee.api_key,
                 &idem(),
-                &json!({}),
+                &json!({ "limit": 100 }),
             )
             .await;
-        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(status, StatusCode::OK, "{own}");
+        assert_eq!(own["baseline"], "active_version", "{own}");
+        assert_eq!(own["inputs"], 6, "{own}");
+        create_brand(&app, "tea").await;
+        let tea = create_key(&app, "brand", Some("tea"), None).await;
+        let (status, _) = app
+            .post(&format!("/plugins/{id}/dry-run"), &tea, &idem(), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, report) = admin_post(
             &app,
             &format!("/plugins/{id}/dry-run"),
@@ -1326,5 +1335,441 @@ both_backends!(
             json!(["coffee-bonus", "greedy-settler"])
         );
         app.stop().await;
+    }
+);
+
+/// Looks at a version until its background validation is over (a hang guard that counts looks,
+/// not time).
+async fn validated(app: &TestApp, id: &str, key: &str) -> Value {
+    for _ in 0..2_400 {
+        let (status, version) = app.get(&format!("/plugins/{id}"), key).await;
+        assert_eq!(status, StatusCode::OK, "{version}");
+        if version["status"] != "uploaded" {
+            return version;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("version {id} never left `uploaded`");
+}
+
+async fn upload_prefer(
+    app: &TestApp,
+    p: &Partner,
+    file_stem: &str,
+    idem_key: &str,
+    prefer: &str,
+) -> reqwest::Response {
+    let (manifest, component) = package(file_stem);
+    let signature =
+        signing::sign(&p.secret, manifest.as_bytes(), &component).expect("sign package");
+    app.client
+        .post(format!("{}/plugins", app.base))
+        .bearer_auth(&p.api_key)
+        .header("Idempotency-Key", idem_key)
+        .header("Prefer", prefer)
+        .json(&json!({
+            "manifest": manifest,
+            "component_base64": base64::engine::general_purpose::STANDARD.encode(&component),
+            "key_id": p.key_id,
+            "signature": signature,
+        }))
+        .send()
+        .await
+        .expect("upload")
+}
+
+both_backends!(
+    an_upload_answers_202_and_validates_in_the_background,
+    |app| async move {
+        let coffee = partner(&app, "coffee").await;
+        let key = idem();
+        // Regression: the upload compiled inside the request, so a large JavaScript or Python
+        // guest was rejected (or cut off) and its version number burnt for good.
+        let resp = upload_prefer(&app, &coffee, "coffee-bonus-next", &key, "wait=0").await;
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        let id_from_location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .expect("Location")
+            .to_owned();
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(body["status"], "uploaded", "{body}");
+        let id = body["id"].as_str().expect("id").to_owned();
+        assert_eq!(id_from_location, format!("/plugins/{id}"));
+        let version = validated(&app, &id, &coffee.api_key).await;
+        assert_eq!(version["status"], "validated", "{version}");
+        // A retry of the upload replays its first answer, and uploads nothing twice.
+        let replay = upload_prefer(&app, &coffee, "coffee-bonus-next", &key, "wait=0").await;
+        assert_eq!(replay.status(), StatusCode::ACCEPTED);
+        assert_eq!(
+            replay
+                .headers()
+                .get("idempotent-replayed")
+                .map(|v| v.as_bytes()),
+            Some(&b"true"[..])
+        );
+        let replayed: Value = replay.json().await.expect("json");
+        assert_eq!(replayed["id"], id.as_str());
+        let (_, listed) = app.get("/plugins", &coffee.api_key).await;
+        let versions = listed.as_array().map_or(0, |a| a.len());
+        assert_eq!(versions, 1, "{listed}");
+        // Without a `Prefer: wait`, the upload waits for the outcome (the configured wait).
+        let resp = upload_prefer(&app, &coffee, "coffee-bonus", &idem(), "respond-async").await;
+        let status = resp.status();
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_ne!(body["status"], "uploaded", "{body}");
+        // A rejection that is the package's fault stays final: a component that is not one.
+        let (manifest, _) = package("coffee-bonus");
+        let manifest = manifest.replace("version = \"1.0.0\"", "version = \"1.0.1\"");
+        assert!(manifest.contains("1.0.1"), "{manifest}");
+        let garbage = b"not a component".to_vec();
+        let signature = signing::sign(&coffee.secret, manifest.as_bytes(), &garbage).expect("sign");
+        let (status, broken) = upload_raw(&app, &coffee, &manifest, &garbage, &signature).await;
+        assert_eq!(status, StatusCode::CREATED, "{broken}");
+        assert_eq!(broken["status"], "rejected", "{broken}");
+        assert_ne!(broken["status_code"], "compile_timeout", "{broken}");
+        let broken_id = broken["id"].as_str().expect("id");
+        let (status, body) = app
+            .post(
+                &format!("/plugins/{broken_id}/validate"),
+                &coffee.api_key,
+                &idem(),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "invalid_transition");
+    }
+);
+
+mod a_compile_out_of_time_keeps_its_version_number {
+    use super::*;
+
+    async fn run(backend: Backend) {
+        // A budget no compile meets: the rejection is the node's fault, not the package's.
+        let app =
+            TestApp::spawn_with(backend, |config| config.plugins.validation_budget_ms = 1).await;
+        let coffee = partner(&app, "coffee").await;
+        let (manifest, component) = package("coffee-bonus-next");
+        let signature =
+            signing::sign(&coffee.secret, manifest.as_bytes(), &component).expect("sign");
+        let (status, version) = upload_raw(&app, &coffee, &manifest, &component, &signature).await;
+        assert_eq!(status, StatusCode::CREATED, "{version}");
+        assert_eq!(version["status"], "rejected", "{version}");
+        assert_eq!(version["status_code"], "compile_timeout", "{version}");
+        let id = version["id"].as_str().expect("id").to_owned();
+        // The same version may be validated again; before, `invalid_transition` for good.
+        let (status, again) = app
+            .post(
+                &format!("/plugins/{id}/validate"),
+                &coffee.api_key,
+                &idem(),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(again["id"], id.as_str());
+        assert_eq!(again["status_code"], "compile_timeout", "{again}");
+        let (_, audit) = app.get("/audit?limit=500", &app.admin_key).await;
+        let actions: Vec<&str> = audit["items"]
+            .as_array()
+            .or(audit.as_array())
+            .expect("audit entries")
+            .iter()
+            .filter(|e| e["subject_id"] == id.as_str())
+            .filter_map(|e| e["action"].as_str())
+            .collect();
+        assert!(actions.contains(&"plugin.revalidate"), "{actions:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        run(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        run(Backend::Postgres).await;
+    }
+}
+
+both_backends!(
+    a_cosigner_downloads_the_package_it_signs,
+    |app| async move {
+        use coalition::app::cli::plugin::{execute, PluginCommand, ServerArgs};
+        let cinema = partner(&app, "cinema").await;
+        let restaurant = partner(&app, "restaurant").await;
+        let coffee = partner(&app, "coffee").await;
+        let (manifest, component) = package("cinema-dinner");
+        let version = upload(&app, &cinema, "cinema-dinner").await;
+        assert_eq!(version["status"], "awaiting_cosign", "{version}");
+        let id = version["id"].as_str().expect("id").to_owned();
+
+        // Regression: `GET /plugins/{id}` gave hashes only; the co-signer could not see what
+        // it signs.
+        let (status, package) = app
+            .get(&format!("/plugins/{id}/package"), &restaurant.api_key)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{package}");
+        assert_eq!(package["manifest"], manifest.as_str());
+        let downloaded = base64::engine::general_purpose::STANDARD
+            .decode(package["component_base64"].as_str().expect("component"))
+            .expect("base64");
+        assert_eq!(downloaded, component, "the exact bytes that were signed");
+        assert_eq!(
+            package["content_sha256"],
+            signing::content_hash_hex(manifest.as_bytes(), &component).as_str()
+        );
+        assert_eq!(package["component_bytes"], component.len());
+        let exports = package["exports"]
+            .as_array()
+            .expect("exports once validated");
+        assert!(
+            exports.iter().any(|e| e == "coalition:plugin/hooks@0.1.0"),
+            "{exports:?}"
+        );
+        let imports = package["imports"]
+            .as_array()
+            .expect("imports once validated");
+        assert!(
+            imports.iter().all(|i| i
+                .as_str()
+                .is_some_and(|i| i.starts_with("coalition:") || i.starts_with("wasi:"))),
+            "{imports:?}"
+        );
+        let budgets = package["budgets"].as_array().expect("budgets");
+        assert!(!budgets.is_empty());
+        for budget in budgets {
+            assert!(
+                budget["fuel"].as_u64() <= package["platform_maxima"]["fuel"].as_u64(),
+                "{budget}"
+            );
+        }
+        // A brand the manifest does not name cannot read it.
+        let (status, _) = app
+            .get(&format!("/plugins/{id}/package"), &coffee.api_key)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // The co-signer saves it with the CLI (which checks the content hash) and signs the
+        // files it downloaded.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let saved = execute(PluginCommand::Package {
+            version_id: id.clone(),
+            out: dir.path().to_path_buf(),
+            server: ServerArgs {
+                server: app.base.clone(),
+                key: Some(restaurant.api_key.clone()),
+                idempotency_key: None,
+            },
+        })
+        .await
+        .expect("package");
+        assert!(saved.get("component_base64").is_none(), "{saved}");
+        let manifest_file =
+            std::fs::read(dir.path().join("cinema-dinner-1.0.0.toml")).expect("toml");
+        let component_file =
+            std::fs::read(dir.path().join("cinema-dinner-1.0.0.wasm")).expect("wasm");
+        assert_eq!(
+            (manifest_file.as_slice(), component_file.as_slice()),
+            (manifest.as_bytes(), component.as_slice())
+        );
+        let signature =
+            signing::sign(&restaurant.secret, &manifest_file, &component_file).expect("sign");
+        let (status, cosigned) = app
+            .post(
+                &format!("/plugins/{id}/cosign"),
+                &restaurant.api_key,
+                &idem(),
+                &json!({ "key_id": restaurant.key_id, "signature": signature }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{cosigned}");
+        assert_eq!(cosigned["status"], "validated", "{cosigned}");
+    }
+);
+
+both_backends!(
+    a_brand_reads_its_own_plugins_calls_and_health,
+    |app| async move {
+        let coffee = partner(&app, "coffee").await;
+        let tea = partner(&app, "tea").await;
+        let id = ship(&app, &coffee, "coffee-bonus").await;
+        let counter = create_key(&app, "counter", Some("coffee"), None).await;
+        let member = member_id(&app, "+8613800000101", "Ann").await;
+        for _ in 0..3 {
+            coffee_purchase(&app, &counter, &member).await;
+        }
+
+        // Regression: receipts were for admins only; the brand that ships the plugin could not
+        // see (or download to replay) what its own plugin decided.
+        let (status, calls) = app
+            .get(
+                &format!("/plugins/{id}/receipts?hook=points-bonus"),
+                &coffee.api_key,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{calls}");
+        let calls = calls.as_array().expect("calls").clone();
+        assert_eq!(calls.len(), 3, "{calls:?}");
+        for call in &calls {
+            assert_eq!(call["hook"], "points-bonus");
+            assert!(call["input"].is_object(), "{call}");
+            // The input as the plugin saw it: a pseudonymous member, never the phone number.
+            let input = call["input"].to_string();
+            assert!(!input.contains("phone"), "{input}");
+        }
+        // Pages, newest first.
+        let (_, first) = app
+            .get(&format!("/plugins/{id}/receipts?limit=1"), &coffee.api_key)
+            .await;
+        let first_id = first[0]["id"].as_str().expect("id").to_owned();
+        let (_, next) = app
+            .get(
+                &format!("/plugins/{id}/receipts?limit=200&before={first_id}"),
+                &coffee.api_key,
+            )
+            .await;
+        let next_ids: Vec<&str> = next
+            .as_array()
+            .expect("page")
+            .iter()
+            .filter_map(|c| c["id"].as_str())
+            .collect();
+        assert!(!next_ids.contains(&first_id.as_str()), "{next_ids:?}");
+        let (_, all) = app
+            .get(
+                &format!("/plugins/{id}/receipts?limit=200"),
+                &coffee.api_key,
+            )
+            .await;
+        assert_eq!(
+            next_ids.len() + 1,
+            all.as_array().map_or(0, Vec::len),
+            "{all}"
+        );
+        let (status, body) = app
+            .get(&format!("/plugins/{id}/receipts?limit=0"), &coffee.api_key)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+        let (status, stats) = app
+            .get(&format!("/plugins/{id}/stats"), &coffee.api_key)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{stats}");
+        assert_eq!(stats["loaded"], true, "{stats}");
+        assert_eq!(stats["breaker"], "closed", "{stats}");
+        let bonus = stats["hooks"]
+            .as_array()
+            .expect("hooks")
+            .iter()
+            .find(|h| h["hook"] == "points-bonus")
+            .expect("points-bonus stats")
+            .clone();
+        assert_eq!(bonus["calls"], 3, "{bonus}");
+        let fuel: Vec<i64> = calls
+            .iter()
+            .filter_map(|c| c["fuel_used"].as_i64())
+            .collect();
+        let (min, max) = (
+            *fuel.iter().min().expect("fuel"),
+            *fuel.iter().max().expect("fuel"),
+        );
+        let p50 = bonus["fuel_p50"].as_i64().expect("p50");
+        assert!((min..=max).contains(&p50), "{bonus}");
+        assert_eq!(bonus["fuel_p99"].as_i64(), Some(max), "{bonus}");
+
+        // Another brand, a counter and a member see nothing of it.
+        for key in [&tea.api_key, &counter] {
+            for path in ["receipts", "stats"] {
+                let (status, _) = app.get(&format!("/plugins/{id}/{path}"), key).await;
+                assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            }
+        }
+    }
+);
+
+both_backends!(
+    a_first_version_dry_runs_on_other_plugins_inputs_at_its_brand,
+    |app| async move {
+        let coffee = partner(&app, "coffee").await;
+        let counter = create_key(&app, "counter", Some("coffee"), None).await;
+        let member = member_id(&app, "+8613800000201", "Bo").await;
+        // Three purchases decided by the coalition's earlier bonus plugin at the coffee counter
+        // (recorded as `legacy-bonus@0.9.0`), which is then no longer deployed.
+        ship(&app, &coffee, "coffee-bonus").await;
+        for _ in 0..3 {
+            coffee_purchase(&app, &counter, &member).await;
+        }
+        let store = &app.state.store;
+        sqlx::query("UPDATE plugin_receipts SET plugin = 'legacy-bonus', version = '0.9.0'")
+            .execute(store.write())
+            .await
+            .expect("rename receipts");
+        sqlx::query("UPDATE plugin_versions SET status = 'retired' WHERE name = 'coffee-bonus'")
+            .execute(store.write())
+            .await
+            .expect("retire");
+
+        // Regression: a first version answered `409 no_active_version`: nothing to dry-run on.
+        let next = upload(&app, &coffee, "coffee-bonus-next").await;
+        let id = next["id"].as_str().expect("id");
+        let (status, report) = app
+            .post(
+                &format!("/plugins/{id}/dry-run"),
+                &coffee.api_key,
+                &idem(),
+                &json!({ "limit": 100 }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["baseline"], "other_plugins", "{report}");
+        assert_eq!(report["active_version_id"], Value::Null, "{report}");
+        let items = report["items"].as_array().expect("items");
+        let bonus_items: Vec<&Value> = items
+            .iter()
+            .filter(|i| i["hook"] == "points-bonus")
+            .collect();
+        assert_eq!(bonus_items.len(), 3, "{report}");
+        for item in bonus_items {
+            assert_eq!(item["recorded_by"], "legacy-bonus@0.9.0", "{item}");
+            assert!(item["candidate_output"].is_array(), "{item}");
+            assert!(item["candidate_fuel_used"].as_u64() > Some(0), "{item}");
+        }
+    }
+);
+
+both_backends!(
+    a_starting_node_validates_uploads_a_stopped_one_left,
+    |app| async move {
+        let coffee = partner(&app, "coffee").await;
+        let version = upload(&app, &coffee, "coffee-bonus").await;
+        let id = version["id"].as_str().expect("id").to_owned();
+        // As a node that stopped mid-compile leaves it: stored, never validated.
+        sqlx::query(
+            "UPDATE plugin_versions SET status = 'uploaded', imports = NULL, exports = NULL
+             WHERE id = $1",
+        )
+        .bind(&id)
+        .execute(app.state.store.write())
+        .await
+        .expect("reset");
+        let clock: std::sync::Arc<dyn coalition::foundation::clock::Clock> = app.clock.clone();
+        let resumed = coalition::plugins::lifecycle::resume_validations(
+            &app.state.store,
+            &app.state.plugins,
+            &clock,
+        )
+        .await
+        .expect("resume");
+        assert_eq!(resumed, 1);
+        let version = validated(&app, &id, &coffee.api_key).await;
+        assert_eq!(version["status"], "validated", "{version}");
+        let (_, package) = app
+            .get(&format!("/plugins/{id}/package"), &coffee.api_key)
+            .await;
+        assert!(package["exports"].is_array(), "{package}");
     }
 );

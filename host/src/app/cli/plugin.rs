@@ -8,6 +8,7 @@
 //! Responses print as JSON on stdout; a problem prints on stderr and the command fails.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use base64::Engine as _;
@@ -139,6 +140,18 @@ pub enum PluginCommand {
     Status {
         /// The version id (omit to list).
         version_id: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Download the exact package a version's signatures cover (to review and co-sign it):
+    /// writes `<name>-<version>.toml` and `.wasm` into `--out`, checks they hash to the
+    /// version's content hash, and prints its imports, exports and budgets.
+    Package {
+        /// The version id.
+        version_id: String,
+        /// Directory to write the manifest and component into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -414,6 +427,72 @@ impl Client {
     }
 }
 
+/// Writes a downloaded package as files and checks them against its content hash; answers
+/// with the package's facts (without the component bytes) and the file paths.
+fn save_package(package: &Value, out: &Path) -> anyhow::Result<Value> {
+    let text = |field: &str| -> anyhow::Result<&str> {
+        package[field]
+            .as_str()
+            .with_context(|| format!("the server's package has no {field}"))
+    };
+    let manifest = text("manifest")?;
+    let component = base64::engine::general_purpose::STANDARD
+        .decode(text("component_base64")?)
+        .context("the server's component is not base64")?;
+    let hash = crate::plugins::signing::content_hash_hex(manifest.as_bytes(), &component);
+    if let Some(expected) = package["content_sha256"].as_str() {
+        if !hash.eq_ignore_ascii_case(expected) {
+            bail!("the downloaded package hashes to {hash}, not to the version's {expected}");
+        }
+    }
+    let stem = format!("{}-{}", text("name")?, text("version")?);
+    std::fs::create_dir_all(out).with_context(|| format!("while creating {}", out.display()))?;
+    let manifest_path = out.join(format!("{stem}.toml"));
+    let component_path = out.join(format!("{stem}.wasm"));
+    std::fs::write(&manifest_path, manifest)
+        .with_context(|| format!("while writing {}", manifest_path.display()))?;
+    std::fs::write(&component_path, &component)
+        .with_context(|| format!("while writing {}", component_path.display()))?;
+    let mut facts = package.clone();
+    if let Some(map) = facts.as_object_mut() {
+        map.remove("component_base64");
+        map.remove("manifest");
+        map.insert("content_sha256_checked".into(), json!(hash));
+        map.insert("manifest_file".into(), json!(manifest_path));
+        map.insert("component_file".into(), json!(component_path));
+    }
+    Ok(facts)
+}
+
+/// Seconds between looks at a version whose validation goes on in the background.
+const VALIDATION_POLL: Duration = Duration::from_secs(1);
+/// Looks before giving up: the server's longest validation budget is ten minutes.
+const MAX_VALIDATION_POLLS: u32 = 600;
+
+/// The version once the server has validated it: an upload answered `202` (still `uploaded`)
+/// is followed until it is `validated`, `awaiting_cosign` or `rejected`.
+async fn await_validation(client: &Client, mut version: Value) -> anyhow::Result<Value> {
+    let Some(id) = version["id"].as_str().map(str::to_owned) else {
+        return Ok(version);
+    };
+    let mut polls = 0;
+    while version["status"] == "uploaded" {
+        if polls == MAX_VALIDATION_POLLS {
+            bail!(
+                "version {id} is still being validated; follow it with \
+                 `coalition plugin status {id}`"
+            );
+        }
+        if polls % 10 == 0 {
+            eprintln!("validating {id} on the server…");
+        }
+        polls += 1;
+        tokio::time::sleep(VALIDATION_POLL).await;
+        version = client.get(&format!("/plugins/{id}")).await?;
+    }
+    Ok(version)
+}
+
 fn print(value: &Value) {
     println!(
         "{}",
@@ -479,7 +558,7 @@ pub async fn execute(command: PluginCommand) -> anyhow::Result<Value> {
         } => {
             let client = Client::new(server)?;
             let signature = sign_files(&secret_key, &manifest, &component)?;
-            client
+            let uploaded = client
                 .post(
                     "/plugins",
                     json!({
@@ -490,7 +569,8 @@ pub async fn execute(command: PluginCommand) -> anyhow::Result<Value> {
                         "signature": signature,
                     }),
                 )
-                .await?
+                .await?;
+            await_validation(&client, uploaded).await?
         }
         C::Cosign {
             version_id,
@@ -517,6 +597,17 @@ pub async fn execute(command: PluginCommand) -> anyhow::Result<Value> {
                     json!({"key_id": key_id, "signature": signature}),
                 )
                 .await?
+        }
+        C::Package {
+            version_id,
+            out,
+            server,
+        } => {
+            let client = Client::new(server)?;
+            let package = client
+                .get(&format!("/plugins/{version_id}/package"))
+                .await?;
+            save_package(&package, &out)?
         }
         C::Status { version_id, server } => {
             let client = Client::new(server)?;

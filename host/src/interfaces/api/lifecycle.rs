@@ -3,15 +3,17 @@
 //! See [`crate::plugins::lifecycle`] for the states and rules.
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::domain::access::Principal;
+use crate::domain::access::{Principal, Role};
 use crate::foundation::error::{DomainError, DomainResult};
 use crate::foundation::ids::check_path_id;
 use crate::interfaces::api::idempotency::idempotent_write;
@@ -20,7 +22,7 @@ use crate::interfaces::api::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use crate::interfaces::api::AppState;
 use crate::ledger::audit::{AuditEntry, AuditVerification};
 use crate::plugins::dryrun::{self, DryRunReport, ShadowResult};
-use crate::plugins::lifecycle::{self, Package, SigningKey, VersionStatus};
+use crate::plugins::lifecycle::{self, Package, PackageView, SigningKey, VersionStatus};
 use crate::plugins::registry::InstalledVersion;
 use crate::plugins::sync;
 
@@ -36,6 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(signing_keys_revoke))
         .routes(routes!(plugins_status))
         .routes(routes!(plugins_validate))
+        .routes(routes!(plugins_package))
         .routes(routes!(plugins_cosign))
         .routes(routes!(plugins_approve))
         .routes(routes!(plugins_reject))
@@ -274,15 +277,29 @@ struct UploadFingerprint<'a> {
 }
 
 /// Uploads a signed package (a brand key whose brand the manifest names). The signature is
-/// verified and the content hash recorded (`uploaded`); the component is then validated within
-/// the validation budget and the answer carries the outcome: `validated`, `awaiting_cosign` or
-/// `rejected` with the reason. A replay returns the first answer; `GET /plugins/{id}` shows the
-/// current state. Body limit: 44 MiB (a 32 MiB component in base64).
+/// verified and the content hash recorded (`uploaded`); the component is then validated in the
+/// background. If the validation finishes within `[plugins] upload_wait_ms` (or the wait a
+/// `Prefer: wait=<seconds>` header asks for, within the request timeout) the answer is `201`
+/// with the outcome: `validated`, `awaiting_cosign` or `rejected` with the reason. Otherwise it
+/// is `202 Accepted` with the version still `uploaded` and a `Location` to follow; the version
+/// moves on its own. A rejection that was not the package's fault (`compile_timeout`,
+/// `validation_interrupted`) can be validated again (`POST /plugins/{id}/validate`) without a
+/// new version number. A replay returns the first answer of the upload itself (`202`, the
+/// version as stored); `GET /plugins/{id}` shows the current state. Body limit: 44 MiB (a 32 MiB
+/// component in base64).
 #[utoipa::path(post, path = "/plugins", tag = "plugin lifecycle",
-    params(("Idempotency-Key" = String, Header)),
+    params(
+        ("Idempotency-Key" = String, Header),
+        ("Prefer" = Option<String>, Header,
+            description = "`wait=<seconds>`: how long to wait for the validation before \
+                answering `202` (RFC 7240); `wait=0` answers at once"),
+    ),
     request_body = UploadRequest,
     responses(
-        (status = 201, body = InstalledVersion),
+        (status = 201, body = InstalledVersion, description = "validated within the wait"),
+        (status = 202, body = InstalledVersion,
+            description = "stored; the validation goes on in the background",
+            headers(("Location" = String, description = "`/plugins/{id}`"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json",
             description = "not a brand key, or the brand is not in the manifest"),
@@ -298,6 +315,7 @@ pub async fn plugins_upload(
     State(state): State<AppState>,
     principal: Principal,
     key: IdempotencyKey,
+    headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<UploadRequest>,
 ) -> DomainResult<Response> {
     check_path_id("signing key", &req.key_id)?;
@@ -327,12 +345,44 @@ pub async fn plugins_upload(
     )
     .await?;
     let id = uploaded.id.clone();
-    finish_write(tx, &principal, &key, StatusCode::CREATED, uploaded).await?;
-    let validated = lifecycle::validate(&state.store, &state.plugins, state.now_ms(), &id).await?;
-    Ok(axum::response::IntoResponse::into_response((
-        StatusCode::CREATED,
-        ApiJson(validated),
-    )))
+    let accepted = finish_write(tx, &principal, &key, StatusCode::ACCEPTED, uploaded).await?;
+    let mut validation = lifecycle::spawn_validation(
+        state.store.clone(),
+        state.plugins.clone(),
+        state.clock.clone(),
+        id.clone(),
+    );
+    let wait = upload_wait(&state, &headers);
+    match tokio::time::timeout(wait, &mut validation).await {
+        Ok(Ok(Ok(validated))) => Ok((StatusCode::CREATED, ApiJson(validated)).into_response()),
+        // Still compiling (the task goes on), or the validation itself failed (logged by the
+        // task; the version stays `uploaded` and is validated again on the next start).
+        _ => {
+            let mut response = accepted;
+            if let Ok(location) = HeaderValue::from_str(&format!("/plugins/{id}")) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            Ok(response)
+        }
+    }
+}
+
+/// Longest wait a `Prefer: wait=N` header may ask for, below the request timeout so the answer
+/// is a `202`, never a cut-off request.
+fn upload_wait(state: &AppState, headers: &axum::http::HeaderMap) -> Duration {
+    let ceiling = Duration::from_millis(state.config.limits.request_timeout_ms)
+        .saturating_sub(Duration::from_millis(500));
+    let asked = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|p| p.trim().strip_prefix("wait="))
+        .find_map(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    asked
+        .unwrap_or(Duration::from_millis(state.plugins.config().upload_wait_ms))
+        .min(ceiling)
 }
 
 /// One version with its signatures, missing co-signatures and serving state (admins, or a
@@ -354,8 +404,31 @@ pub async fn plugins_status(
     ))
 }
 
-/// Validates an `uploaded` version again (after an interrupted upload) — admins, or the
-/// uploading brand.
+/// The exact package a version's signatures cover — manifest and component, byte for byte —
+/// with what the component imports and exports and its budgets against the platform's maxima:
+/// what a co-signing brand reads before it signs (admins, or a brand the manifest names; others
+/// get 404). `coalition plugin package` saves it as files and checks the content hash.
+#[utoipa::path(get, path = "/plugins/{version_id}/package", tag = "plugin lifecycle",
+    params(("version_id" = String, Path)),
+    responses(
+        (status = 200, body = PackageView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn plugins_package(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(version_id): ApiPath<String>,
+) -> DomainResult<ApiJson<PackageView>> {
+    check_path_id("plugin version", &version_id)?;
+    Ok(ApiJson(
+        lifecycle::package(&state.store, &principal, &version_id).await?,
+    ))
+}
+
+/// Validates a version now and answers with the outcome — admins, or the uploading brand: an
+/// `uploaded` version (its background validation was interrupted), or one rejected for a reason
+/// that was not the package's fault (`compile_timeout`, `validation_interrupted`), which keeps
+/// its version number.
 #[utoipa::path(post, path = "/plugins/{version_id}/validate", tag = "plugin lifecycle",
     params(("version_id" = String, Path)),
     responses(
@@ -377,7 +450,13 @@ pub async fn plugins_validate(
         ));
     }
     Ok(ApiJson(
-        lifecycle::validate(&state.store, &state.plugins, state.now_ms(), &version_id).await?,
+        lifecycle::validate(
+            &state.store,
+            &state.plugins,
+            state.clock.as_ref(),
+            &version_id,
+        )
+        .await?,
     ))
 }
 
@@ -748,8 +827,11 @@ pub struct DryRunRequest {
 }
 
 /// Runs a candidate version on the last N recorded inputs of its plugin's active version and
-/// reports, per input, whether the decision differs, with fuel and latency side by side.
-/// Nothing is stored or applied (admins).
+/// reports, per input, whether the decision differs, with fuel and latency side by side. A
+/// first version (no active version) runs on the newest inputs other plugins of its hooks
+/// recorded at its brands (`baseline: other_plugins`). Nothing is stored or applied. Admins,
+/// or the brand that uploaded the version (a brand's first-version dry run reads only inputs
+/// recorded at its own counters); a co-signing brand gets 403, others 404.
 #[utoipa::path(post, path = "/plugins/{version_id}/dry-run", tag = "plugin lifecycle",
     params(("version_id" = String, Path)),
     request_body = DryRunRequest,
@@ -758,7 +840,7 @@ pub struct DryRunRequest {
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json",
-            description = "`invalid_transition`, `no_active_version`"),
+            description = "`invalid_transition`, `no_recorded_inputs`"),
     ))]
 pub async fn plugins_dry_run(
     State(state): State<AppState>,
@@ -766,8 +848,12 @@ pub async fn plugins_dry_run(
     ApiPath(version_id): ApiPath<String>,
     ApiJson(req): ApiJson<DryRunRequest>,
 ) -> DomainResult<ApiJson<DryRunReport>> {
-    principal.require_admin()?;
     check_path_id("plugin version", &version_id)?;
+    lifecycle::own_version(&state.store, &principal, &version_id).await?;
+    let only_brand = match principal.role {
+        Role::Admin => None,
+        _ => principal.brand_id.as_deref(),
+    };
     let limit = req.limit.unwrap_or(dryrun::DEFAULT_DRY_RUN_INPUTS);
     if !(1..=dryrun::MAX_DRY_RUN_INPUTS).contains(&limit) {
         return Err(DomainError::validation(format!(
@@ -776,7 +862,7 @@ pub async fn plugins_dry_run(
         )));
     }
     Ok(ApiJson(
-        dryrun::dry_run(&state.store, &state.plugins, &version_id, limit).await?,
+        dryrun::dry_run(&state.store, &state.plugins, &version_id, only_brand, limit).await?,
     ))
 }
 

@@ -11,7 +11,8 @@ use crate::foundation::error::{DomainError, DomainResult};
 use crate::foundation::ids::check_path_id;
 use crate::interfaces::api::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use crate::interfaces::api::AppState;
-use crate::plugins::receipts::{self, StoredReceipt};
+use crate::plugins::lifecycle;
+use crate::plugins::receipts::{self, FailureCount, HookStats, RecordedCall, StoredReceipt};
 use crate::plugins::registry::{self, InstalledVersion};
 
 /// Routes of this resource.
@@ -20,6 +21,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(plugins_list))
         .routes(routes!(receipts_list))
         .routes(routes!(receipts_replay))
+        .routes(routes!(plugin_receipts))
+        .routes(routes!(plugin_stats))
 }
 
 /// An installed version and how it runs on this node.
@@ -101,6 +104,117 @@ pub async fn receipts_list(
     Ok(ApiJson(
         receipts::for_subject(&state.store, &query.subject_kind, &query.subject_id).await?,
     ))
+}
+
+/// Which of a version's calls to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VersionCallsQuery {
+    /// Only this hook, e.g. `points-bonus`.
+    pub hook: Option<String>,
+    /// The page before this receipt id (the last of the previous page).
+    pub before: Option<String>,
+    /// At most this many (default 50, at most 200).
+    pub limit: Option<i64>,
+}
+
+/// A version's recorded calls, newest first, each with its input as the plugin saw it (the
+/// member context is pseudonymous): what the brand that ships it downloads to replay its hooks
+/// locally (that brand, or an admin; a co-signing brand gets 403, others 404).
+#[utoipa::path(get, path = "/plugins/{version_id}/receipts", tag = "plugins",
+    params(("version_id" = String, Path), VersionCallsQuery),
+    responses(
+        (status = 200, body = Vec<RecordedCall>),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn plugin_receipts(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(version_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<VersionCallsQuery>,
+) -> DomainResult<ApiJson<Vec<RecordedCall>>> {
+    check_path_id("plugin version", &version_id)?;
+    let version = lifecycle::own_version(&state.store, &principal, &version_id).await?;
+    if let Some(before) = &query.before {
+        check_path_id("receipt", before)?;
+    }
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=receipts::MAX_RECEIPTS_PAGE).contains(&limit) {
+        return Err(DomainError::validation(format!(
+            "limit must be 1..={}",
+            receipts::MAX_RECEIPTS_PAGE
+        )));
+    }
+    Ok(ApiJson(
+        receipts::for_version(
+            &state.store,
+            &version.name,
+            &version.version,
+            query.hook.as_deref(),
+            query.before.as_deref(),
+            limit,
+        )
+        .await?,
+    ))
+}
+
+/// How a version is doing: per hook, fuel and duration percentiles over its newest recorded
+/// calls; its failures by hook and stable code; its breaker state on this node.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VersionStats {
+    /// The version.
+    pub id: String,
+    /// Plugin name.
+    pub plugin: String,
+    /// Plugin version.
+    pub version: String,
+    /// Whether this node has it loaded.
+    pub loaded: bool,
+    /// Its circuit breaker on this node: `closed`, `open` or `half_open`.
+    pub breaker: String,
+    /// Per hook, over the newest recorded calls.
+    pub hooks: Vec<HookStats>,
+    /// Failures by hook and code.
+    pub failures: Vec<FailureCount>,
+}
+
+/// A version's fuel and latency percentiles, failures by kind and breaker state (the brand
+/// that ships it, or an admin; a co-signing brand gets 403, others 404).
+#[utoipa::path(get, path = "/plugins/{version_id}/stats", tag = "plugins",
+    params(("version_id" = String, Path)),
+    responses(
+        (status = 200, body = VersionStats),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn plugin_stats(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(version_id): ApiPath<String>,
+) -> DomainResult<ApiJson<VersionStats>> {
+    check_path_id("plugin version", &version_id)?;
+    let version = lifecycle::own_version(&state.store, &principal, &version_id).await?;
+    let hooks = receipts::hook_stats(&state.store, &version.name, &version.version).await?;
+    let failures = receipts::failures(&state.store, &version.name, &version.version).await?;
+    let loaded = state
+        .plugins
+        .loaded()
+        .iter()
+        .any(|p| p.version_id == version.id);
+    let breaker = state
+        .plugins
+        .runtime()
+        .breaker_state(&version.name, &version.version);
+    Ok(ApiJson(VersionStats {
+        id: version.id,
+        plugin: version.name,
+        version: version.version,
+        loaded,
+        breaker: format!("{breaker:?}").to_lowercase(),
+        hooks,
+        failures,
+    }))
 }
 
 /// The outcome of re-running a receipt's input.
