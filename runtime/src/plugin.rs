@@ -655,6 +655,7 @@ impl LoadedPlugin {
                     input_sha256: sha256_hex(input.as_bytes()),
                     output_sha256: sha256_hex(output_json.as_bytes()),
                     fuel_used: ran.fuel_used,
+                    peak_memory_bytes: ran.peak_memory_bytes,
                     duration_us: started.elapsed().as_micros() as u64,
                     logs_dropped: ran.logs_dropped,
                     input,
@@ -739,6 +740,7 @@ impl LoadedPlugin {
         Ok(Ran {
             output,
             fuel_used,
+            peak_memory_bytes: u64::try_from(state.limiter.peak_memory_bytes).unwrap_or(u64::MAX),
             logs: state.host.logs,
             logs_dropped: state.host.logs_dropped,
         })
@@ -748,6 +750,7 @@ impl LoadedPlugin {
 struct Ran {
     output: Result<HookOutput, ErrorKind>,
     fuel_used: u64,
+    peak_memory_bytes: u64,
     logs: Vec<LogLine>,
     logs_dropped: u32,
 }

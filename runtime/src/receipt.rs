@@ -33,6 +33,10 @@ pub struct Receipt {
     pub output_sha256: String,
     /// Fuel (instructions) the call used; deterministic.
     pub fuel_used: u64,
+    /// The largest linear memory the call held, bytes (the guest's memories together are
+    /// capped by its `memory_mib`); deterministic. Not stored by the host: a cost report.
+    #[serde(default)]
+    pub peak_memory_bytes: u64,
     /// Wall-clock duration of the call, microseconds (instantiate, call, validate).
     pub duration_us: u64,
     /// Log lines the plugin wrote beyond its per-call budget.

@@ -90,6 +90,8 @@ impl HostCtx {
 pub(crate) struct CallLimiter {
     memory_bytes: usize,
     pub memory_denied: bool,
+    /// The largest linear memory the call asked for and got, bytes.
+    pub peak_memory_bytes: usize,
 }
 
 impl CallLimiter {
@@ -97,6 +99,7 @@ impl CallLimiter {
         CallLimiter {
             memory_bytes,
             memory_denied: false,
+            peak_memory_bytes: 0,
         }
     }
 }
@@ -125,7 +128,11 @@ impl ResourceLimiter for CallLimiter {
                 cap: self.memory_bytes,
             }));
         }
-        Ok(maximum.is_none_or(|max| desired <= max))
+        let granted = maximum.is_none_or(|max| desired <= max);
+        if granted {
+            self.peak_memory_bytes = self.peak_memory_bytes.max(desired);
+        }
+        Ok(granted)
     }
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
@@ -331,6 +338,24 @@ mod tests {
             Ok(false)
         ));
         assert!(!limiter.memory_denied);
+    }
+
+    #[test]
+    fn limiter_remembers_the_peak_it_granted() {
+        let mut limiter = CallLimiter::new(4 * 65536);
+        assert!(matches!(limiter.memory_growing(0, 65536, None), Ok(true)));
+        assert!(matches!(
+            limiter.memory_growing(65536, 3 * 65536, None),
+            Ok(true)
+        ));
+        assert_eq!(limiter.peak_memory_bytes, 3 * 65536);
+        // Refused or beyond the guest's own maximum: not held, so not the peak.
+        assert!(limiter.memory_growing(3 * 65536, 8 * 65536, None).is_err());
+        assert!(matches!(
+            limiter.memory_growing(3 * 65536, 4 * 65536, Some(3 * 65536)),
+            Ok(false)
+        ));
+        assert_eq!(limiter.peak_memory_bytes, 3 * 65536);
     }
 
     #[test]

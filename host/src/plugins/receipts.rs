@@ -197,6 +197,8 @@ pub async fn load_for_replay(
         input_sha256,
         output_sha256,
         fuel_used: u64::try_from(fuel).unwrap_or(0),
+        // Not stored: a replay reports its own.
+        peak_memory_bytes: 0,
         duration_us: u64::try_from(us).unwrap_or(0),
         logs_dropped: 0,
         input,

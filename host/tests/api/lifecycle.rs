@@ -1773,3 +1773,149 @@ both_backends!(
         assert!(package["exports"].is_array(), "{package}");
     }
 );
+
+both_backends!(
+    plugin_run_matches_the_servers_receipt_and_failure,
+    |app| async move {
+        use coalition::app::cli::plugin::{execute, PluginCommand};
+        let coffee = partner(&app, "coffee").await;
+        let id = ship(&app, &coffee, "coffee-bonus").await;
+        let counter = create_key(&app, "counter", Some("coffee"), None).await;
+        let member = member_id(&app, "+8613800000301", "Cy").await;
+        // Monday, coffee-bonus's double day.
+        app.clock.set_ms(T0_MS);
+        let purchase = coffee_purchase(&app, &counter, &member).await;
+        assert_eq!(bonus_codes(&purchase).len(), 1, "{purchase}");
+        let (_, calls) = app
+            .get(
+                &format!("/plugins/{id}/receipts?hook=points-bonus"),
+                &coffee.api_key,
+            )
+            .await;
+        let call = calls[0].clone();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let input = dir.path().join("call.json");
+        std::fs::write(&input, call.to_string()).expect("write");
+        let plugins = crate::fixtures::plugins_dir("coffee-bonus");
+        let run = |file: &str, now: Option<&str>| PluginCommand::Run {
+            manifest: plugins.join(format!("{file}.toml")),
+            component: plugins.join(format!("{file}.wasm")),
+            input: input.clone(),
+            now: now.map(str::to_owned),
+            seed: None,
+            set: Vec::new(),
+        };
+
+        // Healthy: the same decision and the same fuel as the server's receipt, bit for bit.
+        let local = execute(run("coffee-bonus", None)).await.expect("run");
+        assert_eq!(
+            local["receipt"]["output_sha256"], call["output_sha256"],
+            "{local}"
+        );
+        assert_eq!(
+            local["receipt"]["input_sha256"], call["input_sha256"],
+            "{local}"
+        );
+        assert_eq!(local["cost"]["fuel_used"], call["fuel_used"], "{local}");
+        assert_eq!(local["decision"], call["output"], "{local}");
+        assert!(
+            local["cost"]["fuel_used"].as_u64() <= local["cost"]["budget"]["fuel"].as_u64(),
+            "{local}"
+        );
+        let peak = local["cost"]["peak_memory_bytes"]
+            .as_u64()
+            .expect("peak memory");
+        let cap = local["cost"]["budget"]["memory_mib"].as_u64().expect("cap") * 1024 * 1024;
+        assert!(peak > 0 && peak <= cap, "{local}");
+        // Another day: Tuesday has no double points.
+        let tuesday = (T0_MS + DAY_MS).to_string();
+        let other = execute(run("coffee-bonus", Some(&tuesday)))
+            .await
+            .expect("run");
+        assert_ne!(other["decision"], call["output"], "{other}");
+
+        // Fixtures: a recorded call, the decision expected, optionally the instant.
+        let fixtures = dir.path().join("fixtures");
+        std::fs::create_dir_all(&fixtures).expect("mkdir");
+        let fixture = |name: &str, body: Value| {
+            std::fs::write(fixtures.join(format!("{name}.json")), body.to_string()).expect("write")
+        };
+        fixture("monday", json!({ "call": call, "expect": call["output"] }));
+        fixture(
+            "tuesday",
+            json!({ "call": call, "now": tuesday, "expect": other["decision"] }),
+        );
+        let test = |file: &str| PluginCommand::Test {
+            manifest: plugins.join(format!("{file}.toml")),
+            component: plugins.join(format!("{file}.wasm")),
+            dir: fixtures.clone(),
+        };
+        let passed = execute(test("coffee-bonus")).await.expect("fixtures pass");
+        assert_eq!(
+            (passed["fixtures"].as_u64(), passed["failed"].as_u64()),
+            (Some(2), Some(0))
+        );
+        assert!(
+            passed["results"][0]["cost"]["fuel_used"].as_u64() > Some(0),
+            "{passed}"
+        );
+        fixture("wrong", json!({ "call": call, "expect": [] }));
+        let err = execute(test("coffee-bonus"))
+            .await
+            .expect_err("a wrong expectation fails");
+        assert!(err.to_string().contains("1 of 3 fixtures failed"), "{err}");
+
+        // Replay: recorded production calls on a build, decision by decision.
+        let recorded = dir.path().join("recorded.json");
+        std::fs::write(
+            &recorded,
+            Value::Array(calls.as_array().expect("calls").clone()).to_string(),
+        )
+        .expect("write");
+        let replay = |file: &str| PluginCommand::Replay {
+            manifest: plugins.join(format!("{file}.toml")),
+            component: plugins.join(format!("{file}.wasm")),
+            file: recorded.clone(),
+        };
+        let same = execute(replay("coffee-bonus")).await.expect("replay");
+        assert_eq!(
+            (same["calls"].as_u64(), same["differing"].as_u64()),
+            (Some(1), Some(0)),
+            "{same}"
+        );
+        let broken = execute(replay("infinite-loop")).await.expect("replay");
+        assert_eq!(broken["differing"].as_u64(), Some(1), "{broken}");
+
+        // Hostile: the same failure kind the server records for it, and a failing exit.
+        create_brand(&app, "mall").await;
+        let mall = create_key(&app, "counter", Some("mall"), None).await;
+        crate::fixtures::install_plugin(&app, "infinite-loop", json!({})).await;
+        let (status, body) = app
+            .post(
+                "/brands/mall/purchases",
+                &mall,
+                &idem(),
+                &json!({ "order_id": "M-1", "member_id": member, "lines": [
+                    { "line_id": "1", "sku": "bag", "category": "fashion", "quantity": 1,
+                      "unit_price_cents": 10_000 }
+                ]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let server_code = body["skipped_decisions"]
+            .as_array()
+            .expect("skipped")
+            .iter()
+            .find(|s| s["plugin"] == "infinite-loop")
+            .and_then(|s| s["code"].as_str())
+            .expect("the server skipped the loop")
+            .to_owned();
+        let err = execute(run("infinite-loop", None))
+            .await
+            .expect_err("a failing call fails the command");
+        assert!(
+            err.to_string().contains(&format!("code {server_code}")),
+            "{err} vs {server_code}"
+        );
+    }
+);

@@ -64,6 +64,59 @@ pub enum PluginCommand {
         #[arg(long)]
         component: PathBuf,
     },
+    /// Run a built component on one recorded call, locally, in the same sandbox and limits as
+    /// the server (same runtime, same engine settings), and print its decision and what it cost
+    /// against the manifest's budget and the platform's maxima. Fails (non-zero exit) when the
+    /// call fails or the host would refuse the decision. The input is a call as the server
+    /// records it: an item of `GET /plugins/{id}/receipts`, or its `input` alone
+    /// (`{"invocation": …, "config": …, "input": {"points-bonus": …}}`).
+    Run {
+        /// The manifest (plugin.toml).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The component (.wasm).
+        #[arg(long)]
+        component: PathBuf,
+        /// The recorded call (JSON).
+        #[arg(long)]
+        input: PathBuf,
+        /// Run at this instant instead of the recorded one: RFC 3339
+        /// (`2026-12-05T10:00:00+08:00`) or Unix milliseconds.
+        #[arg(long)]
+        now: Option<String>,
+        /// Use this seed instead of the recorded one.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// A config value (`key=value`) on top of the recorded config; repeat for several.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Run every fixture in a folder: each `*.json` holds a recorded `call` (as `run` reads
+    /// it), the `expect`ed decision, and optionally the `now` to run at. Prints each result
+    /// with its cost and a summary; fails when any decision differs or any call fails.
+    Test {
+        /// The manifest (plugin.toml).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The component (.wasm).
+        #[arg(long)]
+        component: PathBuf,
+        /// The folder of fixtures.
+        #[arg(default_value = "fixtures")]
+        dir: PathBuf,
+    },
+    /// Run recorded production calls (the JSON array `GET /plugins/{id}/receipts` answers)
+    /// on a new build and print, per call, whether its decision differs from the recorded one.
+    Replay {
+        /// The manifest (plugin.toml).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The component (.wasm).
+        #[arg(long)]
+        component: PathBuf,
+        /// The recorded calls.
+        file: PathBuf,
+    },
     /// Sign a package's content hash; prints the signature (hex).
     Sign {
         /// The secret key file written by `keygen`.
@@ -345,6 +398,232 @@ pub fn check_package(manifest: &Path, component: &Path) -> anyhow::Result<Value>
     }))
 }
 
+/// The instant of `--now`: RFC 3339, or Unix milliseconds.
+fn parse_now(now: &str) -> anyhow::Result<i64> {
+    if let Ok(ms) = now.parse::<i64>() {
+        return Ok(ms);
+    }
+    let at = time::OffsetDateTime::parse(now, &time::format_description::well_known::Rfc3339)
+        .with_context(|| {
+            format!("--now {now:?}: expected RFC 3339 (2026-12-05T10:00:00+08:00) or Unix ms")
+        })?;
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).context("--now is out of range")
+}
+
+/// Runs one recorded call on a built component (`coalition plugin run`): see the command's
+/// help. The answer has the decision and a cost report; a failed call is an error naming the
+/// runtime's stable failure code, so the exit status says whether the host would accept it.
+pub fn run_call(
+    manifest: &Path,
+    component: &Path,
+    recorded: Value,
+    now: Option<&str>,
+    seed: Option<u64>,
+    set: &[String],
+) -> anyhow::Result<Value> {
+    use coalition_runtime::limits;
+    use coalition_runtime::model::CallInput;
+
+    let text = read_text(manifest)?;
+    let parsed = coalition_runtime::Manifest::parse(&text)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", manifest.display()))?;
+    let bytes = read(component)?;
+    // A receipt as `GET /plugins/{id}/receipts` lists it carries the call under `input`.
+    let call = if recorded.get("invocation").is_some() {
+        recorded
+    } else {
+        recorded["input"].clone()
+    };
+    let mut call: CallInput = serde_json::from_value(call)
+        .context("the input is neither a recorded call nor a receipt with one")?;
+    if let Some(now) = now {
+        call.invocation.now_ms = parse_now(now)?;
+    }
+    if let Some(seed) = seed {
+        call.invocation.seed = seed;
+    }
+    // The recorded config, limited to this manifest's keys, then --set, then its defaults.
+    let mut admin: coalition_runtime::model::Config = call
+        .config
+        .iter()
+        .filter(|(key, _)| parsed.config.contains_key(*key))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for pair in set {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--set {pair:?}: expected KEY=VALUE"))?;
+        admin.insert(key.to_owned(), value.to_owned());
+    }
+    let config = parsed
+        .effective_config(&admin)
+        .map_err(|err| anyhow::anyhow!("config: {err}"))?;
+    let hook = call.input.hook();
+    let budget = parsed
+        .hook_limits
+        .get(&hook)
+        .copied()
+        .unwrap_or(parsed.limits);
+    let runtime = coalition_runtime::Runtime::new(coalition_runtime::RuntimeConfig::default())
+        .map_err(|err| anyhow::anyhow!("starting the plugin runtime: {err}"))?;
+    let plugin = runtime
+        .load(&parsed, &bytes, None)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", component.display()))?;
+    let ctx = coalition_runtime::CallContext {
+        invocation: call.invocation.clone(),
+        config,
+    };
+    let input_bytes = serde_json::to_vec(&call).map(|v| v.len()).unwrap_or(0);
+    let started = std::time::Instant::now();
+    let outcome = plugin.call(&ctx, call.input.as_args());
+    let wall_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let budgets = json!({
+        "fuel": budget.fuel,
+        "memory_mib": budget.memory_mib,
+        "deadline_ms": budget.deadline_ms,
+    });
+    let maxima = json!({
+        "fuel": limits::MAX_FUEL_PER_CALL,
+        "memory_mib": limits::MAX_MEMORY_MIB,
+        "deadline_ms": limits::MAX_DEADLINE_MS,
+    });
+    match outcome {
+        Ok(decision) => {
+            // The decision as the server's receipts show it: the hook's value, untagged.
+            let output = match serde_json::to_value(&decision.value)? {
+                Value::Object(map) if map.len() == 1 => {
+                    map.into_iter().next().map(|(_, v)| v).unwrap_or_default()
+                }
+                other => other,
+            };
+            Ok(json!({
+                "hook": hook.as_str(),
+                "decision": output,
+                "cost": {
+                    "fuel_used": decision.receipt.fuel_used,
+                    "peak_memory_bytes": decision.receipt.peak_memory_bytes,
+                    "duration_us": decision.receipt.duration_us,
+                    "wall_us": wall_us,
+                    "input_bytes": input_bytes,
+                    "output_bytes": serde_json::to_vec(&decision.value).map(|v| v.len()).unwrap_or(0),
+                    "budget": budgets,
+                    "platform_maxima": maxima,
+                },
+                "receipt": {
+                    "input_sha256": decision.receipt.input_sha256,
+                    "output_sha256": decision.receipt.output_sha256,
+                    "fuel_used": decision.receipt.fuel_used,
+                },
+                "logs": decision.logs.iter().map(|l| l.message.clone()).collect::<Vec<_>>(),
+            }))
+        }
+        Err(err) => bail!(
+            "{} (code {}; budget: fuel {}, memory {} MiB, deadline {} ms)",
+            err,
+            err.kind.code(),
+            budget.fuel,
+            budget.memory_mib,
+            budget.deadline_ms
+        ),
+    }
+}
+
+/// A recorded call read from a file.
+fn read_call(path: &Path) -> anyhow::Result<Value> {
+    serde_json::from_str(&read_text(path)?)
+        .with_context(|| format!("{} is not JSON", path.display()))
+}
+
+/// Runs the fixtures of `dir` (`coalition plugin test`): see the command's help.
+pub fn test_fixtures(manifest: &Path, component: &Path, dir: &Path) -> anyhow::Result<Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("while reading {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{} holds no *.json fixtures", dir.display());
+    }
+    let mut results = Vec::new();
+    let mut failed = 0;
+    for file in &files {
+        let fixture = read_call(file)?;
+        let name = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("?")
+            .to_owned();
+        let now = fixture["now"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| fixture["now"].as_i64().map(|ms| ms.to_string()));
+        let outcome = run_call(
+            manifest,
+            component,
+            fixture["call"].clone(),
+            now.as_deref(),
+            None,
+            &[],
+        );
+        let result = match outcome {
+            Ok(ran) if ran["decision"] == fixture["expect"] => {
+                json!({"fixture": name, "ok": true, "cost": ran["cost"]})
+            }
+            Ok(ran) => {
+                failed += 1;
+                json!({"fixture": name, "ok": false, "expected": fixture["expect"],
+                    "decision": ran["decision"], "cost": ran["cost"]})
+            }
+            Err(err) => {
+                failed += 1;
+                json!({"fixture": name, "ok": false, "error": err.to_string()})
+            }
+        };
+        eprintln!(
+            "{} {name}",
+            if result["ok"] == true { "ok  " } else { "FAIL" }
+        );
+        results.push(result);
+    }
+    let summary = json!({"fixtures": files.len(), "failed": failed, "results": results});
+    if failed > 0 {
+        bail!(
+            "{failed} of {} fixtures failed:\n{}",
+            files.len(),
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
+    }
+    Ok(summary)
+}
+
+/// Replays recorded calls on a build (`coalition plugin replay`): see the command's help.
+pub fn replay_calls(manifest: &Path, component: &Path, file: &Path) -> anyhow::Result<Value> {
+    let recorded = read_call(file)?;
+    let calls = recorded
+        .as_array()
+        .with_context(|| format!("{} is not a JSON array of recorded calls", file.display()))?;
+    let mut items = Vec::new();
+    let mut differing = 0;
+    for call in calls {
+        let item = match run_call(manifest, component, call.clone(), None, None, &[]) {
+            Ok(ran) => {
+                let differs = ran["decision"] != call["output"];
+                json!({"receipt_id": call["id"], "hook": ran["hook"], "differs": differs,
+                    "recorded": call["output"], "decision": ran["decision"],
+                    "recorded_fuel_used": call["fuel_used"], "fuel_used": ran["cost"]["fuel_used"]})
+            }
+            Err(err) => json!({"receipt_id": call["id"], "differs": true,
+                "recorded": call["output"], "error": err.to_string()}),
+        };
+        if item["differs"] == true {
+            differing += 1;
+        }
+        items.push(item);
+    }
+    Ok(json!({"calls": calls.len(), "differing": differing, "items": items}))
+}
+
 /// Signs the package at `manifest` + `component` with the secret key file.
 pub fn sign_files(secret_key: &Path, manifest: &Path, component: &Path) -> anyhow::Result<String> {
     let secret = read_text(secret_key)?;
@@ -512,6 +791,27 @@ pub async fn execute(command: PluginCommand) -> anyhow::Result<Value> {
             manifest,
             component,
         } => check_package(&manifest, &component)?,
+        C::Run {
+            manifest,
+            component,
+            input,
+            now,
+            seed,
+            set,
+        } => {
+            let call = read_call(&input)?;
+            run_call(&manifest, &component, call, now.as_deref(), seed, &set)?
+        }
+        C::Test {
+            manifest,
+            component,
+            dir,
+        } => test_fixtures(&manifest, &component, &dir)?,
+        C::Replay {
+            manifest,
+            component,
+            file,
+        } => replay_calls(&manifest, &component, &file)?,
         C::Hash {
             manifest,
             component,
