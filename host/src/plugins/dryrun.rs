@@ -461,6 +461,95 @@ pub fn spawn_shadow_bonuses(
     });
 }
 
+/// Runs, in the background, the shadow of the plugin that just decided (when an admin set one
+/// that implements the hook) on the very input the serving call recorded in its receipt, and
+/// stores the comparison; the caller never waits for it and never sees the shadow's decision.
+/// For every hook but `points-bonus`, whose calls batch their shadows
+/// ([`spawn_shadow_bonuses`]).
+pub fn spawn_shadow(
+    store: &Store,
+    host: &PluginHost,
+    clock: &Arc<dyn Clock>,
+    serving: &ActivePlugin,
+    receipt: &coalition_runtime::Receipt,
+    serving_output: &str,
+    subject: &str,
+) {
+    let routing = host.routing();
+    let Some(shadow) = routing.shadows.get(serving.plugin.name()) else {
+        return;
+    };
+    if shadow.version_id == serving.version_id || !shadow.plugin.implements(receipt.hook) {
+        return;
+    }
+    let Ok(recorded) = serde_json::from_str::<CallInput>(&receipt.input) else {
+        tracing::warn!(
+            plugin = serving.plugin.name(),
+            "recorded input does not parse; no shadow"
+        );
+        return;
+    };
+    let (store, clock, shadow) = (store.clone(), clock.clone(), shadow.clone());
+    let (receipt, serving_output, subject) = (
+        receipt.clone(),
+        serving_output.to_owned(),
+        subject.to_owned(),
+    );
+    let serving_id = serving.version_id.clone();
+    tokio::spawn(async move {
+        let runner = shadow.clone();
+        let ran = tokio::task::spawn_blocking(move || {
+            let ctx = CallContext {
+                invocation: recorded.invocation,
+                config: runner.config.clone(),
+            };
+            runner.plugin.call(&ctx, recorded.input.as_args())
+        })
+        .await;
+        let Ok(result) = ran else { return };
+        let (same, output, fuel, us) = match &result {
+            Ok(d) => (
+                d.receipt.output_sha256 == receipt.output_sha256,
+                serde_json::to_string(&inner_output(&d.value)).unwrap_or_default(),
+                d.receipt.fuel_used,
+                d.receipt.duration_us,
+            ),
+            Err(err) => (
+                false,
+                serde_json::Value::String(err.to_string()).to_string(),
+                0,
+                0,
+            ),
+        };
+        let stored = sqlx::query(
+            "INSERT INTO plugin_shadow_results (id, name, shadow_version_id,
+                serving_version_id, hook, subject_id, input_sha256, same, serving_output,
+                shadow_output, serving_fuel, shadow_fuel, serving_us, shadow_us, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(crate::foundation::store::new_id())
+        .bind(shadow.plugin.name())
+        .bind(&shadow.version_id)
+        .bind(&serving_id)
+        .bind(receipt.hook.as_str())
+        .bind(&subject)
+        .bind(&receipt.input_sha256)
+        .bind(i64::from(same))
+        .bind(&serving_output)
+        .bind(&output)
+        .bind(i64::try_from(receipt.fuel_used).unwrap_or(i64::MAX))
+        .bind(i64::try_from(fuel).unwrap_or(i64::MAX))
+        .bind(i64::try_from(receipt.duration_us).unwrap_or(i64::MAX))
+        .bind(i64::try_from(us).unwrap_or(i64::MAX))
+        .bind(clock.now_ms())
+        .execute(store.write())
+        .await;
+        if let Err(err) = stored {
+            tracing::warn!(%err, "shadow result not stored");
+        }
+    });
+}
+
 /// A stored shadow comparison.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ShadowResult {

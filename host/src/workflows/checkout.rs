@@ -523,6 +523,15 @@ async fn plugin_discounts(
                 "the coupon was not applied",
             )
         })?;
+    crate::plugins::dryrun::spawn_shadow(
+        &state.store,
+        &state.plugins,
+        &state.clock,
+        &active,
+        &decision.receipt,
+        &serde_json::to_string(&decision.value).unwrap_or_default(),
+        &c.code,
+    );
     let discounts = match &decision.value {
         CouponDecision::Rejected(reason) => {
             let mut extra = crate::plugins::plugin_problem_extra(

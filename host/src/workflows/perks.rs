@@ -740,6 +740,23 @@ async fn plugin_offers(
         .plugins
         .invocation(now_ms, "", &format!("perks:{member_id}"));
     let listing = state.plugins.list_perks(invocation, member).await;
+    for listed in &listing.perks {
+        let Some(active) = serving
+            .iter()
+            .find(|p| p.plugin.name() == listed.plugin && p.plugin.version() == listed.version)
+        else {
+            continue;
+        };
+        crate::plugins::dryrun::spawn_shadow(
+            &state.store,
+            &state.plugins,
+            &state.clock,
+            active,
+            &listed.decision.receipt,
+            &serde_json::to_string(&listed.decision.value).unwrap_or_default(),
+            &member_id,
+        );
+    }
     let unavailable: Vec<UnavailablePlugin> = listing
         .failures
         .iter()
@@ -1047,6 +1064,15 @@ pub async fn redeem(
                 "nothing was redeemed",
             )
         })?;
+    crate::plugins::dryrun::spawn_shadow(
+        &state.store,
+        &state.plugins,
+        &state.clock,
+        &active,
+        &decision.receipt,
+        &serde_json::to_string(&decision.value).unwrap_or_default(),
+        &redemption_id,
+    );
     let perk = match &decision.value {
         RedeemDecision::Granted(perk) => perk.clone(),
         RedeemDecision::Refused(reason) => {

@@ -762,8 +762,10 @@ pub struct ShadowRequest {
     pub reason: String,
 }
 
-/// Runs a validated or approved version beside the serving one on live `points-bonus` calls;
-/// its decisions are recorded and compared, never applied (admins).
+/// Runs a validated or approved version beside the serving one on live calls of every hook it
+/// implements (`points-bonus`, `list-perks`, `redeem-perk`, `apply-coupon`, `settle`), on the
+/// very input the serving call recorded; its decisions are recorded and compared, never applied
+/// (admins).
 #[utoipa::path(post, path = "/plugins/{version_id}/shadow", tag = "plugin lifecycle",
     params(("version_id" = String, Path), ("Idempotency-Key" = String, Header)),
     request_body = ShadowRequest,

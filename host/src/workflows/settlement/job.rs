@@ -635,6 +635,15 @@ async fn call(
         Err(err) => return Ok(Err(Hold::new(format!("settle task failed: {err}")))),
     };
     let output = serde_json::to_string(&decision.value).map_err(DomainError::internal)?;
+    crate::plugins::dryrun::spawn_shadow(
+        &state.store,
+        &state.plugins,
+        &state.clock,
+        plugin,
+        &decision.receipt,
+        &output,
+        &event.id,
+    );
     let lines = decision
         .value
         .iter()
