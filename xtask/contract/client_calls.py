@@ -10,6 +10,7 @@ CONTRACT_KEYS_FILE (the demo's keys).
 import json
 import os
 import sys
+import urllib.error
 import urllib.request
 import uuid
 
@@ -26,8 +27,13 @@ from coalition_client.api.members import members_export, members_list  # noqa: E
 from coalition_client.api.offline import offline_conflicts_list  # noqa: E402
 from coalition_client.api.passes import pass_keys_list, passes_png  # noqa: E402
 from coalition_client.api.perks import perks_list  # noqa: E402
-from coalition_client.api.plugin_lifecycle import audit_list, audit_verify, plugins_shadow_results  # noqa: E402
-from coalition_client.api.plugins import plugins_list, receipts_list  # noqa: E402
+from coalition_client.api.plugin_lifecycle import (  # noqa: E402
+    audit_list,
+    audit_verify,
+    plugins_package,
+    plugins_shadow_results,
+)
+from coalition_client.api.plugins import plugin_receipts, plugin_stats, plugins_list, receipts_list  # noqa: E402
 from coalition_client.api.points import points_get  # noqa: E402
 from coalition_client.api.purchases import purchases_get  # noqa: E402
 from coalition_client.api.risk import blacklist_list, verification_create, verification_get  # noqa: E402
@@ -51,6 +57,24 @@ def main():
         keys = json.load(f)
     client = AuthenticatedClient(base_url=base_url, token=keys["admin"], raise_on_unexpected_status=True)
     member = keys["members"][0]["member_id"]
+    # Schemathesis ran first against the same demo with its real ids, and may have blocked this
+    # member (`POST /members/{id}/block`); the calls below read it as a member, so it gets its
+    # status back first (409 `member_not_blocked`: nothing to undo).
+    unblock = urllib.request.Request(
+        f"{base_url}/members/{member}/unblock",
+        data=json.dumps({"reason": "contract check: the client calls read this member"}).encode(),
+        headers={
+            "Authorization": f"Bearer {keys['admin']}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": str(uuid.uuid4()),
+        },
+        method="POST",
+    )
+    try:
+        urllib.request.urlopen(unblock, timeout=30).close()
+    except urllib.error.HTTPError as err:
+        if err.code != 409:
+            raise
     called = {}
 
     def call(tag, what, function, *args, expect=None, **kwargs):
@@ -83,6 +107,10 @@ def main():
     call("coupons", "GET /coupon-templates", coupon_templates_list)
     installed = call("plugins", "GET /plugins", plugins_list)
     call("plugins", "GET /receipts (query)", receipts_list, subject_kind="purchase", subject_id="none")
+    version = installed[0].id
+    call("plugins", "GET /plugins/{id}/receipts (query)", plugin_receipts, version, limit=5)
+    call("plugins", "GET /plugins/{id}/stats", plugin_stats, version)
+    call("plugin lifecycle", "GET /plugins/{id}/package", plugins_package, version)
     call("plugin lifecycle", "GET /audit?limit=5 (query)", audit_list, limit=5)
     call("plugin lifecycle", "GET /audit/verify", audit_verify, expect=AuditVerification)
     call(
