@@ -410,12 +410,27 @@ fn parse_now(now: &str) -> anyhow::Result<i64> {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).context("--now is out of range")
 }
 
+/// A built component loaded the way the server loads it (default runtime and engine
+/// settings), once for every call `run`, `test` or `replay` makes on it.
+pub fn load_built(
+    manifest: &Path,
+    component: &Path,
+) -> anyhow::Result<coalition_runtime::LoadedPlugin> {
+    let parsed = coalition_runtime::Manifest::parse(&read_text(manifest)?)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", manifest.display()))?;
+    let bytes = read(component)?;
+    let runtime = coalition_runtime::Runtime::new(coalition_runtime::RuntimeConfig::default())
+        .map_err(|err| anyhow::anyhow!("starting the plugin runtime: {err}"))?;
+    runtime
+        .load(&parsed, &bytes, None)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", component.display()))
+}
+
 /// Runs one recorded call on a built component (`coalition plugin run`): see the command's
 /// help. The answer has the decision and a cost report; a failed call is an error naming the
 /// runtime's stable failure code, so the exit status says whether the host would accept it.
 pub fn run_call(
-    manifest: &Path,
-    component: &Path,
+    plugin: &coalition_runtime::LoadedPlugin,
     recorded: Value,
     now: Option<&str>,
     seed: Option<u64>,
@@ -424,10 +439,7 @@ pub fn run_call(
     use coalition_runtime::limits;
     use coalition_runtime::model::CallInput;
 
-    let text = read_text(manifest)?;
-    let parsed = coalition_runtime::Manifest::parse(&text)
-        .map_err(|err| anyhow::anyhow!("{}: {err}", manifest.display()))?;
-    let bytes = read(component)?;
+    let parsed = plugin.manifest();
     // A receipt as `GET /plugins/{id}/receipts` lists it carries the call under `input`.
     let call = if recorded.get("invocation").is_some() {
         recorded
@@ -464,11 +476,6 @@ pub fn run_call(
         .get(&hook)
         .copied()
         .unwrap_or(parsed.limits);
-    let runtime = coalition_runtime::Runtime::new(coalition_runtime::RuntimeConfig::default())
-        .map_err(|err| anyhow::anyhow!("starting the plugin runtime: {err}"))?;
-    let plugin = runtime
-        .load(&parsed, &bytes, None)
-        .map_err(|err| anyhow::anyhow!("{}: {err}", component.display()))?;
     let ctx = coalition_runtime::CallContext {
         invocation: call.invocation.clone(),
         config,
@@ -545,6 +552,7 @@ pub fn test_fixtures(manifest: &Path, component: &Path, dir: &Path) -> anyhow::R
     if files.is_empty() {
         bail!("{} holds no *.json fixtures", dir.display());
     }
+    let plugin = load_built(manifest, component)?;
     let mut results = Vec::new();
     let mut failed = 0;
     for file in &files {
@@ -558,14 +566,7 @@ pub fn test_fixtures(manifest: &Path, component: &Path, dir: &Path) -> anyhow::R
             .as_str()
             .map(str::to_owned)
             .or_else(|| fixture["now"].as_i64().map(|ms| ms.to_string()));
-        let outcome = run_call(
-            manifest,
-            component,
-            fixture["call"].clone(),
-            now.as_deref(),
-            None,
-            &[],
-        );
+        let outcome = run_call(&plugin, fixture["call"].clone(), now.as_deref(), None, &[]);
         let result = match outcome {
             Ok(ran) if ran["decision"] == fixture["expect"] => {
                 json!({"fixture": name, "ok": true, "cost": ran["cost"]})
@@ -603,10 +604,11 @@ pub fn replay_calls(manifest: &Path, component: &Path, file: &Path) -> anyhow::R
     let calls = recorded
         .as_array()
         .with_context(|| format!("{} is not a JSON array of recorded calls", file.display()))?;
+    let plugin = load_built(manifest, component)?;
     let mut items = Vec::new();
     let mut differing = 0;
     for call in calls {
-        let item = match run_call(manifest, component, call.clone(), None, None, &[]) {
+        let item = match run_call(&plugin, call.clone(), None, None, &[]) {
             Ok(ran) => {
                 let differs = ran["decision"] != call["output"];
                 json!({"receipt_id": call["id"], "hook": ran["hook"], "differs": differs,
@@ -799,8 +801,8 @@ pub async fn execute(command: PluginCommand) -> anyhow::Result<Value> {
             seed,
             set,
         } => {
-            let call = read_call(&input)?;
-            run_call(&manifest, &component, call, now.as_deref(), seed, &set)?
+            let plugin = load_built(&manifest, &component)?;
+            run_call(&plugin, read_call(&input)?, now.as_deref(), seed, &set)?
         }
         C::Test {
             manifest,
