@@ -8,6 +8,11 @@
 //! target/plugins/corrupt.toml  a valid manifest for it
 //! ```
 //!
+//! JavaScript and Python guests (`plugins/js/*`, `plugins/python/*`, each a project with a
+//! `plugin.toml`) are built by the partner kit (`coalition-kit`), as `coalition plugin build`
+//! builds them, with its pinned componentize-js and componentize-py installed under
+//! `target/tools/` on first use.
+//!
 //! A guest is any crate under `plugins/`, `plugins/hostile/` or `plugins/changed/` with a
 //! `plugin.toml` beside its `Cargo.toml`. A later version of an existing plugin (same manifest
 //! `name`, under `changed/`) names its output stem with `[package.metadata.coalition] artifact`.
@@ -36,6 +41,8 @@ const PLAIN_TARGET: &str = "wasm32-unknown-unknown";
 const WASI_TARGET: &str = "wasm32-wasip2";
 /// Targets every guest build needs; a fresh machine has neither.
 const REQUIRED_TARGETS: [&str; 2] = [PLAIN_TARGET, WASI_TARGET];
+/// Folders of the guest workspace that hold JavaScript and Python plugin projects.
+const FOREIGN_DIRS: [&str; 2] = ["js", "python"];
 /// Folders of the guest workspace that hold plugin crates.
 const GUEST_DIRS: [&str; 3] = ["", "hostile", "changed"];
 /// The component the corrupt fixture is cut from.
@@ -101,7 +108,8 @@ pub fn run(args: &Args) -> Result<()> {
         let bytes = fs::read(&artifact)
             .with_context(|| format!("while reading {} of {}", artifact.display(), guest.name))?;
         let component = if guest.target == PLAIN_TARGET {
-            componentize(&bytes).with_context(|| format!("while componentizing {}", guest.name))?
+            coalition_kit::build::componentize(&bytes)
+                .with_context(|| format!("while componentizing {}", guest.name))?
         } else {
             ensure!(
                 bytes.starts_with(&COMPONENT_HEADER),
@@ -119,6 +127,8 @@ pub fn run(args: &Args) -> Result<()> {
         write_output(&out_dir, &guest.name, &component, &manifest, &origin)?;
         components.insert(guest.name.clone(), (component, manifest));
     }
+
+    build_foreign_guests(&workspace, &out_dir)?;
 
     let (source, source_manifest) = components.get(CORRUPT_SOURCE).with_context(|| {
         format!("the corrupt fixture is cut from {CORRUPT_SOURCE}, which is missing")
@@ -299,12 +309,71 @@ fn cargo_build(workspace: &Path, target_dir: &Path, target: &str, packages: &[&s
     Ok(())
 }
 
-/// Core module → component. The world comes from the custom section wit-bindgen embeds.
-fn componentize(core_module: &[u8]) -> Result<Vec<u8>> {
-    wit_component::ComponentEncoder::default()
-        .module(core_module)?
-        .validate(true)
-        .encode()
+/// Builds the JavaScript and Python guests (`plugins/js/*`, `plugins/python/*`) with the
+/// partner kit, exactly as `coalition plugin build` does; one whose sources are older than its
+/// output in `out_dir` is not rebuilt (componentize-js and componentize-py take 10–25 s each).
+fn build_foreign_guests(workspace: &Path, out_dir: &Path) -> Result<()> {
+    if std::env::var_os(coalition_kit::tools::TOOLS_DIR_ENV).is_none() {
+        // The pinned tools go under target/, beside everything else a clean clone builds.
+        std::env::set_var(
+            coalition_kit::tools::TOOLS_DIR_ENV,
+            paths::repo_root().join("target/tools"),
+        );
+    }
+    for lang_dir in FOREIGN_DIRS {
+        let parent = workspace.join(lang_dir);
+        if !parent.is_dir() {
+            continue;
+        }
+        let mut dirs: Vec<PathBuf> = fs::read_dir(&parent)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|d| d.join("plugin.toml").is_file())
+            .collect();
+        dirs.sort();
+        for dir in dirs {
+            let (name, _) = coalition_kit::build::manifest_facts(&dir.join("plugin.toml"))?;
+            let output = out_dir.join(format!("{name}.wasm"));
+            if newer_than_sources(&output, &dir)? {
+                println!("  {name:<22} up to date ({lang_dir})");
+                continue;
+            }
+            println!("building {name} ({lang_dir}) with the partner kit");
+            let built = coalition_kit::build(&dir)
+                .with_context(|| format!("while building {}", dir.display()))?;
+            let component = fs::read(&built.component)?;
+            let manifest = fs::read(&built.manifest)?;
+            let imports = describe_imports(&component)
+                .with_context(|| format!("while decoding the component of {name}"))?;
+            let origin = format!("{:<22} {imports}", built.lang.as_str());
+            write_output(out_dir, &name, &component, &manifest, &origin)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `output` exists and is newer than every source file of the project in `dir`.
+fn newer_than_sources(output: &Path, dir: &Path) -> Result<bool> {
+    let Ok(built) = fs::metadata(output).and_then(|m| m.modified()) else {
+        return Ok(false);
+    };
+    let mut stack = vec![dir.to_owned()];
+    while let Some(folder) = stack.pop() {
+        for entry in fs::read_dir(&folder)? {
+            let entry = entry?;
+            let path = entry.path();
+            let file_name = entry.file_name();
+            if ["target", "node_modules", "__pycache__"].contains(&file_name.to_str().unwrap_or(""))
+            {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                stack.push(path);
+            } else if entry.metadata()?.modified()? > built {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// Summarises what the component imports beyond the plugin contract (`coalition:plugin/*`):

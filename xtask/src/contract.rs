@@ -151,7 +151,7 @@ fn run_quiet(command: &mut Command, what: &str) -> Result<()> {
 
 /// Builds the server binary and returns its path (from cargo's own report, so any target
 /// directory works).
-fn build_server() -> Result<PathBuf> {
+pub(crate) fn build_server() -> Result<PathBuf> {
     println!("==> building the coalition server");
     let output = Command::new(crate::test::cargo())
         .current_dir(paths::repo_root())
@@ -183,16 +183,16 @@ fn build_server() -> Result<PathBuf> {
 }
 
 /// A running `coalition serve --demo`, killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Option<Child>,
-    base_url: String,
-    admin_key: String,
-    data_dir: PathBuf,
+    pub(crate) base_url: String,
+    pub(crate) admin_key: String,
+    pub(crate) data_dir: PathBuf,
     log: PathBuf,
 }
 
 impl Server {
-    fn start(binary: &Path, work: &Path) -> Result<Server> {
+    pub(crate) fn start(binary: &Path, work: &Path) -> Result<Server> {
         let data_dir = work.join("data");
         if data_dir.exists() {
             fs::remove_dir_all(&data_dir)
@@ -263,13 +263,13 @@ impl Server {
         }
     }
 
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.kill();
     }
 

@@ -186,11 +186,14 @@ pub struct DemoKeys {
 }
 
 /// The example plugins the demo installs from the plugins directory, in this order.
-pub const DEMO_PLUGINS: [&str; 4] = [
+pub const DEMO_PLUGINS: [&str; 6] = [
     "coffee-bonus",
     "cinema-dinner",
     "coupon-logic",
     "parking-perk",
+    // JavaScript (plugins/js/) and Python (plugins/python/), built by the partner kit.
+    "restaurant-weekend",
+    "cinema-popcorn",
 ];
 
 /// Seeds the demo coalition if the database has no brands, installs the example plugins found

@@ -1092,7 +1092,7 @@ async fn two_nodes_on_postgres_follow_each_other() {
 }
 
 both_backends!(cli_signs_uploads_and_reads_status, |app| async move {
-    use coalition::app::cli::plugin::{execute, PluginCommand, ServerArgs};
+    use coalition::app::cli::plugin::{execute, PackageArgs, PluginCommand, ServerArgs};
     create_brand(&app, "coffee").await;
     let brand_key = create_key(&app, "brand", Some("coffee"), None).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1123,8 +1123,10 @@ both_backends!(cli_signs_uploads_and_reads_status, |app| async move {
     let component = plugins.join("coffee-bonus.wasm");
     let signed = execute(PluginCommand::Sign {
         secret_key: secret_path.clone(),
-        manifest: manifest.clone(),
-        component: component.clone(),
+        package: PackageArgs {
+            manifest: manifest.clone(),
+            component: Some(component.clone()),
+        },
     })
     .await
     .expect("sign");
@@ -1144,8 +1146,10 @@ both_backends!(cli_signs_uploads_and_reads_status, |app| async move {
     .expect("register");
     let key_id = registered["id"].as_str().expect("id").to_owned();
     let err = execute(PluginCommand::Upload {
-        manifest: manifest.clone(),
-        component: component.clone(),
+        package: PackageArgs {
+            manifest: manifest.clone(),
+            component: Some(component.clone()),
+        },
         key_id: key_id.clone(),
         secret_key: secret_path.clone(),
         server: server(&brand_key),
@@ -1164,8 +1168,10 @@ both_backends!(cli_signs_uploads_and_reads_status, |app| async move {
     .await
     .expect("approve key");
     let uploaded = execute(PluginCommand::Upload {
-        manifest,
-        component,
+        package: PackageArgs {
+            manifest,
+            component: Some(component),
+        },
         key_id,
         secret_key: secret_path,
         server: server(&brand_key),
@@ -1806,7 +1812,7 @@ both_backends!(
 both_backends!(
     plugin_run_matches_the_servers_receipt_and_failure,
     |app| async move {
-        use coalition::app::cli::plugin::{execute, PluginCommand};
+        use coalition::app::cli::plugin::{execute, PackageArgs, PluginCommand};
         let coffee = partner(&app, "coffee").await;
         let id = ship(&app, &coffee, "coffee-bonus").await;
         let counter = create_key(&app, "counter", Some("coffee"), None).await;
@@ -1827,8 +1833,10 @@ both_backends!(
         std::fs::write(&input, call.to_string()).expect("write");
         let plugins = crate::fixtures::plugins_dir("coffee-bonus");
         let run = |file: &str, now: Option<&str>| PluginCommand::Run {
-            manifest: plugins.join(format!("{file}.toml")),
-            component: plugins.join(format!("{file}.wasm")),
+            package: PackageArgs {
+                manifest: plugins.join(format!("{file}.toml")),
+                component: Some(plugins.join(format!("{file}.wasm"))),
+            },
             input: input.clone(),
             now: now.map(str::to_owned),
             seed: None,
@@ -1875,8 +1883,10 @@ both_backends!(
             json!({ "call": call, "now": tuesday, "expect": other["decision"] }),
         );
         let test = |file: &str| PluginCommand::Test {
-            manifest: plugins.join(format!("{file}.toml")),
-            component: plugins.join(format!("{file}.wasm")),
+            package: PackageArgs {
+                manifest: plugins.join(format!("{file}.toml")),
+                component: Some(plugins.join(format!("{file}.wasm"))),
+            },
             dir: fixtures.clone(),
         };
         let passed = execute(test("coffee-bonus")).await.expect("fixtures pass");
@@ -1902,8 +1912,10 @@ both_backends!(
         )
         .expect("write");
         let replay = |file: &str| PluginCommand::Replay {
-            manifest: plugins.join(format!("{file}.toml")),
-            component: plugins.join(format!("{file}.wasm")),
+            package: PackageArgs {
+                manifest: plugins.join(format!("{file}.toml")),
+                component: Some(plugins.join(format!("{file}.wasm"))),
+            },
             file: recorded.clone(),
         };
         let same = execute(replay("coffee-bonus")).await.expect("replay");

@@ -404,7 +404,7 @@ both_backends!(
         .fetch_one(app.state.store.read())
         .await
         .expect("count");
-        assert_eq!(n, 4);
+        assert_eq!(n, 6, "four Rust, one JavaScript and one Python example");
         // The coffee chain's double-points day is set to the day of the first start.
         let (status, coffee) = app
             .get("/brands/coffee/purchases/C-3001", &app.admin_key)
@@ -435,7 +435,33 @@ both_backends!(
             .filter_map(|p| p["id"].as_str())
             .collect();
         ids.sort_unstable();
-        assert_eq!(ids, ["cinema-ticket-half", "parking-2h"], "{perks}");
+        // The popcorn comes from the Python plugin: the member dined at the restaurant.
+        assert_eq!(
+            ids,
+            ["cinema-ticket-half", "parking-2h", "popcorn-after-dinner"],
+            "{perks}"
+        );
+        // The JavaScript plugin triples restaurant points on a (local) Saturday: T0 is a
+        // Monday 18:00 at UTC+8, so five days on.
+        app.clock.advance_ms(5 * 86_400_000);
+        let (status, dinner) = app
+            .post(
+                "/brands/restaurant/purchases",
+                &keys.brands["restaurant"].counter,
+                "weekend-dinner",
+                &json!({"order_id": "R-SAT", "member_id": member.member_id, "lines": [
+                    {"line_id": "1", "sku": "hotpot-set", "category": "dining",
+                     "quantity": 1, "unit_price_cents": 12_800}]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{dinner}");
+        let bonus = &dinner["bonuses"][0];
+        assert_eq!(bonus["code"], "weekend-x3", "{dinner}");
+        assert_eq!(
+            bonus["points"].as_i64(),
+            dinner["base_points"].as_i64().map(|b| b * 2),
+            "{dinner}"
+        );
         // A second start changes nothing.
         coalition::app::demo::seed_with_plugins(
             &app.state,
@@ -447,7 +473,28 @@ both_backends!(
             .fetch_one(app.state.store.read())
             .await
             .expect("count");
-        assert_eq!(n, 4);
+        assert_eq!(n, 5, "the four samples and the Saturday dinner");
         app.stop().await;
     }
 );
+
+/// The JavaScript and Python examples pass their fixtures in the server's sandbox, through
+/// `coalition plugin test` on the components `cargo xtask build-plugins` built with the kit.
+#[test]
+fn javascript_and_python_examples_pass_their_fixtures() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    for (name, project) in [
+        ("restaurant-weekend", "js/restaurant-weekend"),
+        ("cinema-popcorn", "python/cinema-popcorn"),
+    ] {
+        let built = crate::fixtures::plugins_dir(name);
+        let summary = coalition::app::cli::plugin::test_fixtures(
+            &root.join(project).join("plugin.toml"),
+            &built.join(format!("{name}.wasm")),
+            &root.join(project).join("fixtures"),
+        )
+        .unwrap_or_else(|err| panic!("{name}: {err:#}"));
+        assert_eq!(summary["failed"], 0, "{summary}");
+        assert_eq!(summary["fixtures"], 4, "{summary}");
+    }
+}

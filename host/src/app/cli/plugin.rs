@@ -1,9 +1,10 @@
 //! `coalition plugin …`: what a partner developer and a platform admin run.
 //!
-//! Offline: `keygen` (an ed25519 key pair), `sign` (a signature over a package's content
+//! Offline: `new` (a project in Rust, JavaScript or Python), `build`, `check`, `run`, `test`,
+//! `replay`, `keygen` (an ed25519 key pair), `sign` (a signature over a package's content
 //! hash), `hash`. Everything else talks HTTP to a server (`--server`, `COALITION_SERVER`) with
 //! an API key (`--key`, `COALITION_API_KEY`): a brand key for `register-key`, `upload`,
-//! `cosign` and `status`; an admin key for `approve-key`, `approve`, `reject`, `deploy`,
+//! `cosign`, `status`, `package`, `receipts` and `stats`; an admin key for `approve-key`, `approve`, `reject`, `deploy`,
 //! `canary`, `promote`, `rollback`, `kill`, `resume`, `dry-run`, `shadow` and `audit`.
 //! Responses print as JSON on stdout; a problem prints on stderr and the command fails.
 
@@ -38,6 +39,41 @@ pub struct ServerArgs {
 /// `coalition plugin …`
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
+    /// Create a plugin project (manifest, code, fixtures, a test and a README) in Rust,
+    /// JavaScript or Python that builds and passes its tests as generated.
+    New {
+        /// Plugin name, lowercase kebab-case (`books-weekend`).
+        name: String,
+        /// The language: rust, js or python.
+        #[arg(long, default_value = "rust")]
+        lang: coalition_kit::Lang,
+        /// Hooks to implement, comma-separated: points-bonus, list-perks, redeem-perk,
+        /// apply-coupon, settle.
+        #[arg(long, value_delimiter = ',', default_value = "points-bonus")]
+        hooks: Vec<String>,
+        /// The brand the plugin belongs to [default: the name's first word].
+        #[arg(long)]
+        brand: Option<String>,
+        /// Another brand the plugin involves (funds or honours its perks); each must co-sign
+        /// the plugin. Repeat or comma-separate for several.
+        #[arg(long = "partner", value_delimiter = ',')]
+        partners: Vec<String>,
+        /// Where to create it [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Rust: a local coalition-sdk (checkout or unpacked crate) instead of crates.io.
+        #[arg(long, value_name = "PATH")]
+        sdk: Option<PathBuf>,
+    },
+    /// Build the project in a folder to `target/coalition/<name>.wasm`: Rust through cargo
+    /// and wit-component, JavaScript through componentize-js (WASI and wasi:http disabled),
+    /// Python through componentize-py. The JavaScript and Python tools are pinned and
+    /// installed on first use (into `~/.cache/coalition/tools`, or `COALITION_TOOLS_DIR`).
+    Build {
+        /// The project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Write a new ed25519 key pair: `<out>` (secret, keep it private) and `<out>.pub`.
     Keygen {
         /// Path of the secret key file.
@@ -46,23 +82,15 @@ pub enum PluginCommand {
     },
     /// Print the content hash of a package.
     Hash {
-        /// The manifest (plugin.toml).
-        #[arg(long)]
-        manifest: PathBuf,
-        /// The component (.wasm).
-        #[arg(long)]
-        component: PathBuf,
+        #[command(flatten)]
+        package: PackageArgs,
     },
     /// Check a package offline as the server's upload does (same runtime and engine settings):
     /// the manifest parses and is within the platform maxima, the component compiles, imports
     /// only what the contract allows, and its `describe()` agrees with the manifest.
     Check {
-        /// The manifest (plugin.toml).
-        #[arg(long)]
-        manifest: PathBuf,
-        /// The component (.wasm).
-        #[arg(long)]
-        component: PathBuf,
+        #[command(flatten)]
+        package: PackageArgs,
     },
     /// Run a built component on one recorded call, locally, in the same sandbox and limits as
     /// the server (same runtime, same engine settings), and print its decision and what it cost
@@ -71,12 +99,8 @@ pub enum PluginCommand {
     /// records it: an item of `GET /plugins/{id}/receipts`, or its `input` alone
     /// (`{"invocation": …, "config": …, "input": {"points-bonus": …}}`).
     Run {
-        /// The manifest (plugin.toml).
-        #[arg(long)]
-        manifest: PathBuf,
-        /// The component (.wasm).
-        #[arg(long)]
-        component: PathBuf,
+        #[command(flatten)]
+        package: PackageArgs,
         /// The recorded call (JSON).
         #[arg(long)]
         input: PathBuf,
@@ -95,12 +119,8 @@ pub enum PluginCommand {
     /// it), the `expect`ed decision, and optionally the `now` to run at. Prints each result
     /// with its cost and a summary; fails when any decision differs or any call fails.
     Test {
-        /// The manifest (plugin.toml).
-        #[arg(long)]
-        manifest: PathBuf,
-        /// The component (.wasm).
-        #[arg(long)]
-        component: PathBuf,
+        #[command(flatten)]
+        package: PackageArgs,
         /// The folder of fixtures.
         #[arg(default_value = "fixtures")]
         dir: PathBuf,
@@ -108,12 +128,8 @@ pub enum PluginCommand {
     /// Run recorded production calls (the JSON array `GET /plugins/{id}/receipts` answers)
     /// on a new build and print, per call, whether its decision differs from the recorded one.
     Replay {
-        /// The manifest (plugin.toml).
-        #[arg(long)]
-        manifest: PathBuf,
-        /// The component (.wasm).
-        #[arg(long)]
-        component: PathBuf,
+        #[command(flatten)]
+        package: PackageArgs,
         /// The recorded calls.
         file: PathBuf,
     },
@@ -122,12 +138,8 @@ pub enum PluginCommand {
         /// The secret key file written by `keygen`.
         #[arg(long)]
         secret_key: PathBuf,
-        /// The manifest (plugin.toml).
-        #[arg(long)]
-        manifest: PathBuf,
-        /// The component (.wasm).
-        #[arg(long)]
-        component: PathBuf,
+        #[command(flatten)]
+        package: PackageArgs,
     },
     /// Register a public key for a brand (pending until an admin approves it).
     RegisterKey {
@@ -155,12 +167,8 @@ pub enum PluginCommand {
     },
     /// Sign and upload a package (brand).
     Upload {
-        /// The manifest (plugin.toml).
-        #[arg(long)]
-        manifest: PathBuf,
-        /// The component (.wasm).
-        #[arg(long)]
-        component: PathBuf,
+        #[command(flatten)]
+        package: PackageArgs,
         /// The approved signing key's id.
         #[arg(long)]
         key_id: String,
@@ -186,6 +194,29 @@ pub enum PluginCommand {
         /// The secret key file it belongs to.
         #[arg(long)]
         secret_key: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// A version's recorded calls, newest first, each with its input (members pseudonymous,
+    /// as the plugin saw them), decision, fuel and time: save them and `replay` them on a new
+    /// build. Brands see their own versions.
+    Receipts {
+        /// The version id.
+        version_id: String,
+        /// Only this hook's calls (points-bonus, list-perks, …).
+        #[arg(long)]
+        hook: Option<String>,
+        /// At most this many calls.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// A version's health: calls and failures by kind, fuel and latency percentiles, breaker
+    /// state. Brands see their own versions.
+    Stats {
+        /// The version id.
+        version_id: String,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -379,8 +410,7 @@ pub fn check_package(manifest: &Path, component: &Path) -> anyhow::Result<Value>
     let parsed = coalition_runtime::Manifest::parse(&text)
         .map_err(|err| anyhow::anyhow!("{}: {err}", manifest.display()))?;
     let bytes = read(component)?;
-    let runtime = coalition_runtime::Runtime::new(coalition_runtime::RuntimeConfig::default())
-        .map_err(|err| anyhow::anyhow!("starting the plugin runtime: {err}"))?;
+    let runtime = local_runtime()?;
     let loaded = runtime
         .load(&parsed, &bytes, None)
         .map_err(|err| anyhow::anyhow!("{}: {err}", component.display()))?;
@@ -396,6 +426,18 @@ pub fn check_package(manifest: &Path, component: &Path) -> anyhow::Result<Value>
         "component_sha256": loaded.component_sha256(),
         "content_sha256": signing::content_hash_hex(text.as_bytes(), &bytes),
     }))
+}
+
+/// The runtime the offline commands load components with: the server's default settings,
+/// with compiled artifacts kept in the kit's cache (`~/.cache/coalition/artifacts`), so that
+/// `build`, `test` and `run` compile a large JavaScript or Python guest once, not each time.
+fn local_runtime() -> anyhow::Result<coalition_runtime::Runtime> {
+    let config = coalition_runtime::RuntimeConfig {
+        artifact_dir: Some(coalition_kit::tools::artifacts_dir()),
+        ..coalition_runtime::RuntimeConfig::default()
+    };
+    coalition_runtime::Runtime::new(config)
+        .map_err(|err| anyhow::anyhow!("starting the plugin runtime: {err}"))
 }
 
 /// The instant of `--now`: RFC 3339, or Unix milliseconds.
@@ -419,8 +461,7 @@ pub fn load_built(
     let parsed = coalition_runtime::Manifest::parse(&read_text(manifest)?)
         .map_err(|err| anyhow::anyhow!("{}: {err}", manifest.display()))?;
     let bytes = read(component)?;
-    let runtime = coalition_runtime::Runtime::new(coalition_runtime::RuntimeConfig::default())
-        .map_err(|err| anyhow::anyhow!("starting the plugin runtime: {err}"))?;
+    let runtime = local_runtime()?;
     runtime
         .load(&parsed, &bytes, None)
         .map_err(|err| anyhow::anyhow!("{}: {err}", component.display()))
@@ -535,6 +576,23 @@ pub fn run_call(
     }
 }
 
+/// One line of a call's cost against its budget: fuel, peak memory and time.
+fn cost_line(cost: &Value) -> String {
+    if cost.is_null() {
+        return String::new();
+    }
+    let budget = &cost["budget"];
+    format!(
+        "fuel {}/{}  memory {:.1}/{} MiB  {} µs/{} ms",
+        cost["fuel_used"],
+        budget["fuel"],
+        cost["peak_memory_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0),
+        budget["memory_mib"],
+        cost["duration_us"],
+        budget["deadline_ms"]
+    )
+}
+
 /// A recorded call read from a file.
 fn read_call(path: &Path) -> anyhow::Result<Value> {
     serde_json::from_str(&read_text(path)?)
@@ -582,8 +640,9 @@ pub fn test_fixtures(manifest: &Path, component: &Path, dir: &Path) -> anyhow::R
             }
         };
         eprintln!(
-            "{} {name}",
-            if result["ok"] == true { "ok  " } else { "FAIL" }
+            "{} {name:<40} {}",
+            if result["ok"] == true { "ok  " } else { "FAIL" },
+            cost_line(&result["cost"])
         );
         results.push(result);
     }
@@ -774,6 +833,96 @@ async fn await_validation(client: &Client, mut version: Value) -> anyhow::Result
     Ok(version)
 }
 
+/// Which package a command works on: by default the project in the current folder
+/// (`plugin.toml` and what `coalition plugin build` wrote for it).
+#[derive(Debug, Clone, Args)]
+pub struct PackageArgs {
+    /// The manifest.
+    #[arg(long, default_value = "plugin.toml")]
+    pub manifest: PathBuf,
+    /// The component [default: `target/coalition/<name>.wasm` beside the manifest].
+    #[arg(long)]
+    pub component: Option<PathBuf>,
+}
+
+impl PackageArgs {
+    /// The manifest and the component paths.
+    pub fn resolve(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
+        if let Some(component) = &self.component {
+            return Ok((self.manifest.clone(), component.clone()));
+        }
+        let (name, _) = coalition_kit::build::manifest_facts(&self.manifest)?;
+        let dir = self
+            .manifest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let component = coalition_kit::component_path(dir, &name);
+        if !component.exists() {
+            bail!(
+                "{} does not exist: run `coalition plugin build` first, or pass --component",
+                component.display()
+            );
+        }
+        Ok((self.manifest.clone(), component))
+    }
+}
+
+/// The project `coalition plugin new` writes, with its defaults filled in.
+fn scaffold_request(
+    name: String,
+    lang: coalition_kit::Lang,
+    hooks: Vec<String>,
+    brand: Option<String>,
+    partners: Vec<String>,
+    dir: Option<PathBuf>,
+    sdk: Option<PathBuf>,
+) -> coalition_kit::scaffold::NewProject {
+    use coalition_kit::scaffold;
+    scaffold::NewProject {
+        brand: brand.unwrap_or_else(|| scaffold::default_brand(&name)),
+        dir: dir.unwrap_or_else(|| scaffold::default_dir(&name)),
+        name,
+        lang,
+        hooks,
+        partners,
+        sdk_path: sdk,
+    }
+}
+
+/// `coalition plugin new`: see the command's help.
+fn new_project(project: coalition_kit::scaffold::NewProject) -> anyhow::Result<Value> {
+    let files = coalition_kit::scaffold::create(&project)?;
+    eprintln!(
+        "created {} ({}, brand {}); next: cd {} && coalition plugin build && coalition plugin test",
+        project.dir.display(),
+        project.lang,
+        project.brand,
+        project.dir.display()
+    );
+    Ok(json!({
+        "name": project.name,
+        "lang": project.lang.as_str(),
+        "brand": project.brand,
+        "dir": project.dir,
+        "files": files,
+    }))
+}
+
+/// `coalition plugin build`: see the command's help. Also checks the result as the server's
+/// upload would, so a build that the server would refuse fails here.
+fn build_project(dir: &Path) -> anyhow::Result<Value> {
+    let built = coalition_kit::build(dir)?;
+    let check = check_package(&built.manifest, &built.component)?;
+    Ok(json!({
+        "name": built.name,
+        "lang": built.lang.as_str(),
+        "component": built.component,
+        "bytes": built.bytes,
+        "check": check,
+    }))
+}
+
 fn print(value: &Value) {
     println!(
         "{}",
@@ -789,42 +938,52 @@ pub async fn execute(command: PluginCommand) -> anyhow::Result<Value> {
             let public = keygen(&out)?;
             json!({"secret_key_file": out, "public_key_file": public_path(&out), "public_key": public})
         }
-        C::Check {
-            manifest,
-            component,
-        } => check_package(&manifest, &component)?,
+        C::New {
+            name,
+            lang,
+            hooks,
+            brand,
+            partners,
+            dir,
+            sdk,
+        } => new_project(scaffold_request(
+            name, lang, hooks, brand, partners, dir, sdk,
+        ))?,
+        C::Build { dir } => build_project(&dir)?,
+        C::Check { package } => {
+            let (manifest, component) = package.resolve()?;
+            check_package(&manifest, &component)?
+        }
         C::Run {
-            manifest,
-            component,
+            package,
             input,
             now,
             seed,
             set,
         } => {
+            let (manifest, component) = package.resolve()?;
             let plugin = load_built(&manifest, &component)?;
             run_call(&plugin, read_call(&input)?, now.as_deref(), seed, &set)?
         }
-        C::Test {
-            manifest,
-            component,
-            dir,
-        } => test_fixtures(&manifest, &component, &dir)?,
-        C::Replay {
-            manifest,
-            component,
-            file,
-        } => replay_calls(&manifest, &component, &file)?,
-        C::Hash {
-            manifest,
-            component,
-        } => {
+        C::Test { package, dir } => {
+            let (manifest, component) = package.resolve()?;
+            test_fixtures(&manifest, &component, &dir)?
+        }
+        C::Replay { package, file } => {
+            let (manifest, component) = package.resolve()?;
+            replay_calls(&manifest, &component, &file)?
+        }
+        C::Hash { package } => {
+            let (manifest, component) = package.resolve()?;
             json!({"content_sha256": signing::content_hash_hex(&read(&manifest)?, &read(&component)?)})
         }
         C::Sign {
             secret_key,
-            manifest,
-            component,
-        } => json!({"signature": sign_files(&secret_key, &manifest, &component)?}),
+            package,
+        } => {
+            let (manifest, component) = package.resolve()?;
+            json!({"signature": sign_files(&secret_key, &manifest, &component)?})
+        }
         C::RegisterKey {
             brand,
             public_key,
@@ -852,12 +1011,12 @@ pub async fn execute(command: PluginCommand) -> anyhow::Result<Value> {
                 .await?
         }
         C::Upload {
-            manifest,
-            component,
+            package,
             key_id,
             secret_key,
             server,
         } => {
+            let (manifest, component) = package.resolve()?;
             let client = Client::new(server)?;
             let signature = sign_files(&secret_key, &manifest, &component)?;
             let uploaded = client
@@ -910,6 +1069,23 @@ pub async fn execute(command: PluginCommand) -> anyhow::Result<Value> {
                 .get(&format!("/plugins/{version_id}/package"))
                 .await?;
             save_package(&package, &out)?
+        }
+        C::Receipts {
+            version_id,
+            hook,
+            limit,
+            server,
+        } => {
+            let mut path = format!("/plugins/{version_id}/receipts?limit={limit}");
+            if let Some(hook) = hook {
+                path.push_str(&format!("&hook={hook}"));
+            }
+            Client::new(server)?.get(&path).await?
+        }
+        C::Stats { version_id, server } => {
+            Client::new(server)?
+                .get(&format!("/plugins/{version_id}/stats"))
+                .await?
         }
         C::Status { version_id, server } => {
             let client = Client::new(server)?;
