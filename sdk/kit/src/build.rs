@@ -68,6 +68,10 @@ pub fn manifest_facts(manifest: &Path) -> Result<(String, String)> {
 
 /// Builds the project in `dir` (see the module doc) and returns what it wrote.
 pub fn build(dir: &Path) -> Result<Built> {
+    // Absolute, so that what `build` prints can be used from any folder.
+    let dir = &dir
+        .canonicalize()
+        .with_context(|| format!("while resolving {}", dir.display()))?;
     let lang = Lang::detect(dir)?;
     let manifest = dir.join("plugin.toml");
     let (name, wit) = manifest_facts(&manifest)?;

@@ -783,7 +783,10 @@ mod tests {
         create(&p).expect("created");
         let code = fs::read_to_string(root.path().join("p/plugin.js")).expect("code");
         assert!(code.contains("hooks: [\"settle\"]"));
-        assert_eq!(code.matches("not-implemented").count(), 4);
+        assert_eq!(
+            code.matches("throw { tag: \"not-implemented\" }").count(),
+            4
+        );
         assert!(!root.path().join("p/fixtures/points-bonus.json").exists());
     }
 }

@@ -120,9 +120,11 @@ fn install_once(dir: &Path, install: impl FnOnce(&Path) -> Result<()>) -> Result
     Ok(())
 }
 
-/// Runs a command, failing with `what` and its status.
+/// Runs a command, failing with `what` and its status. Its output goes to stderr: the
+/// `coalition` commands print their answer, and only that, on stdout.
 pub(crate) fn run(command: &mut Command, what: &str) -> Result<()> {
     let status = command
+        .stdout(std::io::stderr())
         .status()
         .with_context(|| format!("could not start: {what}"))?;
     if !status.success() {
