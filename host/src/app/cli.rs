@@ -139,7 +139,10 @@ pub enum AdminCommand {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref())?;
-    init_tracing(&config);
+    // `coalition plugin …` answers in JSON on stdout and speaks on stderr; the runtime's
+    // info lines (a plugin loaded) would bury what a partner needs there.
+    let quiet = matches!(cli.command, Command::Plugin(_));
+    init_tracing(&config, quiet);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -340,9 +343,11 @@ async fn members_export(
     Ok(())
 }
 
-fn init_tracing(config: &Config) {
+/// Logs to stderr: `RUST_LOG` when set, else the configured filter, else (`quiet`) warnings.
+fn init_tracing(config: &Config, quiet: bool) {
+    let default = if quiet { "warn" } else { &config.log_filter };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_filter));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -96,8 +96,8 @@ pub enum PluginCommand {
     /// the server (same runtime, same engine settings), and print its decision and what it cost
     /// against the manifest's budget and the platform's maxima. Fails (non-zero exit) when the
     /// call fails or the host would refuse the decision. The input is a call as the server
-    /// records it: an item of `GET /plugins/{id}/receipts`, or its `input` alone
-    /// (`{"invocation": …, "config": …, "input": {"points-bonus": …}}`).
+    /// records it: an item of `GET /plugins/{id}/receipts`, its `input` alone
+    /// (`{"invocation": …, "config": …, "input": {"points-bonus": …}}`), or a fixture.
     Run {
         #[command(flatten)]
         package: PackageArgs,
@@ -481,9 +481,18 @@ pub fn run_call(
     use coalition_runtime::model::CallInput;
 
     let parsed = plugin.manifest();
-    // A receipt as `GET /plugins/{id}/receipts` lists it carries the call under `input`.
+    // A receipt as `GET /plugins/{id}/receipts` lists it carries the call under `input`; a
+    // fixture carries it under `call`, with the `now` to run at.
+    let fixture_now = recorded["now"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| recorded["now"].as_i64().map(|ms| ms.to_string()));
+    let now = now.map(str::to_owned).or(fixture_now);
+    let now = now.as_deref();
     let call = if recorded.get("invocation").is_some() {
         recorded
+    } else if recorded.get("call").is_some() {
+        recorded["call"].clone()
     } else {
         recorded["input"].clone()
     };
