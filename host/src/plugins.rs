@@ -614,8 +614,11 @@ pub fn accept_bonuses(outcomes: Vec<BonusOutcome>, base_points: i64) -> Accepted
                     Hook::PointsBonus,
                     err.kind.code(),
                     format!(
-                        "the purchase earned without this plugin's bonuses: {}",
-                        err.kind
+                        "the purchase earned without this plugin's bonuses: {}{}",
+                        err.kind,
+                        err.fuel_used
+                            .map(|fuel| format!(" (fuel used {fuel})"))
+                            .unwrap_or_default()
                     ),
                 ));
                 continue;

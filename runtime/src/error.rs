@@ -41,6 +41,11 @@ pub struct PluginError {
     pub operation: Operation,
     /// What went wrong.
     pub kind: ErrorKind,
+    /// Fuel the call consumed before it failed: deterministic like a receipt's, except when
+    /// the deadline stopped it (that depends on the machine's speed); none when no guest code
+    /// ran (not implemented, input rejected, circuit open, overloaded, loading). Non-zero, so
+    /// the option costs no space in an error every hook result carries.
+    pub fuel_used: Option<std::num::NonZeroU64>,
 }
 
 impl PluginError {
@@ -281,6 +286,7 @@ mod tests {
             version: "1.0.0".into(),
             operation: Operation::Hook(Hook::Settle),
             kind: ErrorKind::FuelExhausted { fuel: 10 },
+            fuel_used: std::num::NonZeroU64::new(10),
         };
         assert_eq!(
             err.to_string(),

@@ -536,6 +536,7 @@ impl LoadedPlugin {
             version: self.inner.manifest.version.clone(),
             operation: Operation::Hook(hook),
             kind,
+            fuel_used: None,
         }
     }
 
@@ -623,6 +624,11 @@ impl LoadedPlugin {
             m.duration.record(duration.as_secs_f64());
         }
 
+        // A failure that ran guest code reports the fuel it burnt, as a receipt would.
+        let ran_fuel = outcome
+            .as_ref()
+            .ok()
+            .and_then(|ran| std::num::NonZeroU64::new(ran.fuel_used));
         let result = outcome.and_then(|ran| {
             if let Some(m) = self.hook_metrics(hook) {
                 m.fuel.record(ran.fuel_used as f64);
@@ -693,7 +699,10 @@ impl LoadedPlugin {
             }
             Transition::None => {}
         }
-        result.map_err(|kind| self.fail(hook, kind))
+        result.map_err(|kind| PluginError {
+            fuel_used: ran_fuel,
+            ..self.fail(hook, kind)
+        })
     }
 
     /// Instantiates and calls: the only part that runs guest code.

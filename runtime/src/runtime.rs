@@ -151,6 +151,7 @@ impl Runtime {
             version: manifest.version.clone(),
             operation,
             kind,
+            fuel_used: None,
         };
         let load_error = |e: LoadError| fail(Operation::Load, ErrorKind::Load(e));
 

@@ -1958,5 +1958,29 @@ both_backends!(
             err.to_string().contains(&format!("code {server_code}")),
             "{err} vs {server_code}"
         );
+        // And the same fuel: what the server recorded with the skipped decision.
+        let server_detail = body["skipped_decisions"]
+            .as_array()
+            .expect("skipped")
+            .iter()
+            .find(|s| s["plugin"] == "infinite-loop")
+            .and_then(|s| s["detail"].as_str())
+            .expect("detail")
+            .to_owned();
+        let fuel_of = |text: &str| -> u64 {
+            let at = text.find("fuel used ").expect("fuel used") + "fuel used ".len();
+            text[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("a number")
+        };
+        let server_fuel = fuel_of(&server_detail);
+        assert!(server_fuel > 0, "{server_detail}");
+        assert_eq!(
+            fuel_of(&err.to_string()),
+            server_fuel,
+            "{err} vs {server_detail}"
+        );
     }
 );

@@ -769,10 +769,16 @@ mod tests {
         assert!(create(&p).is_err());
         let mut p = project(Lang::Python, &root.path().join("p"));
         p.hooks = vec!["sleep".into()];
-        assert!(create(&p).unwrap_err().to_string().contains("unknown hook"));
+        assert!(create(&p)
+            .expect_err("unknown hook")
+            .to_string()
+            .contains("unknown hook"));
         fs::write(root.path().join("keep"), "x").expect("write");
         let p = project(Lang::Python, root.path());
-        assert!(create(&p).unwrap_err().to_string().contains("not empty"));
+        assert!(create(&p)
+            .expect_err("full folder")
+            .to_string()
+            .contains("not empty"));
     }
 
     #[test]

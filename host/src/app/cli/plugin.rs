@@ -575,9 +575,11 @@ pub fn run_call(
             }))
         }
         Err(err) => bail!(
-            "{} (code {}; budget: fuel {}, memory {} MiB, deadline {} ms)",
+            "{} (code {}; fuel used {}; budget: fuel {}, memory {} MiB, deadline {} ms)",
             err,
             err.kind.code(),
+            err.fuel_used
+                .map_or_else(|| "none: no guest code ran".to_owned(), |f| f.to_string()),
             budget.fuel,
             budget.memory_mib,
             budget.deadline_ms
