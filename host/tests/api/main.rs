@@ -6,6 +6,7 @@ mod helpers;
 mod authz_matrix;
 mod bad_input;
 mod brands;
+mod cli;
 mod connections;
 mod counter;
 mod health;
