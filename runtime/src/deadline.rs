@@ -77,7 +77,7 @@ fn duration_ms(d: Duration) -> u32 {
 
 /// CPU time consumed by the calling thread so far.
 #[cfg(unix)]
-fn thread_cpu_time() -> Option<Duration> {
+pub fn thread_cpu_time() -> Option<Duration> {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     let secs = u64::try_from(ts.tv_sec).ok()?;
     let nanos = u32::try_from(ts.tv_nsec).ok()?;
@@ -85,7 +85,7 @@ fn thread_cpu_time() -> Option<Duration> {
 }
 
 #[cfg(not(unix))]
-fn thread_cpu_time() -> Option<Duration> {
+pub fn thread_cpu_time() -> Option<Duration> {
     None
 }
 

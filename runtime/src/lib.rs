@@ -59,6 +59,7 @@ pub mod validate;
 pub use bindings::WitVersion;
 pub use breaker::{BreakerConfig, BreakerState, Clock, ManualClock, SystemClock};
 pub use cache::{ArtifactSource, Surface};
+pub use deadline::thread_cpu_time;
 pub use engine::{EPOCH_TICK, MAX_WASM_STACK_BYTES};
 pub use error::{ErrorKind, LoadError, Operation, PluginError, SetupError, TrapKind};
 pub use manifest::{Manifest, ManifestError};

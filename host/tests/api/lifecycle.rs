@@ -1864,6 +1864,9 @@ both_backends!(
             .expect("peak memory");
         let cap = local["cost"]["budget"]["memory_mib"].as_u64().expect("cap") * 1024 * 1024;
         assert!(peak > 0 && peak <= cap, "{local}");
+        // CPU time (what the deadline is charged in) and wall time, both reported.
+        assert!(local["cost"]["cpu_us"].is_u64(), "{local}");
+        assert!(local["cost"]["wall_us"].is_u64(), "{local}");
         // Another day: Tuesday has no double points.
         let tuesday = (T0_MS + DAY_MS).to_string();
         let other = execute(run("coffee-bonus", Some(&tuesday)))

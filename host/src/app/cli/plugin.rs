@@ -532,8 +532,16 @@ pub fn run_call(
     };
     let input_bytes = serde_json::to_vec(&call).map(|v| v.len()).unwrap_or(0);
     let started = std::time::Instant::now();
+    let cpu_started = coalition_runtime::thread_cpu_time();
     let outcome = plugin.call(&ctx, call.input.as_args());
     let wall_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    // The deadline is charged in this thread's CPU time: the same clock, around the call.
+    let cpu_us = match (cpu_started, coalition_runtime::thread_cpu_time()) {
+        (Some(from), Some(to)) => {
+            Value::from(u64::try_from(to.saturating_sub(from).as_micros()).unwrap_or(u64::MAX))
+        }
+        _ => Value::Null,
+    };
     let budgets = json!({
         "fuel": budget.fuel,
         "memory_mib": budget.memory_mib,
@@ -561,6 +569,7 @@ pub fn run_call(
                     "peak_memory_bytes": decision.receipt.peak_memory_bytes,
                     "duration_us": decision.receipt.duration_us,
                     "wall_us": wall_us,
+                    "cpu_us": cpu_us,
                     "input_bytes": input_bytes,
                     "output_bytes": serde_json::to_vec(&decision.value).map(|v| v.len()).unwrap_or(0),
                     "budget": budgets,
@@ -594,13 +603,14 @@ fn cost_line(cost: &Value) -> String {
     }
     let budget = &cost["budget"];
     format!(
-        "fuel {}/{}  memory {:.1}/{} MiB  {} µs/{} ms",
+        "fuel {}/{}  memory {:.1}/{} MiB  cpu {} µs/{} ms  wall {} µs",
         cost["fuel_used"],
         budget["fuel"],
         cost["peak_memory_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0),
         budget["memory_mib"],
-        cost["duration_us"],
-        budget["deadline_ms"]
+        cost["cpu_us"],
+        budget["deadline_ms"],
+        cost["wall_us"]
     )
 }
 
