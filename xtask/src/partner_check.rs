@@ -15,7 +15,8 @@
 //!    fixtures, costs printed), `keygen` for the brand and its partner brand, `register-key`,
 //!    then against a real server (`coalition serve --demo` on a fresh SQLite file): the admin
 //!    approves the keys, the brand `upload`s (signed), the partner brand `cosign`s after
-//!    checking the hash, the admin `dry-run`s, `approve`s and `deploy`s, and a purchase at the
+//!    checking the hash, the admin `dry-run`s on recorded inputs and the brand on its own
+//!    fixtures, the admin `approve`s and `deploy`s, and a purchase at the
 //!    brand's counter shows the plugin's bonus. Every `coalition` command reads the server and
 //!    key from `COALITION_SERVER` and `COALITION_API_KEY`, as the partner guide says.
 
@@ -349,6 +350,20 @@ fn walk(
         dry_run["inputs"].as_u64().unwrap_or(0) > 0
             && dry_run["items"][0]["candidate_error"].is_null(),
         "the dry run replayed nothing, or failed: {dry_run}"
+    );
+    // The brand's own dry run, on its fixtures: the same decisions as `plugin test` expects.
+    let own = cli.run(
+        &dir,
+        brand_key(keys, p.brand, "brand")?,
+        &["plugin", "dry-run", &version, "--fixtures", "fixtures"],
+    )?;
+    println!(
+        "    dry run on its own fixtures ({}): {} fixtures, {} decisions differ",
+        own["baseline"], own["inputs"], own["differing"]
+    );
+    ensure!(
+        own["baseline"] == "fixtures" && own["inputs"].as_u64() > Some(0) && own["differing"] == 0,
+        "the fixtures dry run disagrees with the fixtures: {own}"
     );
     cli.run(
         &dir,

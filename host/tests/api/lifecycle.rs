@@ -1777,6 +1777,99 @@ both_backends!(
 );
 
 both_backends!(
+    a_first_version_with_nothing_recorded_dry_runs_on_the_brands_fixtures,
+    |app| async move {
+        let coffee = partner(&app, "coffee").await;
+        let version = upload(&app, &coffee, "coffee-bonus").await;
+        let id = version["id"].as_str().expect("id").to_owned();
+        let path = format!("/plugins/{id}/dry-run");
+        // Nothing recorded anywhere: recorded inputs cannot help a first version.
+        let (status, body) = app
+            .post(&path, &coffee.api_key, &idem(), &json!({ "limit": 10 }))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "no_recorded_inputs", "{body}");
+
+        let call = json!({
+            "invocation": {"now_ms": T0_MS, "utc_offset_minutes": 480, "seed": 1,
+                           "brand": "coffee"},
+            "config": {},
+            "input": {"points-bonus": {
+                "member": {"member_ref": "m-1", "tier": "silver", "tier_rank": 1, "tags": [],
+                           "birthday_month": null, "points_balance": 100,
+                           "qualifying_spend_cents": 0, "spend": [], "member_since_ms": 0},
+                "order": {"order_id": "o-1", "brand": "coffee", "lines": [
+                    {"line_id": "1", "sku": "latte", "category": "coffee", "quantity": 2,
+                     "unit_price_cents": 3_200, "excluded": false}],
+                    "total_cents": 6_400, "paid_with_points_cents": 0, "base_points": 64}}}
+        });
+        let (status, first) = app
+            .post(
+                &path,
+                &coffee.api_key,
+                &idem(),
+                &json!({ "fixtures": [
+                    { "name": "see", "call": call },
+                    { "name": "wrong", "call": call, "expect": [{"points": 1}] },
+                ]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        assert_eq!(first["baseline"], "fixtures", "{first}");
+        assert_eq!(first["inputs"], 2, "{first}");
+        assert_eq!(first["differing"], 1, "{first}");
+        let seen = &first["items"][0];
+        assert_eq!(seen["receipt_id"], "fixture:see", "{first}");
+        assert_eq!(seen["differs"], false, "{first}");
+        assert!(seen["candidate_fuel_used"].as_u64() > Some(0), "{first}");
+        let decision = seen["candidate_output"].clone();
+        assert!(decision.is_array(), "{first}");
+        assert_eq!(first["items"][1]["differs"], true, "{first}");
+        // The decision it gave, expected: it agrees.
+        let (status, again) = app
+            .post(
+                &path,
+                &coffee.api_key,
+                &idem(),
+                &json!({ "fixtures": [{ "name": "same", "call": call, "expect": decision }] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(again["differing"], 0, "{again}");
+
+        // Refused, naming why: a hook it does not implement, a call that does not parse,
+        // recorded inputs and fixtures at once, no fixture at all.
+        let mut coupon_call = call.clone();
+        coupon_call["input"] = json!({"apply-coupon": {
+            "coupon": {"code": "X", "template_id": "t", "funding_brand": "coffee", "params": []},
+            "cart": {"brand": "coffee", "lines": [], "total_cents": 0, "applied_templates": []}}});
+        for (body, says) in [
+            (
+                json!({ "fixtures": [{ "name": "c", "call": coupon_call }] }),
+                "does not implement",
+            ),
+            (
+                json!({ "fixtures": [{ "name": "b", "call": {"input": 1} }] }),
+                "does not parse",
+            ),
+            (
+                json!({ "limit": 5, "fixtures": [{ "name": "a", "call": call }] }),
+                "not both",
+            ),
+            (json!({ "fixtures": [] }), "fixtures"),
+        ] {
+            let (status, problem) = app.post(&path, &coffee.api_key, &idem(), &body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+            assert_eq!(problem["code"], "validation_failed", "{problem}");
+            assert!(
+                problem["detail"].as_str().is_some_and(|d| d.contains(says)),
+                "{problem}"
+            );
+        }
+    }
+);
+
+both_backends!(
     a_starting_node_validates_uploads_a_stopped_one_left,
     |app| async move {
         let coffee = partner(&app, "coffee").await;

@@ -329,13 +329,18 @@ pub enum PluginCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Run a candidate on the active version's recorded inputs (admin).
+    /// Run a candidate on recorded inputs (the active version's; for a first version, other
+    /// plugins' at its brands) or on your own fixtures, and show each changed decision. Admins,
+    /// or the brand that uploaded the version.
     DryRun {
         /// The version id.
         version_id: String,
         /// Recorded inputs per hook.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "fixtures")]
         limit: Option<i64>,
+        /// A folder of fixtures (as `test` reads them) to run instead of recorded inputs.
+        #[arg(long, value_name = "DIR")]
+        fixtures: Option<PathBuf>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -618,6 +623,39 @@ fn cost_line(cost: &Value) -> String {
 fn read_call(path: &Path) -> anyhow::Result<Value> {
     serde_json::from_str(&read_text(path)?)
         .with_context(|| format!("{} is not JSON", path.display()))
+}
+
+/// The fixtures of `dir` as a dry run sends them: name, call (at the fixture's `now`, when it
+/// has one) and expected decision.
+fn read_fixtures(dir: &Path) -> anyhow::Result<Vec<Value>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("while reading {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{} holds no *.json fixtures", dir.display());
+    }
+    files
+        .iter()
+        .map(|file| {
+            let fixture = read_call(file)?;
+            let mut call = fixture["call"].clone();
+            if !call.is_object() {
+                bail!("{}: no `call` object", file.display());
+            }
+            let now = fixture["now"]
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| fixture["now"].as_i64().map(|ms| ms.to_string()));
+            if let Some(now) = now {
+                call["invocation"]["now_ms"] = parse_now(&now)?.into();
+            }
+            let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
+            Ok(json!({"name": name, "call": call, "expect": fixture["expect"]}))
+        })
+        .collect()
 }
 
 /// Runs the fixtures of `dir` (`coalition plugin test`): see the command's help.
@@ -1201,13 +1239,15 @@ pub async fn execute(command: PluginCommand) -> anyhow::Result<Value> {
         C::DryRun {
             version_id,
             limit,
+            fixtures,
             server,
         } => {
+            let body = match fixtures {
+                Some(dir) => json!({"fixtures": read_fixtures(&dir)?}),
+                None => json!({"limit": limit}),
+            };
             Client::new(server)?
-                .post(
-                    &format!("/plugins/{version_id}/dry-run"),
-                    json!({"limit": limit}),
-                )
+                .post(&format!("/plugins/{version_id}/dry-run"), body)
                 .await?
         }
         C::Shadow {

@@ -819,19 +819,73 @@ pub async fn plugins_shadow_results(
     ))
 }
 
-/// A dry run's size.
+/// What a dry run runs the candidate on: the last `limit` recorded inputs per hook, or the
+/// brand's own `fixtures` (not both).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DryRunRequest {
     /// Recorded inputs per hook (default 50, at most 500).
     #[serde(default)]
     pub limit: Option<i64>,
+    /// The brand's own fixtures instead of recorded inputs (1..=100), as `coalition plugin
+    /// test` reads them; `coalition plugin dry-run --fixtures DIR` sends a folder of them.
+    #[serde(default)]
+    pub fixtures: Option<Vec<DryRunFixture>>,
+}
+
+/// One fixture of a dry run.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DryRunFixture {
+    /// Its name (1..=64 bytes), shown as `fixture:<name>`.
+    pub name: String,
+    /// The call: `{"invocation": …, "config": …, "input": {"<hook>": …}}`, as receipts record
+    /// it.
+    #[schema(value_type = Object)]
+    pub call: serde_json::Value,
+    /// The decision it must give (as receipts show decisions); absent to only see the
+    /// candidate's.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub expect: Option<serde_json::Value>,
+}
+
+/// The fixtures of a dry-run request, checked and parsed.
+fn parse_fixtures(fixtures: Vec<DryRunFixture>) -> DomainResult<Vec<dryrun::Fixture>> {
+    if fixtures.is_empty() || fixtures.len() > dryrun::MAX_DRY_RUN_FIXTURES {
+        return Err(DomainError::validation(format!(
+            "fixtures: 1..={} of them",
+            dryrun::MAX_DRY_RUN_FIXTURES
+        )));
+    }
+    fixtures
+        .into_iter()
+        .map(|fixture| {
+            if fixture.name.is_empty() || fixture.name.len() > 64 {
+                return Err(DomainError::validation(
+                    "a fixture's name is 1..=64 bytes".to_owned(),
+                ));
+            }
+            let call = serde_json::from_value(fixture.call).map_err(|err| {
+                DomainError::validation(format!(
+                    "fixture {}: the call does not parse: {err}",
+                    fixture.name
+                ))
+            })?;
+            Ok(dryrun::Fixture {
+                name: fixture.name,
+                call,
+                expect: fixture.expect,
+            })
+        })
+        .collect()
 }
 
 /// Runs a candidate version on the last N recorded inputs of its plugin's active version and
 /// reports, per input, whether the decision differs, with fuel and latency side by side. A
 /// first version (no active version) runs on the newest inputs other plugins of its hooks
-/// recorded at its brands (`baseline: other_plugins`). Nothing is stored or applied. Admins,
+/// recorded at its brands (`baseline: other_plugins`); with `fixtures`, any version runs on
+/// the brand's own fixtures instead (`baseline: fixtures`). Nothing is stored or applied. Admins,
 /// or the brand that uploaded the version (a brand's first-version dry run reads only inputs
 /// recorded at its own counters); a co-signing brand gets 403, others 404.
 #[utoipa::path(post, path = "/plugins/{version_id}/dry-run", tag = "plugin lifecycle",
@@ -839,6 +893,9 @@ pub struct DryRunRequest {
     request_body = DryRunRequest,
     responses(
         (status = 200, body = DryRunReport),
+        (status = 400, body = Problem, content_type = "application/problem+json",
+            description = "`validation_failed`: limit out of range, limit and fixtures together, \
+            a fixture that does not parse or calls a hook the version does not implement"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json",
@@ -856,6 +913,17 @@ pub async fn plugins_dry_run(
         Role::Admin => None,
         _ => principal.brand_id.as_deref(),
     };
+    if let Some(fixtures) = req.fixtures {
+        if req.limit.is_some() {
+            return Err(DomainError::validation(
+                "limit applies to recorded inputs; send limit or fixtures, not both".to_owned(),
+            ));
+        }
+        let fixtures = parse_fixtures(fixtures)?;
+        return Ok(ApiJson(
+            dryrun::dry_run_fixtures(&state.store, &state.plugins, &version_id, fixtures).await?,
+        ));
+    }
     let limit = req.limit.unwrap_or(dryrun::DEFAULT_DRY_RUN_INPUTS);
     if !(1..=dryrun::MAX_DRY_RUN_INPUTS).contains(&limit) {
         return Err(DomainError::validation(format!(
