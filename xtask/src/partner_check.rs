@@ -115,6 +115,9 @@ const NEW_PARTNERS: [NewPartner; 3] = [
     },
 ];
 
+/// The hooks each new partner implements: all of them.
+const ALL_HOOKS: &str = "points-bonus,list-perks,redeem-perk,apply-coupon,settle";
+
 /// Step 5 of the module doc.
 fn three_languages(outside: &Path, packaged_sdk: &Path) -> Result<()> {
     fs::create_dir_all(outside)?;
@@ -254,6 +257,7 @@ fn walk(
     let dir = outside.join(p.name);
     let dir_arg = dir.display().to_string();
     let sdk_arg = packaged_sdk.display().to_string();
+    // Every hook, so that every template of every language is built, tested and dry-run.
     let mut new = vec![
         "plugin",
         "new",
@@ -264,6 +268,8 @@ fn walk(
         p.brand,
         "--partner",
         p.partner,
+        "--hooks",
+        ALL_HOOKS,
         "--dir",
         &dir_arg,
     ];

@@ -165,6 +165,25 @@ fn inner_output(output: &HookOutput) -> serde_json::Value {
     }
 }
 
+/// Whether a version may be dry-run: not before validation, not once rejected, and not while
+/// it serves (its calls are recorded already).
+fn dry_runnable(candidate: &registry::InstalledVersion) -> DomainResult<()> {
+    if matches!(
+        candidate.status.as_str(),
+        "uploaded" | "rejected" | "active"
+    ) {
+        return Err(DomainError::conflict(
+            "invalid_transition",
+            format!(
+                "version is {}; dry runs are for validated, co-signed, approved or retired \
+                 versions",
+                candidate.status
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Dry-runs version `id` against the last `limit` recorded inputs of its plugin's active
 /// version, for every hook the candidate implements; a first version (no active version)
 /// against the newest inputs other plugins of the same hooks recorded at its brands.
@@ -182,19 +201,7 @@ pub async fn dry_run(
     let candidate = registry::get(store.read(), id)
         .await?
         .ok_or_else(|| DomainError::not_found("plugin version", id))?;
-    if matches!(
-        candidate.status.as_str(),
-        "uploaded" | "rejected" | "active"
-    ) {
-        return Err(DomainError::conflict(
-            "invalid_transition",
-            format!(
-                "version is {}; dry runs are for validated, co-signed, approved or retired \
-                 versions",
-                candidate.status
-            ),
-        ));
-    }
+    dry_runnable(&candidate)?;
     let active: Option<(String, String, String)> = sqlx::query_as(
         "SELECT id, version, component_sha256 FROM plugin_versions
          WHERE name = $1 AND status = 'active'",
@@ -295,19 +302,7 @@ pub async fn dry_run_fixtures(
     let candidate = registry::get(store.read(), id)
         .await?
         .ok_or_else(|| DomainError::not_found("plugin version", id))?;
-    if matches!(
-        candidate.status.as_str(),
-        "uploaded" | "rejected" | "active"
-    ) {
-        return Err(DomainError::conflict(
-            "invalid_transition",
-            format!(
-                "version is {}; dry runs are for validated, co-signed, approved or retired \
-                 versions",
-                candidate.status
-            ),
-        ));
-    }
+    dry_runnable(&candidate)?;
     if let Some(other) = fixtures.iter().find(|f| {
         !candidate
             .hooks

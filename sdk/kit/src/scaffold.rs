@@ -380,39 +380,76 @@ const RUST_SETTLE: &str = r#"
     }
 "#;
 
-fn js_code(p: &NewProject, hooks: &[&str]) -> String {
+/// What differs between the JavaScript and the Python project: the file's template, the
+/// shared perk helper, each hook's code (in [`HOOKS`] order), the stub of a hook left out, and
+/// how `describe()` names a hook.
+struct Script {
+    template: &'static str,
+    gift: &'static str,
+    code: [&'static str; 5],
+    stub: [&'static str; 5],
+    hook_name: fn(&str) -> String,
+}
+
+/// The code of a JavaScript or Python project: the chosen hooks written, the others stubs that
+/// answer `not-implemented`.
+fn script_code(p: &NewProject, hooks: &[&str], script: &Script) -> String {
     let has = |h: &str| hooks.contains(&h);
-    let mut helpers = String::new();
-    if has("list-perks") || has("redeem-perk") {
-        helpers.push_str(JS_GIFT);
-    }
-    let part = |hook: &str, code: &'static str, name: &str| {
-        if has(hook) {
-            code.to_owned()
-        } else {
-            format!("  {name}() {{\n    throw {{ tag: \"not-implemented\" }};\n  }},\n")
-        }
+    let helpers = if has("list-perks") || has("redeem-perk") {
+        script.gift
+    } else {
+        ""
     };
-    let body = [
-        part("points-bonus", JS_POINTS_BONUS, "pointsBonus"),
-        part("list-perks", JS_LIST_PERKS, "listPerks"),
-        part("redeem-perk", JS_REDEEM_PERK, "redeemPerk"),
-        part("apply-coupon", JS_APPLY_COUPON, "applyCoupon"),
-        part("settle", JS_SETTLE, "settle"),
-    ]
-    .concat();
+    let body: String = HOOKS
+        .iter()
+        .enumerate()
+        .map(|(i, hook)| {
+            if has(hook) {
+                script.code[i]
+            } else {
+                script.stub[i]
+            }
+        })
+        .collect();
     let hook_list = hooks
         .iter()
-        .map(|h| format!("{h:?}"))
+        .map(|h| (script.hook_name)(h))
         .collect::<Vec<_>>()
         .join(", ");
-    JS_TEMPLATE
-        .replace("__HELPERS__", &helpers)
+    script
+        .template
+        .replace("__HELPERS__", helpers)
         .replace("__BODY__", &body)
         .replace("__HOOK_LIST__", &hook_list)
         .replace("__BRANDS__", &script_brands(p))
         .replace("__NAME__", &p.name)
         .replace("__BRAND__", &p.brand)
+}
+
+fn js_code(p: &NewProject, hooks: &[&str]) -> String {
+    script_code(
+        p,
+        hooks,
+        &Script {
+            template: JS_TEMPLATE,
+            gift: JS_GIFT,
+            code: [
+                JS_POINTS_BONUS,
+                JS_LIST_PERKS,
+                JS_REDEEM_PERK,
+                JS_APPLY_COUPON,
+                JS_SETTLE,
+            ],
+            stub: [
+                "  pointsBonus() {\n    throw { tag: \"not-implemented\" };\n  },\n",
+                "  listPerks() {\n    throw { tag: \"not-implemented\" };\n  },\n",
+                "  redeemPerk() {\n    throw { tag: \"not-implemented\" };\n  },\n",
+                "  applyCoupon() {\n    throw { tag: \"not-implemented\" };\n  },\n",
+                "  settle() {\n    throw { tag: \"not-implemented\" };\n  },\n",
+            ],
+            hook_name: |h| format!("{h:?}"),
+        },
+    )
 }
 
 const JS_TEMPLATE: &str = r#"// __NAME__: the __BRAND__ brand's plugin, a component built with `coalition plugin build`.
@@ -495,50 +532,29 @@ const JS_SETTLE: &str = r#"  // A perk funded by one brand and honoured by anoth
 "#;
 
 fn python_code(p: &NewProject, hooks: &[&str]) -> String {
-    let has = |h: &str| hooks.contains(&h);
-    let mut helpers = String::new();
-    if has("list-perks") || has("redeem-perk") {
-        helpers.push_str(PY_GIFT);
-    }
-    let part = |hook: &str, code: &'static str, sig: &str| {
-        if has(hook) {
-            code.to_owned()
-        } else {
-            format!("\n    def {sig}:\n        raise Err(t.HookError_NotImplemented())\n")
-        }
-    };
-    let body = [
-        part(
-            "points-bonus",
-            PY_POINTS_BONUS,
-            "points_bonus(self, inv, member, order)",
-        ),
-        part("list-perks", PY_LIST_PERKS, "list_perks(self, inv, member)"),
-        part(
-            "redeem-perk",
-            PY_REDEEM_PERK,
-            "redeem_perk(self, inv, member, request)",
-        ),
-        part(
-            "apply-coupon",
-            PY_APPLY_COUPON,
-            "apply_coupon(self, inv, coupon, cart)",
-        ),
-        part("settle", PY_SETTLE, "settle(self, inv, event)"),
-    ]
-    .concat();
-    let hook_list = hooks
-        .iter()
-        .map(|h| format!("t.Hook.{}", h.replace('-', "_").to_uppercase()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    PY_TEMPLATE
-        .replace("__HELPERS__", &helpers)
-        .replace("__BODY__", &body)
-        .replace("__HOOK_LIST__", &hook_list)
-        .replace("__BRANDS__", &script_brands(p))
-        .replace("__NAME__", &p.name)
-        .replace("__BRAND__", &p.brand)
+    script_code(
+        p,
+        hooks,
+        &Script {
+            template: PY_TEMPLATE,
+            gift: PY_GIFT,
+            code: [
+                PY_POINTS_BONUS,
+                PY_LIST_PERKS,
+                PY_REDEEM_PERK,
+                PY_APPLY_COUPON,
+                PY_SETTLE,
+            ],
+            stub: [
+                "\n    def points_bonus(self, inv, member, order):\n        raise Err(t.HookError_NotImplemented())\n",
+                "\n    def list_perks(self, inv, member):\n        raise Err(t.HookError_NotImplemented())\n",
+                "\n    def redeem_perk(self, inv, member, request):\n        raise Err(t.HookError_NotImplemented())\n",
+                "\n    def apply_coupon(self, inv, coupon, cart):\n        raise Err(t.HookError_NotImplemented())\n",
+                "\n    def settle(self, inv, event):\n        raise Err(t.HookError_NotImplemented())\n",
+            ],
+            hook_name: |h| format!("t.Hook.{}", h.replace('-', "_").to_uppercase()),
+        },
+    )
 }
 
 const PY_TEMPLATE: &str = r#""""__NAME__: the __BRAND__ brand's plugin, a component built with `coalition plugin build`.

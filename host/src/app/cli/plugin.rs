@@ -488,11 +488,8 @@ pub fn run_call(
     let parsed = plugin.manifest();
     // A receipt as `GET /plugins/{id}/receipts` lists it carries the call under `input`; a
     // fixture carries it under `call`, with the `now` to run at.
-    let fixture_now = recorded["now"]
-        .as_str()
-        .map(str::to_owned)
-        .or_else(|| recorded["now"].as_i64().map(|ms| ms.to_string()));
-    let now = now.map(str::to_owned).or(fixture_now);
+    let recorded_now = fixture_now(&recorded);
+    let now = now.map(str::to_owned).or(recorded_now);
     let now = now.as_deref();
     let call = if recorded.get("invocation").is_some() {
         recorded
@@ -625,9 +622,8 @@ fn read_call(path: &Path) -> anyhow::Result<Value> {
         .with_context(|| format!("{} is not JSON", path.display()))
 }
 
-/// The fixtures of `dir` as a dry run sends them: name, call (at the fixture's `now`, when it
-/// has one) and expected decision.
-fn read_fixtures(dir: &Path) -> anyhow::Result<Vec<Value>> {
+/// The `*.json` files of a fixtures folder, sorted; none is an error.
+fn fixture_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("while reading {}", dir.display()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -637,6 +633,21 @@ fn read_fixtures(dir: &Path) -> anyhow::Result<Vec<Value>> {
     if files.is_empty() {
         bail!("{} holds no *.json fixtures", dir.display());
     }
+    Ok(files)
+}
+
+/// A fixture's `now`: RFC 3339 text or Unix milliseconds, as `--now` takes it.
+fn fixture_now(fixture: &Value) -> Option<String> {
+    fixture["now"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| fixture["now"].as_i64().map(|ms| ms.to_string()))
+}
+
+/// The fixtures of `dir` as a dry run sends them: name, call (at the fixture's `now`, when it
+/// has one) and expected decision.
+fn read_fixtures(dir: &Path) -> anyhow::Result<Vec<Value>> {
+    let files = fixture_files(dir)?;
     files
         .iter()
         .map(|file| {
@@ -645,10 +656,7 @@ fn read_fixtures(dir: &Path) -> anyhow::Result<Vec<Value>> {
             if !call.is_object() {
                 bail!("{}: no `call` object", file.display());
             }
-            let now = fixture["now"]
-                .as_str()
-                .map(str::to_owned)
-                .or_else(|| fixture["now"].as_i64().map(|ms| ms.to_string()));
+            let now = fixture_now(&fixture);
             if let Some(now) = now {
                 call["invocation"]["now_ms"] = parse_now(&now)?.into();
             }
@@ -660,15 +668,7 @@ fn read_fixtures(dir: &Path) -> anyhow::Result<Vec<Value>> {
 
 /// Runs the fixtures of `dir` (`coalition plugin test`): see the command's help.
 pub fn test_fixtures(manifest: &Path, component: &Path, dir: &Path) -> anyhow::Result<Value> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("while reading {}", dir.display()))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!("{} holds no *.json fixtures", dir.display());
-    }
+    let files = fixture_files(dir)?;
     let plugin = load_built(manifest, component)?;
     let mut results = Vec::new();
     let mut failed = 0;
@@ -679,10 +679,7 @@ pub fn test_fixtures(manifest: &Path, component: &Path, dir: &Path) -> anyhow::R
             .and_then(|s| s.to_str())
             .unwrap_or("?")
             .to_owned();
-        let now = fixture["now"]
-            .as_str()
-            .map(str::to_owned)
-            .or_else(|| fixture["now"].as_i64().map(|ms| ms.to_string()));
+        let now = fixture_now(&fixture);
         let outcome = run_call(&plugin, fixture["call"].clone(), now.as_deref(), None, &[]);
         let result = match outcome {
             Ok(ran) if ran["decision"] == fixture["expect"] => {
