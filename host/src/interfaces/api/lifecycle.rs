@@ -639,6 +639,7 @@ async fn version_action(
         (status = 200, body = InstalledVersion),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json",
             description = "`invalid_transition`"),
     ))]
