@@ -49,8 +49,6 @@ const GUEST_DIRS: [&str; 3] = ["", "hostile", "changed"];
 const CORRUPT_SOURCE: &str = "coffee-bonus";
 /// Name of the corrupt fixture.
 const CORRUPT_NAME: &str = "corrupt";
-/// First bytes of a component (magic, then layer 1 version 0x0d): a core module has 01 00 00 00.
-const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 
 /// Flags of `build-plugins`.
 #[derive(clap::Args, Default)]
@@ -112,7 +110,7 @@ pub fn run(args: &Args) -> Result<()> {
                 .with_context(|| format!("while componentizing {}", guest.name))?
         } else {
             ensure!(
-                bytes.starts_with(&COMPONENT_HEADER),
+                bytes.starts_with(&coalition_kit::build::COMPONENT_HEADER),
                 "{} ({}) is not a component",
                 artifact.display(),
                 guest.target
@@ -313,13 +311,7 @@ fn cargo_build(workspace: &Path, target_dir: &Path, target: &str, packages: &[&s
 /// partner kit, exactly as `coalition plugin build` does; one whose sources are older than its
 /// output in `out_dir` is not rebuilt (componentize-js and componentize-py take 10–25 s each).
 fn build_foreign_guests(workspace: &Path, out_dir: &Path) -> Result<()> {
-    if std::env::var_os(coalition_kit::tools::TOOLS_DIR_ENV).is_none() {
-        // The pinned tools go under target/, beside everything else a clean clone builds.
-        std::env::set_var(
-            coalition_kit::tools::TOOLS_DIR_ENV,
-            paths::repo_root().join("target/tools"),
-        );
-    }
+    paths::use_repo_tools();
     for lang_dir in FOREIGN_DIRS {
         let parent = workspace.join(lang_dir);
         if !parent.is_dir() {

@@ -122,13 +122,7 @@ const ALL_HOOKS: &str = "points-bonus,list-perks,redeem-perk,apply-coupon,settle
 fn three_languages(outside: &Path, packaged_sdk: &Path) -> Result<()> {
     fs::create_dir_all(outside)?;
     let binary = crate::contract::build_server()?;
-    if std::env::var_os(coalition_kit::tools::TOOLS_DIR_ENV).is_none() {
-        // The pinned tools `cargo xtask build-plugins` installed; a partner's go to ~/.cache.
-        std::env::set_var(
-            coalition_kit::tools::TOOLS_DIR_ENV,
-            paths::repo_root().join("target/tools"),
-        );
-    }
+    paths::use_repo_tools();
     let server = crate::contract::Server::start(&binary, &outside.join("server"))?;
     let keys: Value = serde_json::from_slice(&fs::read(server.data_dir.join("demo-keys.json"))?)?;
     let result = (|| {

@@ -23,3 +23,15 @@ pub fn plugins_out_dir() -> PathBuf {
         _ => repo_root().join("target").join("plugins"),
     }
 }
+
+/// Points the partner kit's pinned tools (componentize-js, componentize-py) at `target/tools/`
+/// under the root, beside everything else a clean clone builds, unless `COALITION_TOOLS_DIR`
+/// says otherwise (a partner's go to `~/.cache/coalition/tools`).
+pub fn use_repo_tools() {
+    if std::env::var_os(coalition_kit::tools::TOOLS_DIR_ENV).is_none() {
+        std::env::set_var(
+            coalition_kit::tools::TOOLS_DIR_ENV,
+            repo_root().join("target/tools"),
+        );
+    }
+}

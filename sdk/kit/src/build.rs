@@ -24,7 +24,7 @@ use crate::{Lang, WIT_TEXT, WIT_VERSION};
 /// The plain WebAssembly target Rust plugins build for.
 pub const RUST_TARGET: &str = "wasm32-unknown-unknown";
 /// First bytes of a component (magic, then layer 1 version 0x0d); a core module has 01 00 00 00.
-const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+pub const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 /// The world every plugin exports.
 const WORLD: &str = "plugin";
 
