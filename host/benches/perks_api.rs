@@ -15,7 +15,8 @@
 mod common;
 
 use common::{
-    drive, env_usize, on_both_backends, print_api_vs_raw, raw_claim, raw_complete, raw_debit, Row,
+    drive, drive_latencies, env_usize, on_both_backends, print_api_vs_raw, raw_claim, raw_complete,
+    raw_debit, Latencies, Row, Stats,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +34,11 @@ const DEFAULT_REQUESTS: usize = 2_000;
 const DEFAULT_CLIENTS: usize = 16;
 /// Members the load is spread over.
 const MEMBERS: usize = 400;
+/// Quiet/noisy round pairs of the noisy-neighbour comparison (interleaved, so drift of the
+/// machine's speed hits both sides alike).
+const NOISY_ROUNDS: usize = 4;
+/// Fuel given to the spinning plugin: the platform maximum, so its deadline stops it first.
+const SPINNER_FUEL: &str = "fuel = 50_000_000";
 /// Each member's restaurant dinner, cents: unlocks the cinema perk and earns 10,000 points,
 /// enough for 20 redemptions.
 const DINNER_CENTS: i64 = 1_000_000;
@@ -147,6 +153,26 @@ async fn setup(url: String, dir: tempfile::TempDir, http: &reqwest::Client) -> E
     .await
     .expect("counter key")
     .secret;
+    // The noisy neighbour: a plugin whose list-perks spins until its 20 ms deadline stops it,
+    // installed now and killed at once (it serves only in the noisy rounds).
+    let spinner = std::fs::read_to_string(dir_plugins.join("infinite-loop.toml"))
+        .expect("manifest")
+        .replace("fuel = 2_000_000", SPINNER_FUEL);
+    assert!(
+        spinner.contains(SPINNER_FUEL),
+        "the fixture's fuel line moved"
+    );
+    coalition::plugins::registry::install(
+        &state.store,
+        &state.plugins,
+        &spinner,
+        std::fs::read(dir_plugins.join("infinite-loop.wasm")).expect("component"),
+        serde_json::Map::new(),
+        "bench",
+        now,
+    )
+    .await
+    .expect("install the spinner");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -172,6 +198,7 @@ async fn setup(url: String, dir: tempfile::TempDir, http: &reqwest::Client) -> E
     )
     .await;
     assert!(status.is_success(), "{body}");
+    switch_spinner(http, &base, &admin, "kill").await;
     let resp = http
         .put(format!(
             "{base}/perks/cinema-dinner/cinema-ticket-half/inventory"
@@ -218,6 +245,76 @@ async fn setup(url: String, dir: tempfile::TempDir, http: &reqwest::Client) -> E
         server,
         _dir: dir,
     }
+}
+
+/// Kills or resumes the spinning plugin through the API.
+async fn switch_spinner(http: &reqwest::Client, base: &str, admin: &str, action: &str) {
+    let (status, body) = post(
+        http,
+        format!("{base}/plugin-names/infinite-loop/{action}"),
+        admin,
+        uuid::Uuid::new_v4().to_string(),
+        json!({ "reason": "noisy-neighbour bench" }),
+    )
+    .await;
+    assert!(status.is_success(), "{action}: {body}");
+}
+
+/// Listings of the whole population with the spinner killed (quiet) and serving (noisy), in
+/// interleaved rounds; each side's latencies merged over its rounds.
+async fn noisy_neighbour(
+    env: &Env,
+    http: &reqwest::Client,
+    clients: usize,
+    requests: usize,
+) -> (Stats, Stats) {
+    let (mut quiet, mut noisy) = (Latencies::default(), Latencies::default());
+    for _ in 0..NOISY_ROUNDS {
+        for serving in [false, true] {
+            switch_spinner(
+                http,
+                &env.base,
+                &env.admin,
+                if serving { "resume" } else { "kill" },
+            )
+            .await;
+            let (http, base, admin, members) = (
+                http.clone(),
+                env.base.clone(),
+                env.admin.clone(),
+                env.members.clone(),
+            );
+            let run = drive_latencies(clients, requests, move |i| {
+                let (http, base, admin, members) =
+                    (http.clone(), base.clone(), admin.clone(), members.clone());
+                async move {
+                    let m = &members[i % members.len()];
+                    match http
+                        .get(format!("{base}/members/{m}/perks"))
+                        .bearer_auth(&admin)
+                        .send()
+                        .await
+                    {
+                        // The healthy plugins' two perks, whatever the spinner did.
+                        Ok(r) if r.status().is_success() => r
+                            .json::<serde_json::Value>()
+                            .await
+                            .map(|v| v["perks"].as_array().map_or(0, Vec::len) == 2)
+                            .unwrap_or(false),
+                        _ => false,
+                    }
+                }
+            })
+            .await;
+            if serving {
+                noisy.merge(run);
+            } else {
+                quiet.merge(run);
+            }
+        }
+    }
+    switch_spinner(http, &env.base, &env.admin, "kill").await;
+    (quiet.stats(), noisy.stats())
 }
 
 /// Points a perk costs (the cinema perk of `cinema-dinner`).
@@ -489,6 +586,22 @@ async fn bench_backend(
         api: checkout,
         raw,
     });
+
+    let (quiet, noisy) = noisy_neighbour(&env, &http, clients, requests / 2).await;
+    println!(
+        "{name}: noisy neighbour, {NOISY_ROUNDS} interleaved rounds of {} listings each side: \
+         quiet p50 {:.2} ms p99 {:.2} ms, spinner serving p50 {:.2} ms ({:.2}×) p99 {:.2} ms \
+         ({:.2}×), errors {} / {}",
+        requests / 2,
+        quiet.p50_us as f64 / 1000.0,
+        quiet.p99_us as f64 / 1000.0,
+        noisy.p50_us as f64 / 1000.0,
+        noisy.p50_us as f64 / quiet.p50_us.max(1) as f64,
+        noisy.p99_us as f64 / 1000.0,
+        noisy.p99_us as f64 / quiet.p99_us.max(1) as f64,
+        quiet.errors,
+        noisy.errors,
+    );
 
     let _ = env.shutdown.send(());
     let _ = env.server.await;

@@ -48,6 +48,10 @@ pub struct PluginsConfig {
     pub artifact_dir: PathBuf,
     /// Plugin calls that may run at once on this node (instance pool slots).
     pub max_concurrent_calls: u32,
+    /// Calls of one plugin (all its versions) that may run at once on this node; more fail
+    /// open at once with `saturated`. 0 means half of `max_concurrent_calls`: a plugin that
+    /// spins to its deadline on every call then leaves the other half to the other brands.
+    pub max_concurrent_calls_per_plugin: u32,
     /// How long the background validation of an upload may compile before the version is
     /// rejected with `compile_timeout` (which the uploader may retry). A JavaScript or Python
     /// guest of 12–18 MB compiles in 14–16 s on a 2-core machine with an optimised compiler;
@@ -70,6 +74,7 @@ impl Default for PluginsConfig {
         Self {
             artifact_dir: PathBuf::new(),
             max_concurrent_calls: 16,
+            max_concurrent_calls_per_plugin: 0,
             validation_budget_ms: 120_000,
             upload_wait_ms: 5_000,
         }
@@ -236,6 +241,10 @@ impl PluginHost {
         let runtime = Runtime::new(RuntimeConfig {
             artifact_dir: Some(artifact_dir),
             max_concurrent_calls: config.max_concurrent_calls,
+            max_concurrent_calls_per_plugin: match config.max_concurrent_calls_per_plugin {
+                0 => None,
+                n => Some(n),
+            },
             clock: Arc::new(BreakerClock::new(clock)),
             ..RuntimeConfig::default()
         })
@@ -370,10 +379,15 @@ impl PluginHost {
         }
     }
 
-    /// Perks from every active plugin, in parallel, failing open.
-    pub async fn list_perks(&self, invocation: Invocation, member: MemberContext) -> PerkListing {
-        let plugins: Vec<(LoadedPlugin, model::Config)> = self
-            .serving(&member.member_ref)
+    /// Perks from `serving` (the member's serving versions, or some of them), in parallel,
+    /// failing open.
+    pub async fn list_perks(
+        &self,
+        invocation: Invocation,
+        member: MemberContext,
+        serving: Vec<ActivePlugin>,
+    ) -> PerkListing {
+        let plugins: Vec<(LoadedPlugin, model::Config)> = serving
             .iter()
             .filter(|p| p.plugin.implements(Hook::ListPerks))
             .map(|p| (p.plugin.clone(), p.config.clone()))

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use coalition_runtime::model::{self, Hook, HookInput, SettleKind};
 use coalition_runtime::{CallContext, LoadedPlugin, Manifest, Runtime, RuntimeConfig};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 
 /// 2025-03-17 09:30 at UTC+8: a Monday in March, so the weekday bonus applies.
 const MONDAY_MS: i64 = 1_742_175_000_000;
@@ -557,6 +557,140 @@ fn starved_host(c: &mut Criterion) {
     );
 }
 
+/// Calls timed per guest for the one-table comparison (fresh instance each).
+const GUEST_CALLS: usize = 2_000;
+/// Cached loads timed per guest.
+const GUEST_LOADS: usize = 20;
+
+/// One fixture's recorded call, with its order widened to [`LINES`] lines (same category and
+/// brand, so the decision keeps its shape).
+fn fixture_call(path: &str) -> model::CallInput {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path);
+    let text = std::fs::read_to_string(&file).expect("fixture");
+    let value: serde_json::Value = serde_json::from_str(&text).expect("fixture is JSON");
+    let mut call: model::CallInput =
+        serde_json::from_value(value["call"].clone()).expect("fixture call");
+    if let HookInput::PointsBonus { order, .. } = &mut call.input {
+        let category = order.lines[0].category.clone();
+        order.lines = lines(&category);
+        order.lines.iter_mut().for_each(|l| l.excluded = false);
+        order.total_cents = total(&order.lines);
+        order.base_points = order.total_cents / 100;
+    }
+    call
+}
+
+fn median_and_p99(mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort_unstable();
+    let at = |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)];
+    (at(50), at(99))
+}
+
+/// Rust, JavaScript and Python guests on one table: component size, compile, cached load,
+/// first call, fresh-call median and p99 over [`GUEST_CALLS`] calls, fuel. Timed with a plain
+/// loop (criterion gives no p99); printed as Markdown to stderr.
+/// Runs only when no filter is given or the filter names it (`cargo bench … -- guests`): it
+/// is a plain loop, which criterion's filter does not reach.
+#[allow(unsafe_code)]
+fn guests(_c: &mut Criterion) {
+    use std::time::Instant;
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-') && a != "bench");
+    if filter.is_some_and(|f| !"guests".contains(f.as_str())) {
+        return;
+    }
+    // `BENCH_KEEP_RESIDENT_MIB`: linear memory kept resident between calls (pool-wide), to
+    // compare the default with one that covers a 12–18 MB guest's touched heap.
+    let keep_mib = std::env::var("BENCH_KEEP_RESIDENT_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    let (rt, _dir) = runtime(|c| {
+        if let Some(mib) = keep_mib {
+            c.memory_keep_resident_bytes = mib << 20;
+        }
+    });
+    eprintln!(
+        "memory kept resident: {} MiB",
+        keep_mib.map_or("default (2)".to_string(), |m| m.to_string())
+    );
+    let cases = [
+        (
+            "Rust",
+            "coffee-bonus",
+            model::CallInput {
+                invocation: invocation("coffee"),
+                config: model::Config::new(),
+                input: HookInput::PointsBonus {
+                    member: member(),
+                    order: order("coffee", "coffee"),
+                },
+            },
+        ),
+        (
+            "JavaScript",
+            "restaurant-weekend",
+            fixture_call("plugins/js/restaurant-weekend/fixtures/saturday-triples.json"),
+        ),
+        (
+            "Python",
+            "cinema-popcorn",
+            fixture_call("plugins/python/cinema-popcorn/fixtures/list-diner-sees-popcorn.json"),
+        ),
+    ];
+    eprintln!("| guest | plugin / hook | component | compile | cached load (median) | first call | fresh call median | p99 | fuel |");
+    eprintln!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (language, name, call) in cases {
+        let bytes = read(name, "wasm");
+        let started = Instant::now();
+        wasmtime::component::Component::new(rt.engine(), &bytes).expect("compiles");
+        let compile = started.elapsed();
+        let plugin = load(&rt, name);
+        let artifact = rt
+            .artifact_path(plugin.component_sha256())
+            .expect("artifact dir configured");
+        let loads: Vec<Duration> = (0..GUEST_LOADS)
+            .map(|_| {
+                let started = Instant::now();
+                // SAFETY: the artifact was written by this runtime for this engine.
+                unsafe { wasmtime::component::Component::deserialize_file(rt.engine(), &artifact) }
+                    .expect("maps");
+                started.elapsed()
+            })
+            .collect();
+        let ctx = CallContext {
+            invocation: call.invocation.clone(),
+            config: call.config.clone(),
+        };
+        let args = call.input.as_args();
+        let started = Instant::now();
+        let first = plugin.call(&ctx, args).expect("guest call succeeds");
+        let first_call = started.elapsed();
+        let calls: Vec<Duration> = (0..GUEST_CALLS)
+            .map(|_| {
+                let started = Instant::now();
+                std::hint::black_box(plugin.call(&ctx, args).expect("call"));
+                started.elapsed()
+            })
+            .collect();
+        let (median, p99) = median_and_p99(calls);
+        let (load_median, _) = median_and_p99(loads);
+        eprintln!(
+            "| {language} | {name} / {} | {:.1} MB | {:.2} s | {:.2} ms | {:.2} ms | {:.0} µs | {:.0} µs | {} |",
+            call.input.hook(),
+            bytes.len() as f64 / 1e6,
+            compile.as_secs_f64(),
+            load_median.as_secs_f64() * 1e3,
+            first_call.as_secs_f64() * 1e3,
+            median.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6,
+            first.receipt.fuel_used,
+        );
+    }
+}
+
 fn config() -> Criterion {
     // Short runs: the machine is shared; medians are stable well before criterion's defaults.
     Criterion::default()
@@ -568,6 +702,51 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = hooks, pool, receipt, load_times, starved_host
+    targets = hooks, pool, receipt, load_times, starved_host, guests
 }
-criterion_main!(benches);
+/// The calls whose instructions callgrind counts (`--toggle-collect=*counted_calls*`).
+#[inline(never)]
+fn counted_calls(
+    plugin: &LoadedPlugin,
+    ctx: &CallContext,
+    args: coalition_runtime::HookArgs<'_>,
+    calls: usize,
+) {
+    for _ in 0..calls {
+        std::hint::black_box(plugin.call(ctx, args).expect("call"));
+    }
+}
+
+/// `BENCH_COUNT=plugin/hook:calls`: makes one untimed call of that case, then `calls` more
+/// inside [`counted_calls`], and exits. Run under callgrind to count instructions per call,
+/// which this machine's 2× speed drift does not move:
+///
+/// ```text
+/// BENCH_COUNT=coffee-bonus/settle:1000 valgrind --tool=callgrind --toggle-collect='*counted_calls*' \
+///     --callgrind-out-file=/dev/null target/release/deps/hooks-<hash>
+/// ```
+fn count_mode(spec: &str) {
+    let (case_name, calls) = spec.split_once(':').unwrap_or((spec, "1000"));
+    let calls: usize = calls.parse().expect("BENCH_COUNT calls is a number");
+    let case = cases()
+        .into_iter()
+        .find(|c| format!("{}/{}", c.plugin, c.hook) == case_name)
+        .unwrap_or_else(|| panic!("no case {case_name}"));
+    // One pool slot: valgrind cannot reserve the address space of the default pool.
+    let (rt, _dir) = runtime(|c| c.max_concurrent_calls = 1);
+    let plugin = load(&rt, case.plugin);
+    let ctx = CallContext::new(case.invocation.clone());
+    let args = case.input.as_args();
+    plugin.call(&ctx, args).expect("warm-up call");
+    counted_calls(&plugin, &ctx, args, calls);
+    eprintln!("{case_name}: {calls} calls counted");
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("BENCH_COUNT") {
+        count_mode(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

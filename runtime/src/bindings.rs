@@ -71,13 +71,13 @@ pub(crate) enum GuestError {
 /// A pre-linked component of some supported version.
 #[derive(Clone)]
 pub(crate) enum PluginPre {
-    V0_1_0(v0_1_0::PluginPre<CallState>),
+    V0_1_0(v0_1_0::Pre),
 }
 
 impl PluginPre {
     pub fn new(version: WitVersion, pre: InstancePre<CallState>) -> wasmtime::Result<PluginPre> {
         match version {
-            WitVersion::V0_1_0 => Ok(PluginPre::V0_1_0(v0_1_0::PluginPre::new(pre)?)),
+            WitVersion::V0_1_0 => Ok(PluginPre::V0_1_0(v0_1_0::Pre::new(pre)?)),
         }
     }
 

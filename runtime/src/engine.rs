@@ -174,7 +174,8 @@ pub(crate) struct Slots {
     freed: Condvar,
 }
 
-pub(crate) struct SlotGuard<'a>(&'a Slots);
+/// A held instance slot, or a place in a plugin's share of them; released on drop.
+pub struct SlotGuard<'a>(&'a Slots);
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
@@ -213,6 +214,34 @@ impl Slots {
     }
 }
 
+/// One plugin's share of the instance slots: at most `limit` of its calls run at once, all
+/// versions together. A plugin that spins to its deadline on every call then queues its own
+/// excess calls here, in front of its share, instead of in front of the slots every other
+/// brand's calls need.
+pub(crate) struct Share {
+    places: Slots,
+    limit: u32,
+}
+
+impl Share {
+    pub fn new(limit: u32) -> Share {
+        let limit = limit.max(1);
+        Share {
+            places: Slots::new(limit),
+            limit,
+        }
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// A place, waiting at most `wait`; on timeout returns how long it waited.
+    pub fn acquire(&self, wait: Duration) -> Result<SlotGuard<'_>, Duration> {
+        self.places.acquire(wait)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +250,17 @@ mod tests {
     fn deadline_rounds_up_and_adds_a_tick() {
         assert_eq!(deadline_ticks(1), 2);
         assert_eq!(deadline_ticks(20), 21);
+    }
+
+    #[test]
+    fn a_share_refuses_past_its_limit_and_frees_on_drop() {
+        let share = Share::new(2);
+        let a = share.acquire(Duration::ZERO).expect("first");
+        let _b = share.acquire(Duration::ZERO).expect("second");
+        assert!(share.acquire(Duration::ZERO).is_err());
+        drop(a);
+        assert!(share.acquire(Duration::ZERO).is_ok());
+        assert_eq!(Share::new(0).limit(), 1);
     }
 
     #[test]

@@ -216,6 +216,15 @@ pub enum ErrorKind {
         /// How long the call waited.
         waited_ms: u64,
     },
+    /// The plugin's share of the instance slots (calls of all its versions together) stayed
+    /// full for the whole slot wait: one plugin can never occupy every slot.
+    #[error("plugin saturated: {limit} of its calls were running for all of {waited_ms} ms")]
+    Saturated {
+        /// The per-plugin bound (`max_concurrent_calls_per_plugin`).
+        limit: u32,
+        /// How long the call waited for a place.
+        waited_ms: u64,
+    },
     /// Loading failed.
     #[error("{0}")]
     Load(LoadError),
@@ -238,6 +247,7 @@ impl ErrorKind {
             ErrorKind::CircuitOpen { .. } => "circuit_open",
             ErrorKind::InputRejected(_) => "input_rejected",
             ErrorKind::Overloaded { .. } => "overloaded",
+            ErrorKind::Saturated { .. } => "saturated",
             ErrorKind::Load(_) => "load",
         }
     }

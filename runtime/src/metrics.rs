@@ -61,6 +61,9 @@ pub fn describe() {
 #[derive(Clone)]
 pub(crate) struct HookMetrics {
     pub calls: Counter,
+    /// Calls that ran guest code through this loaded version, kept beside the exported
+    /// counter so the host (and tests) can read it without a metrics recorder.
+    pub ran: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub fuel: Histogram,
     pub duration: Histogram,
     pub logs_dropped: Counter,
@@ -75,6 +78,7 @@ impl HookMetrics {
         ];
         HookMetrics {
             calls: metrics::counter!(CALLS_TOTAL, &labels),
+            ran: std::sync::Arc::default(),
             fuel: metrics::histogram!(FUEL_USED, &labels),
             duration: metrics::histogram!(CALL_DURATION_SECONDS, &labels),
             logs_dropped: metrics::counter!(LOGS_DROPPED_TOTAL, &labels),

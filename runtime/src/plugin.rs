@@ -13,7 +13,7 @@ use crate::bindings::GuestError;
 use crate::breaker::{Admission, Breaker, BreakerState, Transition};
 use crate::cache::{ArtifactSource, Compiled};
 use crate::deadline::CallClock;
-use crate::engine::{SleepRefused, SHADOW_STACK_OVERFLOW_FRAMES};
+use crate::engine::{Share, SleepRefused, SlotGuard, SHADOW_STACK_OVERFLOW_FRAMES};
 use crate::error::{ErrorKind, Operation, PluginError, TrapKind};
 use crate::limits::{Limits, MAX_INPUT_BYTES, MAX_OUTPUT_BYTES};
 use crate::manifest::Manifest;
@@ -146,6 +146,7 @@ struct PluginInner {
     component_sha256: String,
     artifact_source: ArtifactSource,
     breaker: Arc<Breaker>,
+    share: Arc<Share>,
     name: Arc<str>,
     version: Arc<str>,
     metrics: BTreeMap<Hook, HookMetrics>,
@@ -274,7 +275,7 @@ impl LoadedPlugin {
         compiled: Arc<Compiled>,
         component_sha256: String,
         artifact_source: ArtifactSource,
-        breaker: Arc<Breaker>,
+        (breaker, share): (Arc<Breaker>, Arc<Share>),
     ) -> LoadedPlugin {
         let metrics = Hook::ALL
             .into_iter()
@@ -296,6 +297,7 @@ impl LoadedPlugin {
                 component_sha256,
                 artifact_source,
                 breaker,
+                share,
                 metrics,
             }),
         }
@@ -319,6 +321,21 @@ impl LoadedPlugin {
     /// What `describe` returned at load.
     pub fn info(&self) -> &PluginInfo {
         &self.inner.info
+    }
+
+    /// Calls of `hook` that ran guest code through this loaded version since it was loaded
+    /// (replays and dry runs included).
+    pub fn calls_run(&self, hook: Hook) -> u64 {
+        self.hook_metrics(hook)
+            .map_or(0, |m| m.ran.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Holds one place of this plugin's share of the instance slots, as a running call does,
+    /// until the guard is dropped; `None` when the share is full. For tests and benchmarks
+    /// that need the share occupied without racing real calls.
+    #[doc(hidden)]
+    pub fn hold_call_share(&self) -> Option<SlotGuard<'_>> {
+        self.inner.share.acquire(std::time::Duration::ZERO).ok()
     }
 
     /// True when the plugin implements `hook` (per `describe`).
@@ -714,6 +731,16 @@ impl LoadedPlugin {
         args: &HookArgs<'_>,
     ) -> Result<Ran, ErrorKind> {
         let runtime = &self.inner.runtime;
+        // This plugin's share first: a plugin that already runs its share (one spinning to its
+        // deadline, say) queues here, not for the slots the other plugins need.
+        let _share = self
+            .inner
+            .share
+            .acquire(runtime.config.slot_wait)
+            .map_err(|waited| ErrorKind::Saturated {
+                limit: self.inner.share.limit(),
+                waited_ms: waited.as_millis() as u64,
+            })?;
         // The slot is held until the store is dropped, so the pool never runs out.
         let _slot = runtime
             .slots
@@ -734,6 +761,9 @@ impl LoadedPlugin {
             limits,
             invocation,
         )?;
+        if let Some(m) = self.hook_metrics(args.hook()) {
+            m.ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let result = self.inner.compiled.pre.call(&mut store, invocation, args);
         let fuel_used = fuel_used(&store, &limits);
         let output = match result {

@@ -10,7 +10,7 @@ use wasmtime::Engine;
 
 use crate::breaker::{Breaker, BreakerConfig, BreakerState, Clock, SystemClock};
 use crate::cache::{self, ArtifactSource, ArtifactStore, Compiled, CompiledCache};
-use crate::engine::{self, EngineSizing, Slots};
+use crate::engine::{self, EngineSizing, Share, Slots};
 use crate::error::{ErrorKind, LoadError, Operation, PluginError, SetupError};
 use crate::limits::{Limits, MAX_COMPONENT_BYTES, MAX_DEADLINE_MS};
 use crate::manifest::Manifest;
@@ -35,6 +35,10 @@ pub struct RuntimeConfig {
     pub max_concurrent_calls: u32,
     /// How long a call waits for a slot before failing with `Overloaded`.
     pub slot_wait: Duration,
+    /// Calls of one plugin (all its versions) that may run at once; more are refused at once
+    /// with `Saturated`. Below `max_concurrent_calls`, so a plugin spinning to its deadline
+    /// on every call leaves slots for the others. `None`: half of `max_concurrent_calls`.
+    pub max_concurrent_calls_per_plugin: Option<u32>,
     /// Circuit breaker settings.
     pub breaker: BreakerConfig,
     /// Clock for the breaker (inject a `ManualClock` in tests).
@@ -53,12 +57,19 @@ impl Default for RuntimeConfig {
             // Calls are CPU-bound and short: twice the cores keeps them busy while some wait.
             max_concurrent_calls: (cores * 2).clamp(4, 64),
             slot_wait: DEFAULT_SLOT_WAIT,
+            max_concurrent_calls_per_plugin: None,
             breaker: BreakerConfig::default(),
             clock: Arc::new(SystemClock),
             memory_keep_resident_bytes: engine::DEFAULT_MEMORY_KEEP_RESIDENT_BYTES,
             table_keep_resident_bytes: engine::DEFAULT_TABLE_KEEP_RESIDENT_BYTES,
         }
     }
+}
+
+/// The per-plugin bound for `slots` instance slots: `configured`, or half of them (at least
+/// one), never more than all of them.
+pub fn plugin_share(slots: u32, configured: Option<u32>) -> u32 {
+    configured.unwrap_or(slots / 2).clamp(1, slots.max(1))
 }
 
 /// Runs plugins. Cheap to clone; share one per process.
@@ -74,6 +85,7 @@ pub(crate) struct RuntimeInner {
     artifacts: ArtifactStore,
     compiled: CompiledCache,
     breakers: Mutex<HashMap<(String, String), Arc<Breaker>>>,
+    shares: Mutex<HashMap<String, Arc<Share>>>,
     pub slots: Slots,
     pub config: RuntimeConfig,
 }
@@ -106,6 +118,7 @@ impl Runtime {
                 artifacts,
                 compiled: cache::new_compiled_cache(),
                 breakers: Mutex::new(HashMap::new()),
+                shares: Mutex::new(HashMap::new()),
                 slots: Slots::new(slots),
                 config,
             }),
@@ -196,6 +209,25 @@ impl Runtime {
                 })
                 .clone()
         };
+        let share = {
+            let mut shares = self
+                .inner
+                .shares
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            shares
+                .entry(manifest.name.clone())
+                .or_insert_with(|| {
+                    Arc::new(Share::new(plugin_share(
+                        self.inner
+                            .config
+                            .max_concurrent_calls
+                            .clamp(1, engine::MAX_POOL_SLOTS),
+                        self.inner.config.max_concurrent_calls_per_plugin,
+                    )))
+                })
+                .clone()
+        };
         metrics::breaker_state(&manifest.name, &manifest.version, breaker.state());
         tracing::info!(
             plugin = %manifest.name,
@@ -212,7 +244,7 @@ impl Runtime {
             compiled,
             sha256,
             source,
-            breaker,
+            (breaker, share),
         ))
     }
 

@@ -28,6 +28,51 @@ where
     F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = bool> + Send,
 {
+    drive_latencies(clients, total, op).await.stats()
+}
+
+/// What one driven run measured: every latency, the errors and the run's duration. Runs of the
+/// same operation can be merged (for interleaved comparisons) before the percentiles are taken.
+#[derive(Debug, Clone, Default)]
+pub struct Latencies {
+    pub latencies_us: Vec<u64>,
+    pub errors: usize,
+    pub elapsed: Duration,
+}
+
+impl Latencies {
+    /// Adds another run of the same operation.
+    pub fn merge(&mut self, other: Latencies) {
+        self.latencies_us.extend(other.latencies_us);
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+    }
+
+    /// Throughput over the summed run time, and the median and p99 of all latencies.
+    pub fn stats(mut self) -> Stats {
+        self.latencies_us.sort_unstable();
+        let all = &self.latencies_us;
+        let pct = |p: usize| {
+            all.get((all.len() * p / 100).min(all.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
+        Stats {
+            requests: all.len(),
+            errors: self.errors,
+            elapsed: self.elapsed,
+            p50_us: pct(50),
+            p99_us: pct(99),
+        }
+    }
+}
+
+/// [`drive`], keeping every latency.
+pub async fn drive_latencies<F, Fut>(clients: usize, total: usize, op: F) -> Latencies
+where
+    F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
     for c in 0..clients {
@@ -47,27 +92,17 @@ where
             (latencies, errors)
         }));
     }
-    let mut all = Vec::with_capacity(total);
-    let mut errors = 0;
+    let mut run = Latencies {
+        latencies_us: Vec::with_capacity(total),
+        ..Latencies::default()
+    };
     for task in tasks {
         let (latencies, e) = task.await.expect("client task");
-        all.extend(latencies);
-        errors += e;
+        run.latencies_us.extend(latencies);
+        run.errors += e;
     }
-    let elapsed = started.elapsed();
-    all.sort_unstable();
-    let pct = |p: usize| {
-        all.get((all.len() * p / 100).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
-    Stats {
-        requests: total,
-        errors,
-        elapsed,
-        p50_us: pct(50),
-        p99_us: pct(99),
-    }
+    run.elapsed = started.elapsed();
+    run
 }
 
 /// The PostgreSQL server benchmark databases are created on (`COALITION_TEST_PG`).

@@ -4,7 +4,7 @@
 use coalition_runtime::model::{BrandSpend, MemberContext};
 use sqlx::AnyConnection;
 
-use crate::domain::tiers::{self, TierBasis, TiersConfig};
+use crate::domain::tiers::{self, TiersConfig};
 use crate::foundation::clock::DAY_MS;
 use crate::foundation::error::{DomainError, DomainResult};
 
@@ -13,23 +13,62 @@ pub const MAX_TAGS: i64 = 64;
 /// Most brands in `spend` (a coalition has tens of brands).
 pub const MAX_BRANDS: i64 = 64;
 
-/// The context of `member_id` at `now_ms`, and whether the member is blocked.
+/// The member row with everything that is one number per member: the wallet balance, the
+/// qualifying spend in the tier window, and the tier's rank on the stored ladder (with the
+/// ladder's size, 0 when the configured ladder applies). One round trip instead of four: the
+/// context is built for every listing, purchase and redemption.
+type MemberRow = (String, Option<String>, String, i64, i64, i64, i64, i64);
+
+/// Spend in the last 7 and 30 days and visits in the last 30 days, per brand, in one grouped
+/// read over the member's qualifying events and purchases.
+const SPEND_SQL: &str = "SELECT brand_id, CAST(SUM(s7) AS BIGINT), CAST(SUM(s30) AS BIGINT),
+            CAST(SUM(v) AS BIGINT)
+     FROM (SELECT p.brand_id AS brand_id,
+                  CASE WHEN q.occurred_at > $2 THEN q.spend_cents ELSE 0 END AS s7,
+                  q.spend_cents AS s30, 0 AS v
+           FROM qualifying_events q JOIN purchases p ON p.id = q.purchase_id
+           WHERE q.member_id = $1 AND q.occurred_at > $3 AND q.occurred_at <= $4
+           UNION ALL
+           SELECT brand_id, 0, 0, 1 FROM purchases
+           WHERE member_id = $1 AND created_at > $3 AND created_at <= $4) x
+     GROUP BY brand_id ORDER BY brand_id LIMIT $5";
+
+/// The context of `member_id` at `now_ms`, and whether the member is blocked: three reads.
 pub async fn member_context(
     conn: &mut AnyConnection,
     tiers_config: &TiersConfig,
     member_id: &str,
     now_ms: i64,
 ) -> DomainResult<(MemberContext, bool)> {
-    let row: Option<(String, Option<String>, String, i64)> =
-        sqlx::query_as("SELECT tier, birthday, status, created_at FROM members WHERE id = $1")
-            .bind(member_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some((tier, birthday, status, created_at)) = row else {
+    let window_start = now_ms.saturating_sub(tiers_config.window_days.saturating_mul(DAY_MS));
+    let row: Option<MemberRow> = sqlx::query_as(
+        "SELECT m.tier, m.birthday, m.status, m.created_at,
+                CAST(COALESCE((SELECT w.balance FROM point_wallets w WHERE w.member_id = m.id), 0)
+                     AS BIGINT),
+                CAST(COALESCE((SELECT SUM(q.spend_cents) FROM qualifying_events q
+                               WHERE q.member_id = m.id AND q.occurred_at > $2
+                                 AND q.occurred_at <= $3), 0) AS BIGINT),
+                CAST((SELECT COUNT(*) FROM tier_ladder) AS BIGINT),
+                CAST((SELECT COUNT(*) FROM tier_ladder l2 JOIN tier_ladder l ON l.code = m.tier
+                      WHERE l2.rank < l.rank) AS BIGINT)
+         FROM members m WHERE m.id = $1",
+    )
+    .bind(member_id)
+    .bind(window_start)
+    .bind(now_ms)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((tier, birthday, status, created_at, balance, qualifying, stored_rungs, stored_rank)) =
+        row
+    else {
         return Err(DomainError::not_found("member", member_id));
     };
-    let ladder = tiers::load_ladder(&mut *conn, tiers_config).await?;
-    let tier_rank = u32::try_from(tiers::rank_of(&ladder, &tier)).unwrap_or(0);
+    // The stored ladder overrides the configured one when it has any rung (as `load_ladder`).
+    let tier_rank = if stored_rungs > 0 {
+        u32::try_from(stored_rank).unwrap_or(0)
+    } else {
+        u32::try_from(tiers::rank_of(&tiers_config.ladder, &tier)).unwrap_or(0)
+    };
 
     let tags: Vec<(String,)> =
         sqlx::query_as("SELECT tag FROM member_tags WHERE member_id = $1 ORDER BY tag LIMIT $2")
@@ -38,74 +77,25 @@ pub async fn member_context(
             .fetch_all(&mut *conn)
             .await?;
 
-    let balance: Option<(i64,)> =
-        sqlx::query_as("SELECT balance FROM point_wallets WHERE member_id = $1")
-            .bind(member_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-
-    let window_start = now_ms.saturating_sub(tiers_config.window_days.saturating_mul(DAY_MS));
-    let qualifying = tiers::qualifying_between(
-        &mut *conn,
-        TierBasis::Spend,
-        member_id,
-        window_start,
-        now_ms,
-    )
-    .await?;
-
     let since_7d = now_ms.saturating_sub(7 * DAY_MS);
     let since_30d = now_ms.saturating_sub(30 * DAY_MS);
-    let spend_rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT p.brand_id,
-                CAST(COALESCE(SUM(CASE WHEN q.occurred_at > $2 THEN q.spend_cents ELSE 0 END), 0)
-                     AS BIGINT),
-                CAST(COALESCE(SUM(q.spend_cents), 0) AS BIGINT)
-         FROM qualifying_events q JOIN purchases p ON p.id = q.purchase_id
-         WHERE q.member_id = $1 AND q.occurred_at > $3 AND q.occurred_at <= $4
-         GROUP BY p.brand_id ORDER BY p.brand_id LIMIT $5",
-    )
-    .bind(member_id)
-    .bind(since_7d)
-    .bind(since_30d)
-    .bind(now_ms)
-    .bind(MAX_BRANDS)
-    .fetch_all(&mut *conn)
-    .await?;
-    let visit_rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT brand_id, COUNT(*) FROM purchases
-         WHERE member_id = $1 AND created_at > $2 AND created_at <= $3
-         GROUP BY brand_id ORDER BY brand_id LIMIT $4",
-    )
-    .bind(member_id)
-    .bind(since_30d)
-    .bind(now_ms)
-    .bind(MAX_BRANDS)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut spend: Vec<BrandSpend> = spend_rows
+    let spend_rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(SPEND_SQL)
+        .bind(member_id)
+        .bind(since_7d)
+        .bind(since_30d)
+        .bind(now_ms)
+        .bind(MAX_BRANDS)
+        .fetch_all(&mut *conn)
+        .await?;
+    let spend: Vec<BrandSpend> = spend_rows
         .into_iter()
-        .map(|(brand, s7, s30)| BrandSpend {
-            visits_30d: visit_rows
-                .iter()
-                .find(|(b, _)| *b == brand)
-                .map_or(0, |(_, n)| u32::try_from(*n).unwrap_or(u32::MAX)),
+        .map(|(brand, s7, s30, visits)| BrandSpend {
             brand,
             spend_7d_cents: s7.max(0),
             spend_30d_cents: s30.max(0),
+            visits_30d: u32::try_from(visits).unwrap_or(u32::MAX),
         })
         .collect();
-    for (brand, n) in &visit_rows {
-        if !spend.iter().any(|s| &s.brand == brand) {
-            spend.push(BrandSpend {
-                brand: brand.clone(),
-                spend_7d_cents: 0,
-                spend_30d_cents: 0,
-                visits_30d: u32::try_from(*n).unwrap_or(u32::MAX),
-            });
-        }
-    }
-    spend.sort_by(|a, b| a.brand.cmp(&b.brand));
 
     let context = MemberContext {
         member_ref: member_id.to_owned(),
@@ -113,7 +103,7 @@ pub async fn member_context(
         tier_rank,
         tags: tags.into_iter().map(|(t,)| t).collect(),
         birthday_month: birthday.as_deref().and_then(birthday_month),
-        points_balance: balance.map_or(0, |(b,)| b.max(0)),
+        points_balance: balance.max(0),
         qualifying_spend_cents: qualifying.max(0),
         spend,
         member_since_ms: created_at,

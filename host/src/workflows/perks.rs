@@ -1,10 +1,12 @@
 //! Perks a member can see and redeem: plugin offers merged with host-side inventory and limits.
 //!
 //! # Listing
-//! Every serving plugin's `list-perks` runs in parallel and fails open. Its result is cached per
-//! member ([`PerkCache`]) under a fingerprint of everything the call depends on (the member
-//! context, the serving versions and their config, the local day): plugins are deterministic, so
-//! a hit is what the plugins would answer now. Stock, limits and the balance are read fresh on
+//! Every serving plugin's `list-perks` runs in parallel and fails open. Each plugin's result is
+//! cached per member and plugin version ([`PerkCache`]) under a fingerprint of everything the
+//! call depends on (the member context, the version's config, the local day): plugins are
+//! deterministic, so a hit is what the plugin would answer now. Only successes are cached, one
+//! plugin at a time, so a broken plugin is asked again on every listing (its failure may be
+//! transient) while the healthy ones are answered from the cache. Stock, limits and the balance are read fresh on
 //! every listing, so a sold-out perk, a perk over the member's limits, or one the member cannot
 //! afford is never shown.
 //!
@@ -68,9 +70,10 @@ pub const MAX_REDEMPTIONS_PAGE: i64 = 100;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PerksConfig {
-    /// How long a member's plugin perk listing is reused (only while its inputs are unchanged).
+    /// How long one plugin's perk listing for a member is reused (only while its inputs are
+    /// unchanged).
     pub list_cache_ttl_ms: u64,
-    /// Members whose listings are cached; bounds memory.
+    /// Listings cached, one per member and serving plugin version; bounds memory.
     pub list_cache_entries: u64,
     /// How long a checkout keeps its coupons reserved.
     pub checkout_ttl_ms: i64,
@@ -85,7 +88,9 @@ impl Default for PerksConfig {
     fn default() -> Self {
         Self {
             list_cache_ttl_ms: 10_000,
-            list_cache_entries: 100_000,
+            // A listing is a few hundred bytes: 500,000 (100,000 members × 5 plugins) stay
+            // well under 200 MiB.
+            list_cache_entries: 500_000,
             checkout_ttl_ms: 15 * 60 * 1000,
             max_coupons_per_order: 3,
             grant_validity_days: 30,
@@ -96,15 +101,17 @@ impl Default for PerksConfig {
 // ---------------------------------------------------------------------------------------------
 // The listing cache
 
-/// One member's cached plugin listing, valid while its fingerprint matches.
+/// One plugin version's perks for one member, valid while its fingerprint matches.
 #[derive(Debug)]
 pub struct CachedListing {
     fingerprint: [u8; 32],
-    perks: Vec<(String, String, Vec<Perk>)>,
+    plugin: String,
+    version: String,
+    perks: Vec<Perk>,
 }
 
-/// Plugin perk listings per member.
-pub type PerkCache = moka::sync::Cache<String, Arc<CachedListing>>;
+/// Plugin perk listings per (member, plugin version id).
+pub type PerkCache = moka::sync::Cache<(String, String), Arc<CachedListing>>;
 
 /// A cache sized and timed by `[perks]`.
 pub fn perk_cache(config: &PerksConfig) -> PerkCache {
@@ -697,88 +704,109 @@ pub struct PerksList {
     pub unavailable: Vec<UnavailablePlugin>,
 }
 
-/// The fingerprint of everything a `list-perks` call depends on.
-fn fingerprint(
-    member: &MemberContext,
-    serving: &[crate::plugins::ActivePlugin],
-    local_day: i64,
-) -> [u8; 32] {
+/// The part of a `list-perks` fingerprint every plugin shares: the member and the local day.
+fn member_fingerprint(member: &MemberContext, local_day: i64) -> Sha256 {
     let mut hasher = Sha256::new();
     hasher.update(serde_json::to_vec(member).unwrap_or_default());
-    for p in serving {
-        hasher.update(p.version_id.as_bytes());
-        hasher.update([0]);
-        hasher.update(serde_json::to_vec(&p.config).unwrap_or_default());
-        hasher.update([0]);
-    }
     hasher.update(local_day.to_le_bytes());
+    hasher
+}
+
+/// The fingerprint of everything one plugin's `list-perks` call depends on.
+fn fingerprint(shared: &Sha256, plugin: &crate::plugins::ActivePlugin) -> [u8; 32] {
+    let mut hasher = shared.clone();
+    hasher.update(plugin.version_id.as_bytes());
+    hasher.update([0]);
+    hasher.update(serde_json::to_vec(&plugin.config).unwrap_or_default());
     hasher.finalize().into()
 }
 
-/// What the serving plugins' `list-perks` offer `member`, through the listing cache, and the
-/// plugins that failed (their offers are missing).
+/// What the serving plugins' `list-perks` offer `member` (one entry per healthy plugin, in
+/// serving order), through the listing cache, and the plugins that failed (their offers are
+/// missing).
 async fn plugin_offers(
     state: &Services,
     member: MemberContext,
     now_ms: i64,
-) -> (Arc<CachedListing>, Vec<UnavailablePlugin>) {
+) -> (Vec<Arc<CachedListing>>, Vec<UnavailablePlugin>) {
     let offset = state.settings.points.utc_offset_minutes;
     let member_id = member.member_ref.clone();
-    let serving = state.plugins.serving(&member.member_ref);
-    let local_day = (now_ms + offset * 60_000).div_euclid(DAY_MS);
-    let print = fingerprint(&member, &serving, local_day);
-    let cached = state
-        .perk_cache
-        .get(&member_id)
-        .filter(|c| c.fingerprint == print);
-    if let Some(hit) = cached {
-        metrics::counter!("perk_list_cache_total", "outcome" => "hit").increment(1);
-        return (hit, Vec::new());
-    }
-    metrics::counter!("perk_list_cache_total", "outcome" => "miss").increment(1);
-    let invocation = state
+    let serving: Vec<crate::plugins::ActivePlugin> = state
         .plugins
-        .invocation(now_ms, "", &format!("perks:{member_id}"));
-    let listing = state.plugins.list_perks(invocation, member).await;
-    for listed in &listing.perks {
-        let Some(active) = serving
-            .iter()
-            .find(|p| p.plugin.name() == listed.plugin && p.plugin.version() == listed.version)
-        else {
-            continue;
-        };
-        crate::plugins::dryrun::spawn_shadow(
-            &state.store,
-            &state.plugins,
-            &state.clock,
-            active,
-            &listed.decision.receipt,
-            &serde_json::to_string(&listed.decision.value).unwrap_or_default(),
-            &member_id,
-        );
-    }
-    let unavailable: Vec<UnavailablePlugin> = listing
-        .failures
-        .iter()
-        .map(|f| UnavailablePlugin {
-            plugin: f.plugin.clone(),
-            version: f.version.clone(),
-            failure: f.kind.code().to_owned(),
-        })
+        .serving(&member.member_ref)
+        .into_iter()
+        .filter(|p| p.plugin.implements(Hook::ListPerks))
         .collect();
-    let fresh = Arc::new(CachedListing {
-        fingerprint: print,
-        perks: listing
-            .perks
-            .into_iter()
-            .map(|p| (p.plugin, p.version, p.decision.value))
-            .collect(),
-    });
-    // A failure may be transient (an open circuit): never cache a partial listing.
-    if unavailable.is_empty() {
-        state.perk_cache.insert(member_id, Arc::clone(&fresh));
+    let local_day = (now_ms + offset * 60_000).div_euclid(DAY_MS);
+    let shared = member_fingerprint(&member, local_day);
+    // Per serving plugin: its cached listing, or the fingerprint a fresh one will carry.
+    let mut found: Vec<Option<Arc<CachedListing>>> = Vec::with_capacity(serving.len());
+    let mut misses = Vec::new();
+    for active in &serving {
+        let print = fingerprint(&shared, active);
+        let hit = state
+            .perk_cache
+            .get(&(member_id.clone(), active.version_id.clone()))
+            .filter(|c| c.fingerprint == print);
+        let outcome = if hit.is_some() { "hit" } else { "miss" };
+        metrics::counter!("perk_list_cache_total", "outcome" => outcome).increment(1);
+        if hit.is_none() {
+            misses.push((active.clone(), print));
+        }
+        found.push(hit);
     }
-    (fresh, unavailable)
+    let mut unavailable = Vec::new();
+    if !misses.is_empty() {
+        let invocation = state
+            .plugins
+            .invocation(now_ms, "", &format!("perks:{member_id}"));
+        let asked = misses.iter().map(|(active, _)| active.clone()).collect();
+        let listing = state.plugins.list_perks(invocation, member, asked).await;
+        for listed in listing.perks {
+            let Some((active, print)) = misses.iter().find(|(p, _)| {
+                p.plugin.name() == listed.plugin && p.plugin.version() == listed.version
+            }) else {
+                continue;
+            };
+            crate::plugins::dryrun::spawn_shadow(
+                &state.store,
+                &state.plugins,
+                &state.clock,
+                active,
+                &listed.decision.receipt,
+                &serde_json::to_string(&listed.decision.value).unwrap_or_default(),
+                &member_id,
+            );
+            let fresh = Arc::new(CachedListing {
+                fingerprint: *print,
+                plugin: listed.plugin,
+                version: listed.version,
+                perks: listed.decision.value,
+            });
+            state.perk_cache.insert(
+                (member_id.clone(), active.version_id.clone()),
+                Arc::clone(&fresh),
+            );
+            if let Some(slot) = serving
+                .iter()
+                .position(|p| p.version_id == active.version_id)
+                .and_then(|i| found.get_mut(i))
+            {
+                *slot = Some(fresh);
+            }
+        }
+        // A failure may be transient (an open circuit): it is never cached.
+        unavailable = listing
+            .failures
+            .iter()
+            .map(|f| UnavailablePlugin {
+                plugin: f.plugin.clone(),
+                version: f.version.clone(),
+                failure: f.kind.code().to_owned(),
+            })
+            .collect();
+    }
+    (found.into_iter().flatten().collect(), unavailable)
 }
 
 /// The perks `member_id` may see now (see the module docs). With `include_unaffordable`, perks
@@ -814,8 +842,9 @@ pub async fn list(
     drop(conn);
 
     let mut perks = Vec::new();
-    for (plugin, version, offers) in &plugin_perks.perks {
-        for perk in offers {
+    for listing in &plugin_perks {
+        let (plugin, version) = (&listing.plugin, &listing.version);
+        for perk in &listing.perks {
             if perk.valid_until_ms.is_some_and(|until| until < now_ms) {
                 continue;
             }
@@ -984,10 +1013,9 @@ pub async fn authorize_counter_redemption(
         )));
     }
     let honouring = offers
-        .perks
         .iter()
-        .filter(|(plugin, _, _)| plugin == plugin_name)
-        .flat_map(|(_, _, perks)| perks)
+        .filter(|listing| listing.plugin == plugin_name)
+        .flat_map(|listing| &listing.perks)
         .find(|perk| perk.id == perk_id)
         .map(|perk| perk.honouring_brand.as_str());
     match honouring {

@@ -2,6 +2,7 @@
 //! `cargo xtask build-plugins`: bonus points on purchases with stored, replayable receipts; perks
 //! listed from plugins; broken plugins failing open; installs rejected for bad components.
 
+use coalition_runtime::model::Hook;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -313,6 +314,26 @@ both_backends!(
             .find(|u| u["plugin"] == "infinite-loop")
             .expect("loop");
         assert_eq!(loop_failure["failure"], "fuel_exhausted", "{perks}");
+
+        // The broken plugins do not switch the listing cache off for the healthy one: a second
+        // listing asks the broken ones again (their failure may be transient) and answers
+        // parking-perk's offers from the cache.
+        let (status, again) = app
+            .get(&format!("/members/{member}/perks"), &app.admin_key)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(again["perks"], perks["perks"]);
+        assert_eq!(again["unavailable"].as_array().map(Vec::len), Some(2));
+        let runs = |name: &str| {
+            app.state
+                .plugins
+                .serving(&member)
+                .iter()
+                .find(|p| p.plugin.name() == name)
+                .map(|p| p.plugin.calls_run(Hook::ListPerks))
+        };
+        assert_eq!(runs("parking-perk"), Some(1), "served from the cache");
+        assert_eq!(runs("panics"), Some(2), "failures are not cached");
 
         // Both broken plugins implement points-bonus for the mall: the purchase still goes
         // through with its base points, and no receipt is stored for the failed decisions.

@@ -244,3 +244,129 @@ both_backends_no_jobs!(scheduled_evaluation_runs_once_a_month, |app| async move 
     assert_eq!(tier(&app, &m).await["tier"]["code"], "bronze");
     app.stop().await;
 });
+
+both_backends_no_jobs!(
+    the_member_context_plugins_see_reads_every_number_in_three_queries,
+    |app| async move {
+        brand(&app, "store", &[], &[]).await;
+        brand(&app, "cafe", &[], &[]).await;
+        let store = key(&app, "counter", Some("store"), None).await;
+        let cafe = key(&app, "counter", Some("cafe"), None).await;
+        let m = member(&app).await;
+        let context = |app: &TestApp, m: String| {
+            let state = app.state.clone();
+            async move {
+                let mut conn = state.store.read().acquire().await.expect("conn");
+                coalition::plugins::context::member_context(
+                    &mut conn,
+                    &state.settings.tiers,
+                    &m,
+                    state.now_ms(),
+                )
+                .await
+                .expect("context")
+            }
+        };
+
+        let (ctx, blocked) = context(&app, m.clone()).await;
+        assert!(!blocked);
+        assert_eq!((ctx.tier.as_str(), ctx.tier_rank), ("bronze", 0));
+        assert_eq!(ctx.points_balance, 0);
+        assert_eq!(ctx.qualifying_spend_cents, 0);
+        assert!(ctx.spend.is_empty());
+
+        // Coffee ten days ago (inside 30 days, outside 7), then the store today (silver on
+        // the configured ladder), twice at the store.
+        let (status, body) = purchase(&app, &cafe, "cafe", &order("c1", &m, 5_000)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        app.clock.advance_ms(10 * DAY_MS);
+        purchase(&app, &store, "store", &order("s1", &m, 240_000)).await;
+        purchase(&app, &store, "store", &order("s2", &m, 10_000)).await;
+        let (ctx, _) = context(&app, m.clone()).await;
+        assert_eq!((ctx.tier.as_str(), ctx.tier_rank), ("silver", 1));
+        let (wallet,): (i64,) =
+            sqlx::query_as("SELECT balance FROM point_wallets WHERE member_id = $1")
+                .bind(&m)
+                .fetch_one(app.state.store.read())
+                .await
+                .expect("wallet");
+        assert!(wallet > 0);
+        assert_eq!(ctx.points_balance, wallet);
+        assert_eq!(ctx.qualifying_spend_cents, 255_000);
+        let spend: Vec<(&str, i64, i64, u32)> = ctx
+            .spend
+            .iter()
+            .map(|s| {
+                (
+                    s.brand.as_str(),
+                    s.spend_7d_cents,
+                    s.spend_30d_cents,
+                    s.visits_30d,
+                )
+            })
+            .collect();
+        assert_eq!(
+            spend,
+            [("cafe", 0, 5_000, 1), ("store", 250_000, 250_000, 2)]
+        );
+
+        // A refunded purchase still counts as a visit, with no spend left.
+        let (status, body) = purchase(&app, &cafe, "cafe", &order("c2", &m, 3_000)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, body) = refund(&app, &cafe, "cafe", "c2", &json!({ "refund_id": "r" })).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (ctx, _) = context(&app, m.clone()).await;
+        let cafe_spend = ctx.spend.iter().find(|s| s.brand == "cafe").expect("cafe");
+        assert_eq!(
+            (
+                cafe_spend.spend_7d_cents,
+                cafe_spend.spend_30d_cents,
+                cafe_spend.visits_30d
+            ),
+            (0, 5_000, 2)
+        );
+
+        // Twenty-five days on, the first coffee is out of the 30-day window and the store
+        // spend out of the 7-day one; the refunded coffee is a visit with no spend.
+        app.clock.advance_ms(25 * DAY_MS);
+        let (ctx, _) = context(&app, m.clone()).await;
+        let spend: Vec<(&str, i64, i64, u32)> = ctx
+            .spend
+            .iter()
+            .map(|s| {
+                (
+                    s.brand.as_str(),
+                    s.spend_7d_cents,
+                    s.spend_30d_cents,
+                    s.visits_30d,
+                )
+            })
+            .collect();
+        assert_eq!(spend, [("cafe", 0, 0, 1), ("store", 0, 250_000, 2)]);
+
+        // A stored ladder replaces the configured one: silver is not on it (rank 0) until
+        // the next purchase moves the member onto it.
+        let tier = |code: &str, threshold: i64| {
+            json!({ "code": code, "name": code, "threshold": threshold,
+                    "retain_threshold": threshold / 2, "points_pay_max_percent": 50 })
+        };
+        let ladder =
+            json!({ "tiers": [tier("basic", 0), tier("plus", 1_000), tier("vip", 100_000)] });
+        let (status, body) = app
+            .call(
+                reqwest::Method::PUT,
+                "/tiers",
+                Some(&app.admin_key),
+                Some("ladder"),
+                Some(&ladder),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (ctx, _) = context(&app, m.clone()).await;
+        assert_eq!((ctx.tier.as_str(), ctx.tier_rank), ("silver", 0));
+        purchase(&app, &store, "store", &order("s3", &m, 1_000)).await;
+        let (ctx, _) = context(&app, m.clone()).await;
+        assert_eq!((ctx.tier.as_str(), ctx.tier_rank), ("vip", 2));
+        app.stop().await;
+    }
+);

@@ -487,3 +487,48 @@ fn the_sdks_packaged_wit_is_the_hosts_wit() {
         }
     }
 }
+
+#[test]
+fn a_plugin_running_its_full_share_of_slots_leaves_the_rest_to_the_others() {
+    // 8 slots; each plugin may hold 3 of them (all its versions together).
+    let t = runtime_with(|config| {
+        config.max_concurrent_calls_per_plugin = Some(3);
+        config.slot_wait = Duration::from_millis(20);
+    });
+    let busy = load(&t.runtime, "cinema-dinner");
+    let other = load(&t.runtime, "parking-perk");
+    let ctx = CallContext::new(invocation(MONDAY_MARCH_17_0930_UTC8_MS, ""));
+    let member = member(Some(3));
+
+    // Three calls of the busy plugin in flight (held as a running call holds them, so the
+    // test does not race real calls), the fourth is refused, not queued for the pool.
+    let held: Vec<_> = (0..3)
+        .map(|_| busy.hold_call_share().expect("a place in the share"))
+        .collect();
+    assert!(busy.hold_call_share().is_none(), "the share is 3");
+    let refused = busy.list_perks(&ctx, &member).expect_err("saturated");
+    assert!(
+        matches!(refused.kind, ErrorKind::Saturated { limit: 3, .. }),
+        "{refused:?}"
+    );
+    assert_eq!(refused.kind.code(), "saturated");
+    assert!(
+        !refused.kind.is_plugin_fault(),
+        "a full share is load, not a fault: it must not open the breaker"
+    );
+    assert_eq!(busy.calls_run(Hook::ListPerks), 0, "no guest code ran");
+
+    // Another brand's plugin still gets a slot.
+    other
+        .list_perks(&ctx, &member)
+        .expect("other plugins are served");
+    assert_eq!(other.calls_run(Hook::ListPerks), 1);
+
+    // Versions share one bound: the same plugin loaded again is saturated too.
+    let busy_again = load(&t.runtime, "cinema-dinner");
+    assert!(busy_again.hold_call_share().is_none());
+
+    drop(held);
+    busy.list_perks(&ctx, &member).expect("places freed");
+    assert_eq!(busy.calls_run(Hook::ListPerks), 1);
+}
