@@ -269,15 +269,15 @@ async fn noisy_neighbour(
     requests: usize,
 ) -> (Stats, Stats) {
     let (mut quiet, mut noisy) = (Latencies::default(), Latencies::default());
+    // Killed at setup; each round runs quiet first, then noisy.
+    let mut serving_now = false;
     for _ in 0..NOISY_ROUNDS {
         for serving in [false, true] {
-            switch_spinner(
-                http,
-                &env.base,
-                &env.admin,
-                if serving { "resume" } else { "kill" },
-            )
-            .await;
+            if serving != serving_now {
+                let action = if serving { "resume" } else { "kill" };
+                switch_spinner(http, &env.base, &env.admin, action).await;
+                serving_now = serving;
+            }
             let (http, base, admin, members) = (
                 http.clone(),
                 env.base.clone(),
@@ -313,7 +313,9 @@ async fn noisy_neighbour(
             }
         }
     }
-    switch_spinner(http, &env.base, &env.admin, "kill").await;
+    if serving_now {
+        switch_spinner(http, &env.base, &env.admin, "kill").await;
+    }
     (quiet.stats(), noisy.stats())
 }
 
