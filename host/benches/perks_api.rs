@@ -247,6 +247,24 @@ async fn setup(url: String, dir: tempfile::TempDir, http: &reqwest::Client) -> E
     }
 }
 
+/// One listing of `member`'s perks: true when it answers with the healthy plugins' two perks
+/// (whatever a failing plugin did).
+async fn lists_both_perks(http: &reqwest::Client, base: &str, admin: &str, member: &str) -> bool {
+    match http
+        .get(format!("{base}/members/{member}/perks"))
+        .bearer_auth(admin)
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => r
+            .json::<serde_json::Value>()
+            .await
+            .map(|v| v["perks"].as_array().map_or(0, Vec::len) == 2)
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
 /// Kills or resumes the spinning plugin through the API.
 async fn switch_spinner(http: &reqwest::Client, base: &str, admin: &str, action: &str) {
     let (status, body) = post(
@@ -284,28 +302,15 @@ async fn noisy_neighbour(
                 env.admin.clone(),
                 env.members.clone(),
             );
-            let run = drive_latencies(clients, requests, move |i| {
-                let (http, base, admin, members) =
-                    (http.clone(), base.clone(), admin.clone(), members.clone());
-                async move {
-                    let m = &members[i % members.len()];
-                    match http
-                        .get(format!("{base}/members/{m}/perks"))
-                        .bearer_auth(&admin)
-                        .send()
-                        .await
-                    {
-                        // The healthy plugins' two perks, whatever the spinner did.
-                        Ok(r) if r.status().is_success() => r
-                            .json::<serde_json::Value>()
-                            .await
-                            .map(|v| v["perks"].as_array().map_or(0, Vec::len) == 2)
-                            .unwrap_or(false),
-                        _ => false,
+            let run =
+                drive_latencies(clients, requests, move |i| {
+                    let (http, base, admin, members) =
+                        (http.clone(), base.clone(), admin.clone(), members.clone());
+                    async move {
+                        lists_both_perks(&http, &base, &admin, &members[i % members.len()]).await
                     }
-                }
-            })
-            .await;
+                })
+                .await;
             if serving {
                 noisy.merge(run);
             } else {
@@ -444,27 +449,15 @@ async fn bench_backend(
             env.members.clone(),
         );
         async move {
-            let stats = drive(clients, requests, move |i| {
-                let (http, base, admin, members) =
-                    (http.clone(), base.clone(), admin.clone(), members.clone());
-                async move {
-                    let m = &members[i % members.len()];
-                    match http
-                        .get(format!("{base}/members/{m}/perks"))
-                        .bearer_auth(&admin)
-                        .send()
-                        .await
-                    {
-                        Ok(r) if r.status().is_success() => r
-                            .json::<serde_json::Value>()
-                            .await
-                            .map(|v| v["perks"].as_array().map_or(0, Vec::len) == 2)
-                            .unwrap_or(false),
-                        _ => false,
+            let stats =
+                drive(clients, requests, move |i| {
+                    let (http, base, admin, members) =
+                        (http.clone(), base.clone(), admin.clone(), members.clone());
+                    async move {
+                        lists_both_perks(&http, &base, &admin, &members[i % members.len()]).await
                     }
-                }
-            })
-            .await;
+                })
+                .await;
             (label, stats)
         }
     };

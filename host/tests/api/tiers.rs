@@ -245,6 +245,21 @@ both_backends_no_jobs!(scheduled_evaluation_runs_once_a_month, |app| async move 
     app.stop().await;
 });
 
+/// Per brand: (brand, spend 7 days, spend 30 days, visits 30 days).
+fn spend_of(ctx: &coalition_runtime::model::MemberContext) -> Vec<(&str, i64, i64, u32)> {
+    ctx.spend
+        .iter()
+        .map(|s| {
+            (
+                s.brand.as_str(),
+                s.spend_7d_cents,
+                s.spend_30d_cents,
+                s.visits_30d,
+            )
+        })
+        .collect()
+}
+
 both_backends_no_jobs!(
     the_member_context_plugins_see_reads_every_number_in_three_queries,
     |app| async move {
@@ -293,20 +308,8 @@ both_backends_no_jobs!(
         assert!(wallet > 0);
         assert_eq!(ctx.points_balance, wallet);
         assert_eq!(ctx.qualifying_spend_cents, 255_000);
-        let spend: Vec<(&str, i64, i64, u32)> = ctx
-            .spend
-            .iter()
-            .map(|s| {
-                (
-                    s.brand.as_str(),
-                    s.spend_7d_cents,
-                    s.spend_30d_cents,
-                    s.visits_30d,
-                )
-            })
-            .collect();
         assert_eq!(
-            spend,
+            spend_of(&ctx),
             [("cafe", 0, 5_000, 1), ("store", 250_000, 250_000, 2)]
         );
 
@@ -316,33 +319,19 @@ both_backends_no_jobs!(
         let (status, body) = refund(&app, &cafe, "cafe", "c2", &json!({ "refund_id": "r" })).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let (ctx, _) = context(&app, m.clone()).await;
-        let cafe_spend = ctx.spend.iter().find(|s| s.brand == "cafe").expect("cafe");
         assert_eq!(
-            (
-                cafe_spend.spend_7d_cents,
-                cafe_spend.spend_30d_cents,
-                cafe_spend.visits_30d
-            ),
-            (0, 5_000, 2)
+            spend_of(&ctx),
+            [("cafe", 0, 5_000, 2), ("store", 250_000, 250_000, 2)]
         );
 
         // Twenty-five days on, the first coffee is out of the 30-day window and the store
         // spend out of the 7-day one; the refunded coffee is a visit with no spend.
         app.clock.advance_ms(25 * DAY_MS);
         let (ctx, _) = context(&app, m.clone()).await;
-        let spend: Vec<(&str, i64, i64, u32)> = ctx
-            .spend
-            .iter()
-            .map(|s| {
-                (
-                    s.brand.as_str(),
-                    s.spend_7d_cents,
-                    s.spend_30d_cents,
-                    s.visits_30d,
-                )
-            })
-            .collect();
-        assert_eq!(spend, [("cafe", 0, 0, 1), ("store", 0, 250_000, 2)]);
+        assert_eq!(
+            spend_of(&ctx),
+            [("cafe", 0, 0, 1), ("store", 0, 250_000, 2)]
+        );
 
         // A stored ladder replaces the configured one: silver is not on it (rank 0) until
         // the next purchase moves the member onto it.
