@@ -12,7 +12,8 @@
 mod common;
 
 use common::{
-    drive, env_usize, on_both_backends, print_api_vs_raw, raw_claim, raw_complete, raw_debit, Row,
+    drive, env_usize, on_both_backends, print_api_vs_raw, raw_claim, raw_complete, raw_debit,
+    serve, Row,
 };
 use std::sync::Arc;
 
@@ -124,17 +125,7 @@ async fn setup(url: String, dir: tempfile::TempDir) -> Env {
     .await
     .expect("counter key")
     .secret;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        let _ = coalition::app::server::run(listener, state, async {
-            let _ = rx.await;
-        })
-        .await;
-    });
+    let (base, tx, server) = serve(state).await;
     Env {
         store,
         base,

@@ -15,10 +15,9 @@
 mod common;
 
 use common::{
-    drive, drive_latencies, env_usize, on_both_backends, print_api_vs_raw, raw_claim, raw_complete,
-    raw_debit, Latencies, Row, Stats,
+    drive, drive_latencies, env_usize, install_examples, on_both_backends, plugins_dir,
+    print_api_vs_raw, raw_claim, raw_complete, raw_debit, serve, Latencies, Row, Stats,
 };
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use coalition::domain::access::Role;
@@ -52,12 +51,6 @@ struct Env {
     shutdown: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
-}
-
-fn plugins_dir() -> PathBuf {
-    std::env::var_os("COALITION_PLUGINS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
 }
 
 async fn post(
@@ -104,28 +97,7 @@ async fn setup(url: String, dir: tempfile::TempDir, http: &reqwest::Client) -> E
         .expect("brand");
     }
     let dir_plugins = plugins_dir();
-    for (name, config) in [
-        ("cinema-dinner", json!({})),
-        ("parking-perk", json!({ "min_tier_rank": 0 })),
-        ("coffee-bonus", json!({})),
-        ("coupon-logic", json!({})),
-    ] {
-        let component = std::fs::read(dir_plugins.join(format!("{name}.wasm")))
-            .expect("component: run cargo xtask build-plugins");
-        let manifest =
-            std::fs::read_to_string(dir_plugins.join(format!("{name}.toml"))).expect("manifest");
-        coalition::plugins::registry::install(
-            &state.store,
-            &state.plugins,
-            &manifest,
-            component,
-            config.as_object().cloned().unwrap_or_default(),
-            "bench",
-            now,
-        )
-        .await
-        .expect("install");
-    }
+    install_examples(&state, now).await;
     let admin =
         coalition::domain::access::create_key(store.write(), Role::Admin, None, None, "bench", now)
             .await
@@ -173,17 +145,7 @@ async fn setup(url: String, dir: tempfile::TempDir, http: &reqwest::Client) -> E
     )
     .await
     .expect("install the spinner");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        let _ = coalition::app::server::run(listener, state, async {
-            let _ = rx.await;
-        })
-        .await;
-    });
+    let (base, tx, server) = serve(state).await;
     let (status, body) = post(
         http,
         format!("{base}/coupon-templates"),

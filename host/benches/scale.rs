@@ -35,9 +35,8 @@
 
 mod common;
 
-use common::{drive, env_usize, pg_admin_url, Stats};
+use common::{drive, env_usize, install_examples, pg_admin_url, serve, vm_status_kib, Stats};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -361,12 +360,6 @@ async fn generate(url: &str, t0: i64, lot_days: i64, from: i64, to: i64) -> Dura
     started.elapsed()
 }
 
-fn plugins_dir() -> PathBuf {
-    std::env::var_os("COALITION_PLUGINS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
-}
-
 struct Env {
     url: String,
     services: Services,
@@ -413,29 +406,7 @@ async fn setup(url: String, http: &reqwest::Client) -> Env {
         .await
         .expect("brand");
     }
-    let dir_plugins = plugins_dir();
-    for (name, config) in [
-        ("cinema-dinner", json!({})),
-        ("parking-perk", json!({ "min_tier_rank": 0 })),
-        ("coffee-bonus", json!({})),
-        ("coupon-logic", json!({})),
-    ] {
-        let component = std::fs::read(dir_plugins.join(format!("{name}.wasm")))
-            .expect("component: run cargo xtask build-plugins");
-        let manifest =
-            std::fs::read_to_string(dir_plugins.join(format!("{name}.toml"))).expect("manifest");
-        coalition::plugins::registry::install(
-            &state.store,
-            &state.plugins,
-            &manifest,
-            component,
-            config.as_object().cloned().unwrap_or_default(),
-            "bench",
-            now,
-        )
-        .await
-        .expect("install");
-    }
+    install_examples(&state, now).await;
     let admin =
         coalition::domain::access::create_key(store.write(), Role::Admin, None, None, "bench", now)
             .await
@@ -458,17 +429,7 @@ async fn setup(url: String, http: &reqwest::Client) -> Env {
         );
     }
     let services = state.services.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        let _ = coalition::app::server::run(listener, state, async {
-            let _ = rx.await;
-        })
-        .await;
-    });
+    let (base, tx, server) = serve(state).await;
     let resp = http
         .post(format!("{base}/coupon-templates"))
         .bearer_auth(&admin)
@@ -877,18 +838,6 @@ fn median(mut values: Vec<f64>) -> f64 {
         n if n % 2 == 1 => values[n / 2],
         n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
-}
-
-fn vm_status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 struct CloseRow {

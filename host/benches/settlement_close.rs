@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{env_usize, on_both_backends};
+use common::{env_usize, on_both_backends, vm_status_kib};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -35,31 +35,6 @@ const EVENTS_PER_TX: usize = 50_000;
 /// 2026-03-01T00:00Z and 2026-04-01T00:00Z.
 const MARCH_MS: i64 = 1_772_323_200_000;
 const APRIL_MS: i64 = 1_775_001_600_000;
-
-/// Peak resident set since the last reset, KiB.
-fn vm_hwm_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn vm_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 struct Row {
     backend: &'static str,
@@ -197,7 +172,7 @@ async fn bench(backend: &'static str, url: String, lines: usize, parties: usize)
 
     // Close, measuring time and the high-water mark from here.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let rss_before_kib = vm_rss_kib();
+    let rss_before_kib = vm_status_kib("VmRSS:");
     let started = Instant::now();
     let period = periods::close(
         &state,
@@ -213,7 +188,7 @@ async fn bench(backend: &'static str, url: String, lines: usize, parties: usize)
     .await
     .expect("close");
     let close = started.elapsed();
-    let peak_kib = vm_hwm_kib();
+    let peak_kib = vm_status_kib("VmHWM:");
     assert_eq!(period.status, "closed");
     assert_eq!(period.line_count, lines as i64 / 2 * 2);
     let statements = periods::stored(state.store.read(), "2026-03", None)

@@ -105,6 +105,77 @@ where
     run
 }
 
+/// Where the built example components are (`cargo xtask build-plugins`).
+pub fn plugins_dir() -> std::path::PathBuf {
+    std::env::var_os("COALITION_PLUGINS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins")
+        })
+}
+
+/// Installs the four example plugins (cinema-dinner, parking-perk open to every tier,
+/// coffee-bonus, coupon-logic) from [`plugins_dir`].
+pub async fn install_examples(state: &coalition::interfaces::api::AppState, now: i64) {
+    let dir = plugins_dir();
+    for (name, config) in [
+        ("cinema-dinner", serde_json::json!({})),
+        ("parking-perk", serde_json::json!({ "min_tier_rank": 0 })),
+        ("coffee-bonus", serde_json::json!({})),
+        ("coupon-logic", serde_json::json!({})),
+    ] {
+        let component = std::fs::read(dir.join(format!("{name}.wasm")))
+            .expect("component: run cargo xtask build-plugins");
+        let manifest = std::fs::read_to_string(dir.join(format!("{name}.toml"))).expect("manifest");
+        coalition::plugins::registry::install(
+            &state.store,
+            &state.plugins,
+            &manifest,
+            component,
+            config.as_object().cloned().unwrap_or_default(),
+            "bench",
+            now,
+        )
+        .await
+        .expect("install");
+    }
+}
+
+/// Serves `state` on a loopback port: the base URL, the shutdown trigger and the server task.
+pub async fn serve(
+    state: coalition::interfaces::api::AppState,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let _ = coalition::app::server::run(listener, state, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    (base, tx, server)
+}
+
+/// A `/proc/self/status` field in KiB (`VmRSS:`, `VmHWM:` …), 0 where it cannot be read.
+pub fn vm_status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// The PostgreSQL server benchmark databases are created on (`COALITION_TEST_PG`).
 pub fn pg_admin_url() -> String {
     std::env::var("COALITION_TEST_PG")
