@@ -10,9 +10,12 @@
 //!   it outside the repository.
 //! - `contract`: `cargo xtask api-contract`, the served OpenAPI document against the real server
 //!   (schemathesis and a generated client); also the last step of `test`.
+//! - `browser`: `cargo xtask setup-browser`, the pinned headless Chromium and chromedriver of the
+//!   console's browser tests; also a step of `test`.
 
 use clap::{Parser, Subcommand};
 
+mod browser;
 mod build_plugins;
 mod contract;
 mod demo;
@@ -42,6 +45,9 @@ enum Command {
     /// Check the served OpenAPI document against the real server: schemathesis (no 5xx, no
     /// response that the document does not describe) and a client generated from it.
     ApiContract(contract::Args),
+    /// Install the pinned Debian `chromium` and `chromium-driver` that the console's browser
+    /// tests drive (nothing to do if already installed).
+    SetupBrowser,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +57,6 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(&args),
         Command::PartnerCheck => partner_check::run(),
         Command::ApiContract(args) => contract::run(&args),
+        Command::SetupBrowser => browser::ensure_chromium(),
     }
 }

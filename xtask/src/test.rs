@@ -2,9 +2,10 @@
 //!
 //! 1. builds every plugin component (installing the rustup targets if missing);
 //! 2. runs the native unit tests of the example plugins (their own workspace);
-//! 3. runs every test of the host workspace: SDK, runtime (real components, hostile fixtures),
-//!    host (HTTP tests on SQLite files and on PostgreSQL at 127.0.0.1:5432), the kill -9 crash
-//!    check, and doc tests;
+//! 3. installs the pinned headless Chromium and chromedriver if missing (see [`crate::browser`]),
+//!    then runs every test of the host workspace: SDK, runtime (real components, hostile
+//!    fixtures), host (HTTP tests on SQLite files and on PostgreSQL at 127.0.0.1:5432, the
+//!    console in a real browser), the kill -9 crash check, and doc tests;
 //! 4. checks the served OpenAPI document against the real server with schemathesis and a
 //!    generated client (`cargo xtask api-contract`, see [`crate::contract`]);
 //! 5. packages the SDK and builds a partner plugin against it outside the repository.
@@ -38,8 +39,10 @@ pub fn run(args: &Args) -> Result<()> {
             "--workspace",
         ]),
     )?;
+    println!("==> headless Chromium and chromedriver for the console's browser tests");
+    crate::browser::ensure_chromium()?;
     step(
-        "host workspace tests (SDK, runtime, host on SQLite and PostgreSQL)",
+        "host workspace tests (SDK, runtime, host on SQLite and PostgreSQL, console in Chromium)",
         Command::new(cargo())
             .current_dir(&root)
             .env(paths::PLUGINS_DIR_ENV, &plugins_dir)
