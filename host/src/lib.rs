@@ -35,10 +35,13 @@
 //!   - [`workflows::offline`]: syncing purchases a counter took offline.
 //!   - [`workflows::settlement`]: settle job, periods, statements, reconciliation, parking.
 //!   - [`workflows::jobs`]: background jobs (expiry, hold timeouts, tier evaluation).
+//!   - [`workflows::overview`]: the programme in numbers (activity, repurchase, liability).
 //! - [`interfaces`]: how people and machines reach the workflows.
 //!   - [`interfaces::config`]: the whole configuration file and its environment overrides.
 //!   - [`interfaces::api`]: the HTTP API: state, authentication, idempotency, problem+json, one
 //!     file per resource.
+//!   - [`interfaces::console`]: the web console for admins, brands and members under
+//!     `/console`, server-rendered on top of the API (in-process calls with the signed-in key).
 //! - [`app`]: the process.
 //!   - [`app::server`]: building the state, serving, graceful shutdown.
 //!   - [`app::cli`]: the `coalition` command line.

@@ -13,6 +13,7 @@
 pub mod checkout;
 pub mod jobs;
 pub mod offline;
+pub mod overview;
 pub mod perks;
 pub mod purchase;
 pub mod settlement;

@@ -204,6 +204,7 @@ pub async fn seed_with_plugins(state: &AppState, plugins_dir: Option<&Path>) -> 
     seed(state).await?;
     let Some(dir) = plugins_dir else {
         println!("demo: no --plugins-dir given; running without plugins");
+        print_console(state);
         return Ok(());
     };
     install_plugins(state, dir).await?;
@@ -218,7 +219,29 @@ pub async fn seed_with_plugins(state: &AppState, plugins_dir: Option<&Path>) -> 
             );
         }
     }
+    print_console(state);
     Ok(())
+}
+
+/// The console's address and which key opens which view, printed last so it is what the
+/// person who started the demo sees.
+fn print_console(state: &AppState) {
+    let path = state.config.data_dir.join(KEYS_FILE);
+    let Ok(keys) = read_keys(&path) else {
+        return;
+    };
+    if !state.config.console.enabled {
+        return;
+    }
+    println!("demo: console  {}/console/", base_url(state));
+    println!("demo:   sign in as the platform admin with {}", keys.admin);
+    if let Some(coffee) = keys.brands.get("coffee") {
+        println!("demo:   as the coffee brand with {}", coffee.brand);
+    }
+    if let Some(member) = keys.members.first() {
+        println!("demo:   as member {} with {}", member.name, member.key);
+    }
+    println!("demo:   (every key is in {})", path.display());
 }
 
 async fn has_brands(state: &AppState) -> anyhow::Result<bool> {

@@ -22,6 +22,7 @@ pub mod perks;
 pub mod plugins;
 pub mod points;
 pub mod problem;
+pub mod programme;
 pub mod purchases;
 pub mod risk;
 pub mod settle_precedence;
@@ -179,6 +180,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(risk::router())
         .merge(settlement::router())
         .merge(settle_precedence::router())
+        .merge(programme::router())
 }
 
 /// The OpenAPI document of the whole API, with the parts common to every operation
@@ -189,8 +191,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     openapi
 }
 
-/// The complete application: routes, docs, fallbacks and middleware.
+/// The complete application: the API with its docs, and the web console under `/console`
+/// (which reaches the API in-process, with the signed-in key).
 pub fn router(state: AppState) -> Router {
+    let api = api_app(state.clone());
+    crate::interfaces::console::router(state, api.clone()).merge(api)
+}
+
+/// The API alone: routes, docs, fallbacks and middleware.
+pub fn api_app(state: AppState) -> Router {
     let (routes, mut openapi) = api_router().split_for_parts();
     contract::finish(&mut openapi);
     let openapi_json = serde_json::to_value(&openapi).unwrap_or_default();

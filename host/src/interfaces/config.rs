@@ -42,6 +42,8 @@ pub struct Config {
     pub settlement: crate::workflows::settlement::rules::SettlementConfig,
     /// Who may scrape `/metrics`, and an optional listener of its own.
     pub metrics: MetricsConfig,
+    /// The web console: sessions and cookies.
+    pub console: crate::interfaces::console::ConsoleConfig,
 }
 
 impl Config {
@@ -53,6 +55,7 @@ impl Config {
         self.pass.validate()?;
         self.settlement.validate()?;
         self.plugins.validate()?;
+        self.console.validate()?;
         self.jobs.validate()
     }
 
@@ -174,6 +177,7 @@ impl Default for Config {
             perks: crate::workflows::perks::PerksConfig::default(),
             settlement: crate::workflows::settlement::rules::SettlementConfig::default(),
             metrics: MetricsConfig::default(),
+            console: crate::interfaces::console::ConsoleConfig::default(),
         }
     }
 }

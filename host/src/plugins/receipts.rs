@@ -335,6 +335,77 @@ pub struct FailureCount {
     pub count: i64,
 }
 
+/// One day of a version's recorded calls and failures: what the console draws over time.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DayStats {
+    /// Start of the UTC day, Unix ms.
+    pub day_ms: i64,
+    /// Recorded calls that day (of the newest [`MAX_STATS_RECEIPTS`]).
+    pub calls: u64,
+    /// Median fuel.
+    pub fuel_p50: i64,
+    /// Median duration, µs.
+    pub duration_us_p50: i64,
+    /// 99th percentile of duration, µs.
+    pub duration_us_p99: i64,
+    /// Decisions the host skipped on that day's purchases (failures, cuts).
+    pub failures: i64,
+}
+
+/// Per UTC day, oldest first: calls, fuel and duration of the newest recorded calls of
+/// `plugin@version`, and the decisions skipped on purchases that day.
+pub async fn daily_stats(
+    store: &Store,
+    plugin: &str,
+    version: &str,
+) -> Result<Vec<DayStats>, DomainError> {
+    let day = crate::foundation::clock::DAY_MS;
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT created_at, fuel_used, duration_us FROM plugin_receipts
+         WHERE plugin = $1 AND version = $2 ORDER BY created_at DESC, id DESC LIMIT $3",
+    )
+    .bind(plugin)
+    .bind(version)
+    .bind(MAX_STATS_RECEIPTS)
+    .fetch_all(store.read())
+    .await?;
+    let failures: Vec<(i64,)> = sqlx::query_as(
+        "SELECT p.created_at FROM purchase_skipped_decisions d
+         JOIN purchases p ON p.id = d.purchase_id
+         WHERE d.plugin = $1 AND d.version = $2 ORDER BY p.created_at DESC LIMIT $3",
+    )
+    .bind(plugin)
+    .bind(version)
+    .bind(MAX_STATS_RECEIPTS)
+    .fetch_all(store.read())
+    .await?;
+    let mut by_day: std::collections::BTreeMap<i64, (Vec<i64>, Vec<i64>, i64)> =
+        std::collections::BTreeMap::new();
+    for (at, fuel, us) in rows {
+        let entry = by_day.entry(at.div_euclid(day) * day).or_default();
+        entry.0.push(fuel);
+        entry.1.push(us);
+    }
+    for (at,) in failures {
+        by_day.entry(at.div_euclid(day) * day).or_default().2 += 1;
+    }
+    Ok(by_day
+        .into_iter()
+        .map(|(day_ms, (mut fuel, mut us, failures))| {
+            fuel.sort_unstable();
+            us.sort_unstable();
+            DayStats {
+                day_ms,
+                calls: u64::try_from(fuel.len()).unwrap_or(u64::MAX),
+                fuel_p50: percentile(&fuel, 50),
+                duration_us_p50: percentile(&us, 50),
+                duration_us_p99: percentile(&us, 99),
+                failures,
+            }
+        })
+        .collect())
+}
+
 /// The nearest-rank percentile of sorted values (0 when empty).
 fn percentile(sorted: &[i64], p: usize) -> i64 {
     if sorted.is_empty() {

@@ -861,6 +861,11 @@ fn case(w: &World, method: &str, path: &str) -> Option<Case> {
         )
         .json(json!({ "member_id": w.member, "value_cents": 1_000 })),
 
+        ("GET", "/programme/overview") => Case::allow(
+            &[OtherBrand],
+            "a brand key always gets the overview of its own brand",
+            Admin,
+        ),
         ("GET", "/settlement/events") => Case::deny(Admin),
         ("POST", "/settlement/run") => Case::deny(Admin),
         ("GET", "/settlement/periods") | ("GET", "/settlement/periods/{period_id}") => Case::allow(

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+use base64::Engine as _;
+use coalition::plugins::signing;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -202,4 +204,142 @@ pub async fn install_plugin(app: &TestApp, file: &str, config: Value) {
     if let Err(err) = try_install_plugin(app, file, config).await {
         panic!("install {file}: {err}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Partners: a brand with a back-office key and an approved signing key, and signed uploads.
+
+/// `(manifest, component)` of a built plugin.
+pub fn package(file_stem: &str) -> (String, Vec<u8>) {
+    let dir = plugins_dir("coffee-bonus-next");
+    let component = std::fs::read(dir.join(format!("{file_stem}.wasm"))).expect("component");
+    let manifest = std::fs::read_to_string(dir.join(format!("{file_stem}.toml"))).expect("toml");
+    (manifest, component)
+}
+
+/// A brand with a back-office key and an approved signing key.
+pub struct Partner {
+    pub brand: String,
+    pub api_key: String,
+    pub key_id: String,
+    pub secret: String,
+}
+
+pub async fn partner(app: &TestApp, brand: &str) -> Partner {
+    create_brand(app, brand).await;
+    let api_key = create_key(app, "brand", Some(brand), None).await;
+    let (secret, public) = signing::generate_keypair();
+    let (status, key) = app
+        .post(
+            &format!("/brands/{brand}/signing-keys"),
+            &api_key,
+            &idem(),
+            &json!({ "public_key": public, "label": "release key" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    assert_eq!(key["status"], "pending");
+    let key_id = key["id"].as_str().expect("id").to_owned();
+    // A brand cannot approve its own key.
+    let (status, _) = app
+        .post(
+            &format!("/signing-keys/{key_id}/approve"),
+            &api_key,
+            &idem(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, key) = app
+        .post(
+            &format!("/signing-keys/{key_id}/approve"),
+            &app.admin_key,
+            &idem(),
+            &json!({ "reason": "verified with the brand" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{key}");
+    assert_eq!(key["status"], "approved");
+    Partner {
+        brand: brand.to_owned(),
+        api_key,
+        key_id,
+        secret,
+    }
+}
+
+pub async fn upload_raw(
+    app: &TestApp,
+    p: &Partner,
+    manifest: &str,
+    component: &[u8],
+    signature: &str,
+) -> (StatusCode, Value) {
+    app.post(
+        "/plugins",
+        &p.api_key,
+        &idem(),
+        &json!({
+            "manifest": manifest,
+            "component_base64": base64::engine::general_purpose::STANDARD.encode(component),
+            "key_id": p.key_id,
+            "signature": signature,
+        }),
+    )
+    .await
+}
+
+/// Uploads a built plugin signed by `p`; returns the version.
+pub async fn upload(app: &TestApp, p: &Partner, file_stem: &str) -> Value {
+    let (manifest, component) = package(file_stem);
+    let signature =
+        signing::sign(&p.secret, manifest.as_bytes(), &component).expect("sign package");
+    let (status, body) = upload_raw(app, p, &manifest, &component, &signature).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+/// Upload (coffee), approve and deploy `file_stem`; returns the version id.
+pub async fn ship(app: &TestApp, p: &Partner, file_stem: &str) -> String {
+    let version = upload(app, p, file_stem).await;
+    assert_eq!(version["status"], "validated", "{version}");
+    let id = version["id"].as_str().expect("id").to_owned();
+    let (status, body) = app
+        .post(
+            &format!("/plugins/{id}/approve"),
+            &app.admin_key,
+            &idem(),
+            &json!({ "reason": "reviewed" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .post(
+            &format!("/plugins/{id}/deploy"),
+            &app.admin_key,
+            &idem(),
+            &json!({ "reason": "go" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "active", "{body}");
+    id
+}
+
+/// Records a coffee purchase of 32.00 (32 base points); returns the response body.
+pub async fn coffee_purchase(app: &TestApp, counter: &str, member: &str) -> Value {
+    let order_id = format!("O-{}", uuid::Uuid::new_v4().simple());
+    let (status, body) = app
+        .post(
+            "/brands/coffee/purchases",
+            counter,
+            &idem(),
+            &json!({ "order_id": order_id, "member_id": member, "lines": [
+                { "line_id": "1", "sku": "latte", "category": "coffee", "quantity": 1,
+                  "unit_price_cents": 3_200 }
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
 }

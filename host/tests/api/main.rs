@@ -18,6 +18,7 @@ mod members;
 mod openapi;
 mod perks;
 mod plugins;
+mod programme;
 mod purchases;
 mod settlement;
 mod settlement_parked;

@@ -64,9 +64,8 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Starts chromedriver and a headless Chromium whose window is `width` x `height` (the
-    /// outer window, as on a desktop: the page's viewport is somewhat shorter; ask
-    /// `window.innerWidth` / `innerHeight` through [`Self::execute`] where it matters).
+    /// Starts chromedriver and a headless Chromium whose page viewport is exactly `width` x
+    /// `height` CSS pixels (see [`Self::set_size`]).
     pub async fn start(width: u32, height: u32) -> Browser {
         for (path, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
             assert!(
@@ -129,6 +128,7 @@ impl Browser {
             });
         browser.session_id = client.session_id().await.expect("session id");
         browser.client = Some(client);
+        browser.set_size(width, height).await;
         browser
     }
 
@@ -268,12 +268,29 @@ impl Browser {
             .await;
     }
 
-    /// Resizes the (outer) window to `width` x `height`, as [`Self::start`] sized it.
+    /// Makes the page's viewport exactly `width` x `height` CSS pixels, as a phone or a
+    /// desktop screen of that size shows it. This is device-metrics emulation through
+    /// chromedriver's DevTools endpoint, because a window cannot be made narrower than about
+    /// 500 px. Below 600 px the page is also told it is on a mobile device.
     pub async fn set_size(&self, width: u32, height: u32) {
-        self.client()
-            .set_window_size(width, height)
+        let session = self.session_id.as_deref().expect("a session");
+        let url = format!("{}/session/{session}/goog/cdp/execute", self.driver_url());
+        let body = json!({
+            "cmd": "Emulation.setDeviceMetricsOverride",
+            "params": { "width": width, "height": height, "deviceScaleFactor": 1,
+                        "mobile": width < 600 },
+        });
+        let answer = reqwest::Client::new()
+            .post(&url)
+            .json(&body)
+            .send()
             .await
-            .unwrap_or_else(|err| panic!("cannot resize the window to {width}x{height}: {err}"));
+            .unwrap_or_else(|err| panic!("cannot set the viewport to {width}x{height}: {err}"));
+        assert!(
+            answer.status().is_success(),
+            "cannot set the viewport to {width}x{height}: {}",
+            answer.text().await.unwrap_or_default()
+        );
     }
 
     /// Saves a PNG of the window as `docs/console/<name>.png` under the repository root and

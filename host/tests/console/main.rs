@@ -9,4 +9,5 @@ mod fixtures;
 
 mod browser;
 
+mod flows;
 mod smoke;

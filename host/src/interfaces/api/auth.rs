@@ -63,29 +63,40 @@ impl FromRequestParts<AppState> for Principal {
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
-            .filter(|k| k.starts_with(KEY_PREFIX) && k.len() < 200)
             .ok_or_else(|| {
                 DomainError::unauthorized("invalid_api_key", "the API key is malformed")
             })?;
-        let key_hash = hash_key(key);
-        let pool = state.store.read().clone();
-        let principal = state
-            .auth_cache
-            .try_get_with(
-                key_hash.clone(),
-                async move { lookup(&pool, &key_hash).await },
-            )
-            .await
-            .map_err(|err| match err.as_ref() {
-                // A busy database is a reason to retry, not a fault.
-                sqlx::Error::PoolTimedOut => DomainError::unavailable(
-                    "busy",
-                    "the database is busy; retry with the same idempotency key",
-                ),
-                _ => DomainError::internal(anyhow::anyhow!("auth lookup failed: {err}")),
-            })?;
-        principal.ok_or_else(|| {
-            DomainError::unauthorized("invalid_api_key", "the API key is unknown or revoked")
-        })
+        principal_for_key(state, key).await
     }
+}
+
+/// The principal behind an API key secret, through the same cache and checks as every API
+/// request (the console signs in with it).
+pub async fn principal_for_key(state: &AppState, key: &str) -> Result<Principal, DomainError> {
+    if !(key.starts_with(KEY_PREFIX) && key.len() < 200) {
+        return Err(DomainError::unauthorized(
+            "invalid_api_key",
+            "the API key is malformed",
+        ));
+    }
+    let key_hash = hash_key(key);
+    let pool = state.store.read().clone();
+    let principal = state
+        .auth_cache
+        .try_get_with(
+            key_hash.clone(),
+            async move { lookup(&pool, &key_hash).await },
+        )
+        .await
+        .map_err(|err| match err.as_ref() {
+            // A busy database is a reason to retry, not a fault.
+            sqlx::Error::PoolTimedOut => DomainError::unavailable(
+                "busy",
+                "the database is busy; retry with the same idempotency key",
+            ),
+            _ => DomainError::internal(anyhow::anyhow!("auth lookup failed: {err}")),
+        })?;
+    principal.ok_or_else(|| {
+        DomainError::unauthorized("invalid_api_key", "the API key is unknown or revoked")
+    })
 }

@@ -12,7 +12,9 @@ use crate::foundation::ids::check_path_id;
 use crate::interfaces::api::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use crate::interfaces::api::AppState;
 use crate::plugins::lifecycle;
-use crate::plugins::receipts::{self, FailureCount, HookStats, RecordedCall, StoredReceipt};
+use crate::plugins::receipts::{
+    self, DayStats, FailureCount, HookStats, RecordedCall, StoredReceipt,
+};
 use crate::plugins::registry::{self, InstalledVersion};
 
 /// Routes of this resource.
@@ -177,6 +179,8 @@ pub struct VersionStats {
     pub hooks: Vec<HookStats>,
     /// Failures by hook and code.
     pub failures: Vec<FailureCount>,
+    /// Calls, fuel, duration and failures per UTC day, oldest first.
+    pub daily: Vec<DayStats>,
 }
 
 /// A version's fuel and latency percentiles, failures by kind and breaker state (the brand
@@ -197,6 +201,7 @@ pub async fn plugin_stats(
     let version = lifecycle::own_version(&state.store, &principal, &version_id).await?;
     let hooks = receipts::hook_stats(&state.store, &version.name, &version.version).await?;
     let failures = receipts::failures(&state.store, &version.name, &version.version).await?;
+    let daily = receipts::daily_stats(&state.store, &version.name, &version.version).await?;
     let loaded = state
         .plugins
         .loaded()
@@ -214,6 +219,7 @@ pub async fn plugin_stats(
         breaker: format!("{breaker:?}").to_lowercase(),
         hooks,
         failures,
+        daily,
     }))
 }
 
