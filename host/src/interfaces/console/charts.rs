@@ -26,6 +26,15 @@ fn label(text: &str) -> String {
         .collect()
 }
 
+/// Draws a chart; a chart that cannot be drawn (or whose drawing library panics on odd data)
+/// is left out, and the page around it still renders with the numbers table.
+fn guarded(draw: impl FnOnce() -> Option<String>) -> String {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(draw))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
 /// One named series of `(day start Unix ms, value)` points.
 #[derive(Debug, Clone)]
 pub struct Series {
@@ -37,7 +46,7 @@ pub struct Series {
 
 /// A line chart over days, with the numbers as a table below it.
 pub fn lines_over_days(title: &str, unit: &str, series: &[Series]) -> Markup {
-    let svg = draw_lines(title, unit, series).unwrap_or_default();
+    let svg = guarded(|| draw_lines(title, unit, series));
     let days: std::collections::BTreeSet<i64> = series
         .iter()
         .flat_map(|s| s.points.iter().map(|(d, _)| *d))
@@ -65,15 +74,19 @@ pub fn lines_over_days(title: &str, unit: &str, series: &[Series]) -> Markup {
 fn draw_lines(title: &str, unit: &str, series: &[Series]) -> Option<String> {
     let day = crate::foundation::clock::DAY_MS;
     // Days, not milliseconds, on the x axis: the ticks then fall on whole days.
-    let all: Vec<(i64, f64)> = series
+    let at = |ms: i64| ms.div_euclid(day) as f64;
+    let all: Vec<(f64, f64)> = series
         .iter()
-        .flat_map(|s| s.points.iter().map(|(x, y)| (x.div_euclid(day), *y)))
+        .flat_map(|s| s.points.iter().map(|(x, y)| (at(*x), *y)))
         .collect();
     let (x0, x1) = (
-        all.iter().map(|p| p.0).min()?,
-        all.iter().map(|p| p.0).max()?,
+        all.iter().map(|p| p.0).fold(f64::INFINITY, f64::min),
+        all.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max),
     );
-    let (x0, x1) = (x0 - 1, x1 + 1);
+    if !x0.is_finite() || !x1.is_finite() {
+        return None;
+    }
+    let (x0, x1) = (x0 - 1.0, x1 + 1.0);
     let ymax = all.iter().map(|p| p.1).fold(0.0_f64, f64::max).max(1.0) * 1.1;
     let mut out = String::new();
     {
@@ -88,9 +101,15 @@ fn draw_lines(title: &str, unit: &str, series: &[Series]) -> Option<String> {
             .ok()?;
         chart
             .configure_mesh()
-            .x_labels(usize::try_from(x1 - x0 + 1).unwrap_or(8).min(8))
+            .x_labels(((x1 - x0) as usize + 1).min(8))
             .y_labels(5)
-            .x_label_formatter(&|x| layout::day(x * day)[5..].to_owned())
+            .x_label_formatter(&|x| {
+                if (x - x.round()).abs() < 0.01 {
+                    layout::day(x.round() as i64 * day)[5..].to_owned()
+                } else {
+                    String::new()
+                }
+            })
             .y_label_formatter(&|y| format!("{y:.0}"))
             .y_desc(label(unit))
             .light_line_style(RGBColor(234, 238, 242))
@@ -100,14 +119,18 @@ fn draw_lines(title: &str, unit: &str, series: &[Series]) -> Option<String> {
             let colour = COLOURS[i % COLOURS.len()];
             chart
                 .draw_series(LineSeries::new(
-                    s.points.iter().map(|(x, y)| (x.div_euclid(day), *y)),
+                    s.points.iter().map(|(x, y)| (at(*x), *y)),
                     colour.stroke_width(2),
                 ))
                 .ok()?
                 .label(label(&s.name))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
             chart
-                .draw_series(s.points.iter().map(|p| Circle::new(*p, 3, colour.filled())))
+                .draw_series(
+                    s.points
+                        .iter()
+                        .map(|(x, y)| Circle::new((at(*x), *y), 3, colour.filled())),
+                )
                 .ok()?;
         }
         chart
@@ -127,7 +150,7 @@ pub fn bars(title: &str, unit: &str, bars: &[(String, i64)]) -> Markup {
     let svg = if bars.is_empty() {
         String::new()
     } else {
-        draw_bars(title, unit, bars).unwrap_or_default()
+        guarded(|| draw_bars(title, unit, bars))
     };
     html! {
         figure.chart {
@@ -207,6 +230,13 @@ mod tests {
         let html = bars("Failures", "count", &[("<x>".to_owned(), 2)]).into_string();
         assert!(html.contains("<svg"));
         assert!(!html.contains("<x>"), "labels are escaped or stripped");
+        // One day of a real date: the axis still spans whole days around it.
+        let one_day = [Series {
+            name: "calls".to_owned(),
+            points: vec![(1_772_445_600_000, 3.0)],
+        }];
+        let html = lines_over_days("One day", "calls", &one_day).into_string();
+        assert!(html.contains("<svg") && html.contains("03-02"), "{html}");
         let empty = lines_over_days("Nothing", "calls", &[]).into_string();
         assert!(empty.contains("No data yet"));
     }
