@@ -210,6 +210,7 @@ pub async fn seed_with_plugins(state: &AppState, plugins_dir: Option<&Path>) -> 
     install_plugins(state, dir).await?;
     if first_start {
         seed_activity(state).await?;
+        seed_review(state, dir).await?;
     }
     if let Ok(keys) = read_keys(&state.config.data_dir.join(KEYS_FILE)) {
         if let Some(member) = keys.members.first() {
@@ -398,6 +399,78 @@ async fn seed_activity(state: &AppState) -> anyhow::Result<()> {
             view.base_points, view.bonus_points
         );
     }
+    Ok(())
+}
+
+/// The coffee chain's next version, signed with a demo signing key of the coffee brand and
+/// uploaded for review, so the console's review queue has a version to look at: its dry run
+/// replays the sample coffee purchases. The admin approves, canaries, promotes or rejects it.
+async fn seed_review(state: &AppState, dir: &Path) -> anyhow::Result<()> {
+    use crate::domain::access::Principal;
+    use crate::plugins::{lifecycle, signing};
+    use base64::Engine as _;
+    const NEXT: &str = "coffee-bonus-next";
+    let (Ok(component), Ok(manifest)) = (
+        std::fs::read(dir.join(format!("{NEXT}.wasm"))),
+        std::fs::read_to_string(dir.join(format!("{NEXT}.toml"))),
+    ) else {
+        return Ok(());
+    };
+    let now_ms = state.now_ms();
+    let backend = state.store.backend();
+    let admin = Principal {
+        key_id: "demo".to_owned(),
+        role: Role::Admin,
+        brand_id: None,
+        member_id: None,
+    };
+    let coffee = Principal {
+        key_id: "demo".to_owned(),
+        role: Role::Brand,
+        brand_id: Some("coffee".to_owned()),
+        member_id: None,
+    };
+    let (secret, public) = signing::generate_keypair();
+    let signature = signing::sign(&secret, manifest.as_bytes(), &component)
+        .map_err(|err| anyhow::anyhow!("while signing {NEXT}: {err}"))?;
+    let component_base64 = base64::engine::general_purpose::STANDARD.encode(&component);
+    let mut tx = state.store.begin().await?;
+    let key = lifecycle::register_key(
+        &mut tx,
+        backend,
+        "coffee",
+        &public,
+        "demo release key",
+        "demo",
+        now_ms,
+    )
+    .await
+    .map_err(|err| anyhow::anyhow!("while registering the demo signing key: {err}"))?;
+    lifecycle::decide_key(&mut tx, backend, &admin, &key.id, true, "demo", now_ms)
+        .await
+        .map_err(|err| anyhow::anyhow!("while approving the demo signing key: {err}"))?;
+    let package = lifecycle::Package {
+        manifest: &manifest,
+        component_base64: &component_base64,
+        key_id: &key.id,
+        signature: &signature,
+    };
+    let uploaded = lifecycle::upload(&mut tx, backend, &coffee, &package, now_ms)
+        .await
+        .map_err(|err| anyhow::anyhow!("while uploading {NEXT}: {err}"))?;
+    tx.commit().await?;
+    let version = lifecycle::validate(
+        &state.store,
+        &state.plugins,
+        state.clock.as_ref(),
+        &uploaded.id,
+    )
+    .await
+    .map_err(|err| anyhow::anyhow!("while validating {NEXT}: {err}"))?;
+    println!(
+        "demo: {}@{} uploaded by coffee for review ({})",
+        version.name, version.version, version.status
+    );
     Ok(())
 }
 

@@ -17,8 +17,8 @@
 //!
 //! Pages: [`plugins`] (review queue, version page, actions, co-signing), [`settlement`]
 //! (periods, statements, netting, CSV), [`members`] (search, a member's points and tier),
-//! [`me`] (a member's own card: balance, tier progress, perks, pass), [`audit`] and
-//! [`overview`] (the programme in numbers and charts).
+//! [`me`] (a member's own card: balance, tier progress, perks, pass), [`perks`] (inventory),
+//! [`audit`] and [`overview`] (the programme in numbers and charts).
 
 pub mod assets;
 pub mod audit;
@@ -28,6 +28,7 @@ pub mod layout;
 pub mod me;
 pub mod members;
 pub mod overview;
+pub mod perks;
 pub mod plugins;
 pub mod session;
 pub mod settlement;
@@ -137,6 +138,7 @@ pub fn router(state: AppState, api: Router) -> Router {
         .merge(me::routes())
         .merge(audit::routes())
         .merge(overview::routes())
+        .merge(perks::routes())
         .route("/console/{*rest}", get(not_found).post(not_found))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn_with_state(timeout, deadline))

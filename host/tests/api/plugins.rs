@@ -426,6 +426,30 @@ both_backends!(
         .await
         .expect("count");
         assert_eq!(n, 6, "four Rust, one JavaScript and one Python example");
+        // The coffee chain's next version waits for review, and its dry run replays the two
+        // sample coffee purchases.
+        let (_, listed) = app.get("/plugins", &app.admin_key).await;
+        let next: Vec<&Value> = listed
+            .as_array()
+            .expect("versions")
+            .iter()
+            .filter(|v| v["name"] == "coffee-bonus" && v["version"] == "1.1.0")
+            .collect();
+        assert_eq!(next.len(), 1, "{listed}");
+        assert_eq!(next[0]["status"], "validated", "{listed}");
+        assert_eq!(next[0]["uploaded_by_brand"], "coffee", "{listed}");
+        let next_id = next[0]["id"].as_str().expect("id").to_owned();
+        let (status, report) = app
+            .call(
+                reqwest::Method::POST,
+                &format!("/plugins/{next_id}/dry-run"),
+                Some(&app.admin_key),
+                None,
+                Some(&json!({})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["inputs"], 2, "{report}");
         // The coffee chain's double-points day is set to the day of the first start.
         let (status, coffee) = app
             .get("/brands/coffee/purchases/C-3001", &app.admin_key)
@@ -495,6 +519,11 @@ both_backends!(
             .await
             .expect("count");
         assert_eq!(n, 5, "the four samples and the Saturday dinner");
+        let (n,): (i64,) = sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM plugin_versions")
+            .fetch_one(app.state.store.read())
+            .await
+            .expect("count");
+        assert_eq!(n, 7, "the six examples and the version under review, once");
         app.stop().await;
     }
 );

@@ -149,6 +149,7 @@ async fn an_admin_reviews_approves_canaries_promotes_and_kills_a_version() {
         "{live}"
     );
     assert!(browser.exists("#live figure.chart svg").await, "{live}");
+    assert_eq!(browser.count("#receipts tbody tr").await, 3);
     scroll_to(&browser, "#live").await;
     screenshots(&browser, "plugin-live").await;
 
@@ -217,8 +218,14 @@ async fn a_brand_cosigns_a_member_redeems_and_brands_stay_apart() {
     // The restaurant co-signs in the browser: the secret key never leaves the page.
     let browser = Browser::start(WIDE.0, WIDE.1).await;
     sign_in(&browser, &app, &restaurant.api_key).await;
+    let requests = browser.text("#cosign-requests").await;
+    assert!(
+        requests.contains("Waiting for your co-signature (1)")
+            && requests.contains("cinema-dinner"),
+        "{requests}"
+    );
     browser
-        .goto(&format!("{}/console/plugins/{id}", app.base))
+        .click_and_wait(&format!("#cosign-requests a[href='/console/plugins/{id}']"))
         .await;
     let page = browser.page_text().await;
     assert!(page.contains("Co-sign this package"), "{page}");
@@ -254,6 +261,18 @@ async fn a_brand_cosigns_a_member_redeems_and_brands_stay_apart() {
     }
     crate::fixtures::install_plugin(&app, "coupon-logic", json!({})).await;
     cinema_template(&app).await;
+    let (code, body) = app
+        .call(
+            reqwest::Method::PUT,
+            "/perks/cinema-dinner/cinema-ticket-half/inventory",
+            Some(&restaurant.api_key),
+            Some(&idem()),
+            Some(
+                &json!({ "funding_brand": "restaurant", "total_stock": 10, "per_member_limit": 2 }),
+            ),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
 
     // A member who dined for 600.00 redeems the cinema perk on a phone-sized screen.
     let member = member_id(&app, "+8613900000009", "Mei").await;
@@ -312,6 +331,13 @@ async fn a_brand_cosigns_a_member_redeems_and_brands_stay_apart() {
     let statements = browser.text("#statements").await;
     assert!(statements.contains("restaurant"), "{statements}");
     screenshots(&browser, "settlement").await;
+    // The perk the restaurant funds, one unit down.
+    browser.goto(&format!("{}/console/perks", app.base)).await;
+    let inventory = browser.text("#inventory").await;
+    assert!(
+        inventory.contains("cinema-ticket-half") && inventory.contains("9"),
+        "{inventory}"
+    );
     let csv = browser
         .execute(
             "return fetch(arguments[0]).then(r => r.text().then(t => [r.status, \

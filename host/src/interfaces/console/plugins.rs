@@ -20,6 +20,9 @@ use crate::interfaces::console::layout::{self, badge, guard, page, PageError};
 use crate::interfaces::console::session::Signed;
 use crate::interfaces::console::Console;
 
+/// Recorded calls shown on a version page (the CLI's `coalition plugin receipts` pages on).
+const RECEIPTS_SHOWN: i64 = 20;
+
 /// Recorded inputs a dry run from the console replays per hook by default.
 const DRY_RUN_INPUTS: i64 = 50;
 
@@ -69,9 +72,28 @@ fn list(value: &Value, field: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Versions a brand's co-signature requests are read from at most (each is one status call).
+const MAX_COSIGN_LOOKUPS: usize = 20;
+
 async fn queue(State(console): State<Console>, signed: Signed) -> Result<Markup, PageError> {
     let versions = call::get(&console, &signed, "/plugins").await?;
     let versions = versions.as_array().cloned().unwrap_or_default();
+    // A brand's co-signature requests: versions waiting for a signature that its brand owes.
+    let mut requests = Vec::new();
+    if signed.0.principal.role == Role::Brand {
+        for v in versions
+            .iter()
+            .filter(|v| s(v, "status") == "awaiting_cosign")
+            .take(MAX_COSIGN_LOOKUPS)
+        {
+            let path = format!("/plugins/{}", enc(s(v, "id")));
+            if let Some(status) = call::get_optional(&console, &signed, &path).await {
+                if cosign_is_mine(&signed, &status) {
+                    requests.push(status);
+                }
+            }
+        }
+    }
     let table = |items: Vec<&Value>| {
         html! {
             div.scroll { table {
@@ -97,6 +119,15 @@ async fn queue(State(console): State<Console>, signed: Signed) -> Result<Markup,
         @if signed.0.principal.role == Role::Brand {
             p.hint { "Versions whose manifest names your brand. Upload with "
                 code { "coalition plugin upload" } "; co-sign from a version's page." }
+            section.card #cosign-requests {
+                h2 { "Waiting for your co-signature (" (requests.len()) ")" }
+                @if requests.is_empty() { p { "None." } } @else {
+                    ul { @for r in &requests { li {
+                        a href={"/console/plugins/" (s(r, "id"))} { (s(r, "name")) " " (s(r, "version")) }
+                        " uploaded by " (r["uploaded_by_brand"].as_str().unwrap_or("platform"))
+                    } } }
+                }
+            }
         }
         @for (i, (title, hint)) in QUEUE.iter().enumerate() {
             @let items: Vec<&Value> = versions.iter().filter(|v| stage(s(v, "status")) == i).collect();
@@ -140,6 +171,12 @@ async fn render_version(
     let status = call::get(console, signed, &base).await?;
     let package = call::get_optional(console, signed, &format!("{base}/package")).await;
     let stats = call::get_optional(console, signed, &format!("{base}/stats")).await;
+    let receipts = call::get_optional(
+        console,
+        signed,
+        &format!("{base}/receipts?limit={RECEIPTS_SHOWN}"),
+    )
+    .await;
     let admin = signed.0.principal.role == Role::Admin;
     let shadow = if admin {
         call::get_optional(console, signed, &format!("{base}/shadow-results?limit=20")).await
@@ -189,6 +226,7 @@ async fn render_version(
             }
         }
         @if let Some(stats) = &stats { (live(stats)) }
+        @if let Some(receipts) = &receipts { (receipts_table(receipts)) }
         @if let Some(shadow) = &shadow { (shadow_table(shadow)) }
         @if admin { (actions(signed, id, &name, &status)) }
     };
@@ -419,6 +457,35 @@ fn live(stats: &Value) -> Markup {
                     &[series("p50", "duration_us_p50"), series("p99", "duration_us_p99")]))
                 (charts::lines_over_days("Fuel per call, median", "fuel", &[series("fuel p50", "fuel_p50")]))
                 (charts::bars("Failures by kind", "count", &failure_bars))
+            }
+        }
+    }
+}
+
+fn receipts_table(calls: &Value) -> Markup {
+    let items = calls.as_array().cloned().unwrap_or_default();
+    html! {
+        details.card #receipts {
+            summary { "Recent calls with their receipts (" (items.len()) ")" }
+            p.hint { "Each decision's receipt: input and output hashes and fuel, enough to replay it bit for bit. "
+                "Download them all with " code { "coalition plugin receipts" } "." }
+            @if items.is_empty() { p { "No recorded calls." } } @else {
+                div.scroll { table {
+                    thead { tr { th { "When" } th { "Hook" } th { "Subject" } th.num { "Fuel" } th.num { "µs" }
+                        th { "Input sha256" } th { "Decision" } } }
+                    tbody { @for c in &items {
+                        @let r = &c["receipt"];
+                        tr {
+                            td { (layout::when(r["created_at"].as_i64().unwrap_or_default())) }
+                            td { (s(r, "hook")) }
+                            td { (s(r, "subject_kind")) " " code { (s(r, "subject_id")) } }
+                            td.num { (layout::number(r["fuel_used"].as_i64().unwrap_or_default())) }
+                            td.num { (layout::number(r["duration_us"].as_i64().unwrap_or_default())) }
+                            td { code { (s(r, "input_sha256").chars().take(16).collect::<String>()) "…" } }
+                            td { code { (serde_json::to_string(&r["output"]).unwrap_or_default()) } }
+                        }
+                    } }
+                } }
             }
         }
     }
