@@ -1,7 +1,9 @@
 //! The programme in numbers: members, activity, repurchase, order value, points outstanding
 //! and expiring, per brand and per day, computed by SQL aggregates over the window.
 //!
-//! Rates are integers in basis points (1/100 of a percent), like every other figure here.
+//! Days are the programme's local days (`[points] utc_offset_minutes`), as settlement periods
+//! are. Orders and sales are as recorded at the counter, before refunds. Rates are integers in
+//! basis points (1/100 of a percent), like every other figure here.
 //! Coalition-wide for admins; a brand sees the same figures over its own purchases, the
 //! members who bought from it and the points it funded.
 
@@ -20,7 +22,7 @@ pub const MAX_WINDOW_DAYS: i64 = 366;
 pub struct Overview {
     /// The brand it is limited to; absent = the whole coalition.
     pub brand_id: Option<String>,
-    /// The window's first instant, Unix ms (the start of a UTC day).
+    /// The window's first instant, Unix ms (the start of a local day).
     pub from_ms: i64,
     /// Now, Unix ms.
     pub to_ms: i64,
@@ -45,11 +47,12 @@ pub struct Overview {
     /// Points members hold now: the liability (coalition: every wallet; a brand: the
     /// remaining points of lots it funded).
     pub points_outstanding: i64,
-    /// Of those, points whose lots expire within the next 30 days.
+    /// Of those, points whose lots expire within the next 30 days. Lots already past their
+    /// expiry that the expiry job has not reached yet count in neither figure.
     pub points_expiring_30d: i64,
     /// Per brand, in the window (a brand sees only its own row).
     pub by_brand: Vec<BrandFigures>,
-    /// Per UTC day of the window, oldest first (days without activity included, as zeros).
+    /// Per local day of the window, oldest first (days without activity included, as zeros).
     pub daily: Vec<DayFigures>,
 }
 
@@ -73,7 +76,7 @@ pub struct BrandFigures {
 /// One day's figures.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DayFigures {
-    /// Start of the UTC day, Unix ms.
+    /// Start of the local day, Unix ms.
     pub day_ms: i64,
     /// Purchases.
     pub orders: i64,
@@ -103,8 +106,10 @@ pub async fn overview(
 ) -> DomainResult<Overview> {
     let pool = services.store.read();
     let now = services.now_ms();
-    let to_day = now.div_euclid(DAY_MS) * DAY_MS;
-    let from = to_day - (window_days - 1) * DAY_MS;
+    let offset = services.settings.points.utc_offset_minutes * 60_000;
+    // The start of the local day that holds `at`, Unix ms.
+    let local_day = |at: i64| (at + offset).div_euclid(DAY_MS) * DAY_MS - offset;
+    let from = local_day(now) - (window_days - 1) * DAY_MS;
     // `$2 IS NULL OR brand_id = $2` keeps one statement for both scopes.
     let brand = brand.map(str::to_owned);
     let (members,): (i64,) = match &brand {
@@ -169,13 +174,17 @@ pub async fn overview(
     let (points_outstanding, points_expiring_30d): (i64, i64) = sqlx::query_as(
         "SELECT CAST(COALESCE(SUM(remaining), 0) AS BIGINT),
                 CAST(COALESCE(SUM(CASE WHEN expires_at < $1 THEN remaining ELSE 0 END), 0) AS BIGINT)
-         FROM point_lots WHERE remaining > 0 AND ($2 IS NULL OR brand_id = $2)",
+         FROM point_lots WHERE remaining > 0 AND expires_at > $3 AND ($2 IS NULL OR brand_id = $2)",
     )
     .bind(now + 30 * DAY_MS)
     .bind(brand.clone())
+    .bind(now)
     .fetch_one(pool)
     .await?;
-    let day_sql = format!("CAST((created_at / {DAY_MS}) * {DAY_MS} AS BIGINT)");
+    // Local days in SQL: shifted by the offset, cut to whole days, shifted back (the offset is
+    // a configured integer, never input).
+    let day_sql =
+        format!("CAST(((created_at + {offset}) / {DAY_MS}) * {DAY_MS} - {offset} AS BIGINT)");
     let sales: Vec<(i64, i64, i64, i64, i64)> = sqlx::query_as(&format!(
         "SELECT {day_sql} AS day, CAST(COUNT(*) AS BIGINT),
                 CAST(COALESCE(SUM(total_cents), 0) AS BIGINT),
@@ -189,7 +198,7 @@ pub async fn overview(
     .fetch_all(pool)
     .await?;
     let redeemed: Vec<(i64, i64)> = sqlx::query_as(&format!(
-        "SELECT CAST((e.created_at / {DAY_MS}) * {DAY_MS} AS BIGINT) AS day,
+        "SELECT CAST(((e.created_at + {offset}) / {DAY_MS}) * {DAY_MS} - {offset} AS BIGINT) AS day,
                 CAST(COALESCE(SUM(-p.amount), 0) AS BIGINT)
          FROM ledger_entries e JOIN ledger_postings p ON p.entry_id = e.id
          WHERE e.kind = 'spend' AND p.account = 'wallet' AND e.created_at >= $1

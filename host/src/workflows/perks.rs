@@ -1395,6 +1395,81 @@ pub async fn member_redemptions(
     Ok(out)
 }
 
+/// One redemption as a brand's or the platform's list shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RedemptionLine {
+    /// Redemption id.
+    pub id: String,
+    /// The member (an id; profiles are read through the members API under its masking).
+    pub member_id: String,
+    /// Plugin that granted it.
+    pub plugin: String,
+    /// Perk id.
+    pub perk_id: String,
+    /// Brand that pays for it.
+    pub funding_brand: String,
+    /// Brand that hands it over.
+    pub honouring_brand: String,
+    /// Points it cost.
+    pub points: i64,
+    /// Face value, cents.
+    pub value_cents: i64,
+    /// `redeemed` or `reversed`.
+    pub status: String,
+    /// The coupon issued, if the grant was one.
+    pub coupon_code: Option<String>,
+    /// When, Unix ms.
+    pub created_at_ms: i64,
+}
+
+/// The newest redemptions (at most [`MAX_REDEMPTIONS_PAGE`]), of every brand or of those
+/// `brand` funds or honours.
+pub async fn brand_redemptions(
+    conn: &mut AnyConnection,
+    brand: Option<&str>,
+) -> DomainResult<Vec<RedemptionLine>> {
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        String,
+        Option<String>,
+        i64,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, member_id, plugin, perk_id, funding_brand, honouring_brand, points,
+                value_cents, status, coupon_code, created_at
+         FROM perk_redemptions
+         WHERE ($2 = '' OR funding_brand = $2 OR honouring_brand = $2)
+         ORDER BY created_at DESC, id DESC LIMIT $1",
+    )
+    .bind(MAX_REDEMPTIONS_PAGE)
+    .bind(brand.unwrap_or_default())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| RedemptionLine {
+            id: r.0,
+            member_id: r.1,
+            plugin: r.2,
+            perk_id: r.3,
+            funding_brand: r.4,
+            honouring_brand: r.5,
+            points: r.6,
+            value_cents: r.7,
+            status: r.8,
+            coupon_code: r.9,
+            created_at_ms: r.10,
+        })
+        .collect())
+}
+
 /// Reverses a redemption whose coupon was voided by a refund, in the refund's transaction:
 /// gives its points back (new lots keeping the original expiry, but at least
 /// `restore_min_validity_days`), puts its stock back and records a refund event reversing the

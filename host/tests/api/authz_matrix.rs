@@ -861,6 +861,11 @@ fn case(w: &World, method: &str, path: &str) -> Option<Case> {
         )
         .json(json!({ "member_id": w.member, "value_cents": 1_000 })),
 
+        ("GET", "/perks/redemptions") => Case::allow(
+            &[OtherBrand],
+            "a brand key always gets the redemptions its own brand funds or honours",
+            Admin,
+        ),
         ("GET", "/programme/overview") => Case::allow(
             &[OtherBrand],
             "a brand key always gets the overview of its own brand",

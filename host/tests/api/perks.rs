@@ -182,6 +182,27 @@ both_backends!(
         assert_eq!(again, redeemed);
         assert_eq!(balance(&app, &member).await, 100);
         let redemption = redeemed["id"].as_str().expect("id").to_owned();
+        // The funding brand's list shows it with its coupon; a member key may not list.
+        let (status, lines) = app.get("/perks/redemptions", &restaurant_office).await;
+        assert_eq!(status, StatusCode::OK, "{lines}");
+        assert_eq!(lines.as_array().map(Vec::len), Some(1), "{lines}");
+        assert_eq!(lines[0]["id"], redemption.as_str());
+        assert_eq!(lines[0]["coupon_code"], code.as_str());
+        assert_eq!(lines[0]["honouring_brand"], "cinema");
+        let (status, _) = app
+            .get("/perks/redemptions?brand_id=cinema", &restaurant_office)
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (_, by_cinema) = app
+            .get("/perks/redemptions?brand_id=cinema", &app.admin_key)
+            .await;
+        assert_eq!(by_cinema.as_array().map(Vec::len), Some(1), "{by_cinema}");
+        let (_, by_mall) = app
+            .get("/perks/redemptions?brand_id=mall", &app.admin_key)
+            .await;
+        assert_eq!(by_mall.as_array().map(Vec::len), Some(0), "{by_mall}");
+        let (status, _) = app.get("/perks/redemptions", &member_key).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(
             scalar(
                 &app,

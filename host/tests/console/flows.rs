@@ -299,12 +299,12 @@ async fn a_brand_cosigns_a_member_redeems_and_brands_stay_apart() {
     phone
         .click_and_wait("button[data-perk='cinema-ticket-half']")
         .await;
-    let code = phone.text("#coupon-code").await;
-    assert_eq!(code.len(), 16, "a coupon code: {code}");
+    let coupon = phone.text("#coupon-code").await;
+    assert_eq!(coupon.len(), 16, "a coupon code: {coupon}");
     let (_, coupons) = app
         .get(&format!("/members/{member}/coupons"), &member_key)
         .await;
-    assert_eq!(coupons[0]["code"], code.as_str(), "{coupons}");
+    assert_eq!(coupons[0]["code"], coupon.as_str(), "{coupons}");
     assert!(phone.page_text().await.contains("100\navailable"));
     let pass_drawn = phone
         .execute(
@@ -337,6 +337,11 @@ async fn a_brand_cosigns_a_member_redeems_and_brands_stay_apart() {
     assert!(
         inventory.contains("cinema-ticket-half") && inventory.contains("9"),
         "{inventory}"
+    );
+    let redemptions = browser.text("#redemptions").await;
+    assert!(
+        redemptions.contains("Newest redemptions (1)") && redemptions.contains(&coupon),
+        "{redemptions}"
     );
     let csv = browser
         .execute(

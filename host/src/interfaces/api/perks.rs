@@ -17,7 +17,8 @@ use crate::interfaces::api::idempotency::{self, IdempotencyKey};
 use crate::interfaces::api::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use crate::interfaces::api::AppState;
 use crate::workflows::perks::{
-    self, InventoryRequest, InventoryView, PerksList, RedeemBody, RedemptionView, MAX_DEVICE_ID_LEN,
+    self, InventoryRequest, InventoryView, PerksList, RedeemBody, RedemptionLine, RedemptionView,
+    MAX_DEVICE_ID_LEN,
 };
 
 pub use crate::workflows::perks::{GrantView, PerkView, UnavailablePlugin};
@@ -33,6 +34,55 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(perks_redemptions))
         .routes(routes!(perks_inventory_put))
         .routes(routes!(perks_inventory_list))
+        .routes(routes!(perks_redemptions_list))
+}
+
+/// Whose redemptions.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RedemptionsParams {
+    /// Admins: only those this brand funds or honours. A brand key always sees its own and may
+    /// name only itself.
+    pub brand_id: Option<String>,
+}
+
+/// The newest perk redemptions (at most 100): every brand's for admins, those its brand funds
+/// or honours for a brand key; others get 403.
+#[utoipa::path(get, path = "/perks/redemptions", tag = "perks", params(RedemptionsParams),
+    responses(
+        (status = 200, body = Vec<RedemptionLine>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn perks_redemptions_list(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<RedemptionsParams>,
+) -> DomainResult<ApiJson<Vec<RedemptionLine>>> {
+    let brand = match principal.role {
+        Role::Admin => params.brand_id.clone(),
+        Role::Brand if params.brand_id.is_none() || params.brand_id == principal.brand_id => {
+            principal.brand_id.clone()
+        }
+        Role::Brand => {
+            return Err(DomainError::forbidden(
+                "a brand sees the redemptions it funds or honours only",
+            ))
+        }
+        _ => {
+            return Err(DomainError::forbidden(
+                "only admin and brand keys may list redemptions",
+            ))
+        }
+    };
+    if let Some(brand) = &brand {
+        check_path_id("brand", brand)?;
+    }
+    let mut conn = state.store.read().acquire().await?;
+    Ok(ApiJson(
+        perks::brand_redemptions(&mut conn, brand.as_deref()).await?,
+    ))
 }
 
 /// Options of the perk listing.

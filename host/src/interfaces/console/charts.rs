@@ -22,7 +22,7 @@ const COLOURS: [RGBColor; 4] = [
 fn label(text: &str) -> String {
     text.chars()
         .filter(|c| !matches!(c, '<' | '>' | '&' | '"' | '\''))
-        .take(40)
+        .take(80)
         .collect()
 }
 
@@ -168,7 +168,9 @@ pub fn bars(title: &str, unit: &str, bars: &[(String, i64)]) -> Markup {
 
 fn draw_bars(title: &str, unit: &str, bars: &[(String, i64)]) -> Option<String> {
     let n = bars.len();
+    // Negative values (a party that owes) go below the axis.
     let ymax = bars.iter().map(|b| b.1).max().unwrap_or(1).max(1) as f64 * 1.15;
+    let ymin = bars.iter().map(|b| b.1).min().unwrap_or(0).min(0) as f64 * 1.15;
     let names: Vec<String> = bars.iter().map(|b| label(&b.0)).collect();
     let mut out = String::new();
     {
@@ -179,7 +181,7 @@ fn draw_bars(title: &str, unit: &str, bars: &[(String, i64)]) -> Option<String> 
             .margin(12)
             .x_label_area_size(28)
             .y_label_area_size(56)
-            .build_cartesian_2d(0.0..n as f64, 0.0..ymax)
+            .build_cartesian_2d(0.0..n as f64, ymin..ymax)
             .ok()?;
         chart
             .configure_mesh()
@@ -202,10 +204,8 @@ fn draw_bars(title: &str, unit: &str, bars: &[(String, i64)]) -> Option<String> 
         chart
             .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
                 let x = i as f64;
-                Rectangle::new(
-                    [(x + 0.15, 0.0), (x + 0.85, *v as f64)],
-                    COLOURS[0].filled(),
-                )
+                let colour = if *v < 0 { COLOURS[1] } else { COLOURS[0] };
+                Rectangle::new([(x + 0.15, 0.0), (x + 0.85, *v as f64)], colour.filled())
             }))
             .ok()?;
         root.present().ok()?;
@@ -228,6 +228,15 @@ mod tests {
         assert!(html.contains("Calls per day"));
         assert!(html.contains("<td class=\"num\">7</td>"), "{html}");
         let html = bars("Failures", "count", &[("<x>".to_owned(), 2)]).into_string();
+        let owes = bars(
+            "Net",
+            "units",
+            &[("a".to_owned(), -28), ("b".to_owned(), 28)],
+        );
+        assert!(
+            owes.into_string().contains("<rect"),
+            "a negative bar is drawn"
+        );
         assert!(html.contains("<svg"));
         assert!(!html.contains("<x>"), "labels are escaped or stripped");
         // One day of a real date: the axis still spans whole days around it.

@@ -95,6 +95,7 @@ async fn search(
                     } }
                     @if let Some(next) = found["next_cursor"].as_str() {
                         p { a href={"/console/members?cursor=" (enc(next))
+                            @if let Some(t) = &phone { "&phone=" (enc(t)) }
                             @if let Some(t) = &tag { "&tag=" (enc(t)) }
                             @if let Some(t) = &tier { "&tier=" (enc(t)) } } { "Next page →" } }
                     }

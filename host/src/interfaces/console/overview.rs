@@ -23,7 +23,7 @@ pub fn routes() -> Router<Console> {
 
 #[derive(Debug, Deserialize)]
 struct OverviewQuery {
-    days: Option<i64>,
+    days: Option<String>,
     brand: Option<String>,
 }
 
@@ -40,7 +40,11 @@ async fn overview(
     signed: Signed,
     Query(query): Query<OverviewQuery>,
 ) -> Result<Markup, PageError> {
-    let days = query.days.unwrap_or(30);
+    let days = query
+        .days
+        .as_deref()
+        .and_then(|d| d.trim().parse::<i64>().ok())
+        .unwrap_or(30);
     let mut path = format!("/programme/overview?days={days}");
     let brand = query
         .brand

@@ -1,5 +1,5 @@
-//! Perk inventory: stock, limits and windows of every perk (admins), or of the perks a brand
-//! funds (brands).
+//! Perks: inventory (stock, limits and windows) of every perk for admins or of the perks a
+//! brand funds, and the newest redemptions (every brand's, or those a brand funds or honours).
 
 use axum::extract::State;
 use axum::routing::get;
@@ -31,6 +31,8 @@ fn limit(value: &Value, field: &str) -> String {
 
 async fn inventory(State(console): State<Console>, signed: Signed) -> Result<Markup, PageError> {
     let all = call::get(&console, &signed, "/perks/inventory").await?;
+    let redemptions = call::get(&console, &signed, "/perks/redemptions").await?;
+    let redemptions = redemptions.as_array().cloned().unwrap_or_default();
     let own = signed.0.principal.brand_id.as_deref();
     let brand = signed.0.principal.role == Role::Brand;
     let rows: Vec<Value> = all
@@ -62,5 +64,27 @@ async fn inventory(State(console): State<Console>, signed: Signed) -> Result<Mar
             }
         }
     };
-    Ok(page("Perk inventory", &signed, body))
+    let body = html! {
+        (body)
+        section.card #redemptions {
+            h2 { "Newest redemptions (" (redemptions.len()) ")" }
+            @if redemptions.is_empty() { p { "None yet." } } @else {
+                div.scroll { table {
+                    thead { tr { th { "When" } th { "Perk" } th { "Member" } th { "Funded by" } th { "Honoured by" }
+                        th.num { "Points" } th.num { "Value" } th { "Coupon" } th { "Status" } } }
+                    tbody { @for r in &redemptions { tr {
+                        td { (layout::when(r["created_at_ms"].as_i64().unwrap_or_default())) }
+                        td { code { (s(r, "perk_id")) } }
+                        td { a href={"/console/members/" (s(r, "member_id"))} { code { (s(r, "member_id")) } } }
+                        td { (s(r, "funding_brand")) } td { (s(r, "honouring_brand")) }
+                        td.num { (layout::number(r["points"].as_i64().unwrap_or_default())) }
+                        td.num { (layout::cents(r["value_cents"].as_i64().unwrap_or_default())) }
+                        td { code { (r["coupon_code"].as_str().unwrap_or("—")) } }
+                        td { (badge(s(r, "status"))) }
+                    } } }
+                } }
+            }
+        }
+    };
+    Ok(page("Perks", &signed, body))
 }

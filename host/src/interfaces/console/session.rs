@@ -43,7 +43,6 @@ const LOGIN_FORM_SECONDS: u64 = 15 * 60;
 const MAX_NEXT_BYTES: usize = 512;
 
 /// One signed-in person.
-#[derive(Debug)]
 pub struct Session {
     /// The cookie's value.
     pub id: String,
@@ -57,6 +56,16 @@ pub struct Session {
     pub created_ms: i64,
     /// Its latest request, Unix ms (server clock).
     last_seen_ms: AtomicI64,
+}
+
+impl std::fmt::Debug for Session {
+    /// Never prints the key or the tokens.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("principal", &self.principal)
+            .field("created_ms", &self.created_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The sessions of this process, bounded by `console.max_sessions` (least recently used
@@ -79,6 +88,9 @@ impl Sessions {
         Self {
             cache: moka::sync::Cache::builder()
                 .max_capacity(config.max_sessions)
+                // Least recently used out first, as documented: the default policy may refuse
+                // a new sign-in when full instead.
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 // Memory clean-up only; expiry itself follows the server's clock below.
                 .time_to_live(Duration::from_secs(
                     config.session_max_hours.saturating_mul(3_600),
@@ -422,6 +434,34 @@ mod tests {
         let s = sessions.start("coa_x".to_owned(), principal(), 0);
         assert!(sessions.get(&s.id, 31 * 60_000).is_none(), "idle too long");
         assert!(sessions.get("nope", 0).is_none());
+    }
+
+    #[test]
+    fn a_full_set_signs_out_the_least_recently_used() {
+        let config = ConsoleConfig {
+            max_sessions: 2,
+            ..ConsoleConfig::default()
+        };
+        let sessions = Sessions::new(&config);
+        // The cache applies its bookkeeping in batches; run it after each step so the order of
+        // use is the one written here.
+        let a = sessions.start("coa_a".to_owned(), principal(), 0);
+        sessions.cache.run_pending_tasks();
+        let b = sessions.start("coa_b".to_owned(), principal(), 0);
+        sessions.cache.run_pending_tasks();
+        assert!(sessions.get(&a.id, 1).is_some());
+        sessions.cache.run_pending_tasks();
+        let c = sessions.start("coa_c".to_owned(), principal(), 2);
+        sessions.cache.run_pending_tasks();
+        assert!(sessions.get(&c.id, 3).is_some(), "a new sign-in is kept");
+        assert!(
+            sessions.get(&b.id, 3).is_none(),
+            "the least recently used went"
+        );
+        assert!(
+            format!("{a:?}").find("coa_a").is_none(),
+            "Debug hides the key"
+        );
     }
 
     #[test]
