@@ -26,7 +26,7 @@ from coalition_client.api.keys import keys_list  # noqa: E402
 from coalition_client.api.members import members_export, members_list  # noqa: E402
 from coalition_client.api.offline import offline_conflicts_list  # noqa: E402
 from coalition_client.api.passes import pass_keys_list, passes_png  # noqa: E402
-from coalition_client.api.perks import perks_list  # noqa: E402
+from coalition_client.api.perks import perks_list, perks_redemptions_list  # noqa: E402
 from coalition_client.api.plugin_lifecycle import (  # noqa: E402
     audit_list,
     audit_verify,
@@ -35,6 +35,7 @@ from coalition_client.api.plugin_lifecycle import (  # noqa: E402
 )
 from coalition_client.api.plugins import plugin_receipts, plugin_stats, plugins_list, receipts_list  # noqa: E402
 from coalition_client.api.points import points_get  # noqa: E402
+from coalition_client.api.programme import programme_overview  # noqa: E402
 from coalition_client.api.purchases import purchases_get  # noqa: E402
 from coalition_client.api.risk import blacklist_list, verification_create, verification_get  # noqa: E402
 from coalition_client.api.settlement import settlement_periods_list  # noqa: E402
@@ -42,6 +43,7 @@ from coalition_client.api.tiers import tiers_get  # noqa: E402
 from coalition_client.models import (  # noqa: E402
     AuditVerification,
     CampaignView,
+    Overview,
     MembersExportFormat,
     MemberVerification,
     NewCampaign,
@@ -104,6 +106,7 @@ def main():
     call("tiers", "GET /tiers", tiers_get)
     call("jobs", "POST /jobs/holds", jobs_holds, idempotency_key=key())
     call("perks", "GET /members/{id}/perks", perks_list, member)
+    call("perks", "GET /perks/redemptions", perks_redemptions_list)
     call("coupons", "GET /coupon-templates", coupon_templates_list)
     installed = call("plugins", "GET /plugins", plugins_list)
     call("plugins", "GET /receipts (query)", receipts_list, subject_kind="purchase", subject_id="none")
@@ -154,6 +157,8 @@ def main():
     )
     assert verified.member_id == member, verified
     call("settlement", "GET /settlement/periods", settlement_periods_list)
+    overview = call("programme", "GET /programme/overview?days=7 (query)", programme_overview, days=7, expect=Overview)
+    assert overview.window_days == 7 and len(overview.daily) == 7, overview
 
     with urllib.request.urlopen(base_url + "/openapi.json", timeout=30) as response:
         document = json.load(response)
