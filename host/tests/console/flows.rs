@@ -432,6 +432,29 @@ async fn forms_need_their_csrf_token_and_sessions_end() {
     browser
         .goto(&format!("{}/console/plugins/{id}", app.base))
         .await;
+    // Keyboard first: Tab from the top reaches "Skip to content", and every field of the
+    // page's forms has a label.
+    browser
+        .client()
+        .active_element()
+        .await
+        .expect("focused element")
+        .send_keys("\u{E004}")
+        .await
+        .expect("Tab");
+    let focused = browser
+        .execute("return document.activeElement.textContent;", vec![])
+        .await;
+    assert_eq!(focused, "Skip to content");
+    let unlabelled = browser
+        .execute(
+            "return [...document.querySelectorAll('main input:not([type=hidden]), main textarea, \
+             main select')].filter(f => !(f.id && document.querySelector(`label[for='${f.id}']`)) \
+             && !f.closest('label')).length;",
+            vec![],
+        )
+        .await;
+    assert_eq!(unlabelled, 0, "every visible field has a label");
     browser
         .execute(
             "document.querySelector(\"form[data-action='approve'] input[name=csrf]\").remove();",

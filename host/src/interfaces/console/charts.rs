@@ -4,6 +4,7 @@
 
 use maud::{html, Markup};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::interfaces::console::layout;
 
@@ -186,15 +187,9 @@ fn draw_bars(title: &str, unit: &str, bars: &[(String, i64)]) -> Option<String> 
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(n.saturating_mul(2).max(2))
-            .x_label_formatter(&|x| {
-                let at = x.floor();
-                if (x - at - 0.5).abs() < 0.26 {
-                    names.get(at as usize).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
+            // Names are written on the bars themselves: tick positions are the library's.
+            .x_labels(2)
+            .x_label_formatter(&|_| String::new())
             .y_labels(5)
             .y_label_formatter(&|y| format!("{y:.0}"))
             .y_desc(label(unit))
@@ -207,6 +202,23 @@ fn draw_bars(title: &str, unit: &str, bars: &[(String, i64)]) -> Option<String> 
                 let colour = if *v < 0 { COLOURS[1] } else { COLOURS[0] };
                 Rectangle::new([(x + 0.15, 0.0), (x + 0.85, *v as f64)], colour.filled())
             }))
+            .ok()?;
+        let style = TextStyle::from(("sans-serif", 14).into_font())
+            .pos(Pos::new(HPos::Center, VPos::Bottom));
+        chart
+            .draw_series(
+                names
+                    .iter()
+                    .zip(bars)
+                    .enumerate()
+                    .map(|(i, (name, (_, v)))| {
+                        Text::new(
+                            name.clone(),
+                            (i as f64 + 0.5, (*v).max(0) as f64),
+                            style.clone(),
+                        )
+                    }),
+            )
             .ok()?;
         root.present().ok()?;
     }

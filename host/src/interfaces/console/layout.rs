@@ -203,6 +203,14 @@ fn grouped(mut value: u64) -> String {
     parts.join(",")
 }
 
+/// A settlement period's status: an open period is the normal state, not an alarm.
+pub fn period_badge(status: &str) -> Markup {
+    match status {
+        "open" => html! { span class="badge wait" { "open" } },
+        other => badge(other),
+    }
+}
+
 /// A status as a coloured badge.
 pub fn badge(status: &str) -> Markup {
     let class = match status {

@@ -76,7 +76,7 @@ async fn periods(State(console): State<Console>, signed: Signed) -> Result<Marku
                     thead { tr { th { "Period" } th { "Status" } th.num { "Lines" } th.num { "Total" } th { "Closed" } } }
                     tbody { @for p in &list { tr {
                         td { a href={"/console/settlement/" (s(p, "id"))} { (s(p, "id")) } }
-                        td { (badge(s(p, "status"))) }
+                        td { (layout::period_badge(s(p, "status"))) }
                         td.num { (layout::number(i(p, "line_count"))) }
                         td.num { (layout::cents(i(p, "total_cents"))) }
                         td { (p["closed_at"].as_i64().map(layout::when).unwrap_or_default()) }
@@ -127,7 +127,7 @@ async fn period(
     let body = html! {
         p { a href="/console/settlement" { "← Settlement" } }
         h1 { "Period " (period) " "
-            @if let Some(info) = &info { (badge(s(info, "status"))) } }
+            @if let Some(info) = &info { (layout::period_badge(s(info, "status"))) } }
         section.card #statements {
             h2 { "Statements" }
             p { a.button.secondary href={"/console/settlement/" (period) "/statements.csv"} download { "Download CSV" } }
