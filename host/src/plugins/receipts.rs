@@ -360,15 +360,7 @@ pub async fn daily_stats(
     version: &str,
 ) -> Result<Vec<DayStats>, DomainError> {
     let day = crate::foundation::clock::DAY_MS;
-    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
-        "SELECT created_at, fuel_used, duration_us FROM plugin_receipts
-         WHERE plugin = $1 AND version = $2 ORDER BY created_at DESC, id DESC LIMIT $3",
-    )
-    .bind(plugin)
-    .bind(version)
-    .bind(MAX_STATS_RECEIPTS)
-    .fetch_all(store.read())
-    .await?;
+    let rows = newest_calls(store, plugin, version).await?;
     let failures: Vec<(i64,)> = sqlx::query_as(
         "SELECT p.created_at FROM purchase_skipped_decisions d
          JOIN purchases p ON p.id = d.purchase_id
@@ -381,7 +373,7 @@ pub async fn daily_stats(
     .await?;
     let mut by_day: std::collections::BTreeMap<i64, (Vec<i64>, Vec<i64>, i64)> =
         std::collections::BTreeMap::new();
-    for (at, fuel, us) in rows {
+    for (_, at, fuel, us) in rows {
         let entry = by_day.entry(at.div_euclid(day) * day).or_default();
         entry.0.push(fuel);
         entry.1.push(us);
@@ -415,24 +407,34 @@ fn percentile(sorted: &[i64], p: usize) -> i64 {
     sorted[rank - 1]
 }
 
-/// Per-hook fuel and duration percentiles over the newest recorded calls of `plugin@version`.
-pub async fn hook_stats(
+/// `(hook, created_at, fuel_used, duration_us)` of the newest [`MAX_STATS_RECEIPTS`] recorded
+/// calls of `plugin@version`.
+async fn newest_calls(
     store: &Store,
     plugin: &str,
     version: &str,
-) -> Result<Vec<HookStats>, DomainError> {
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT hook, fuel_used, duration_us FROM plugin_receipts
+) -> Result<Vec<(String, i64, i64, i64)>, DomainError> {
+    Ok(sqlx::query_as(
+        "SELECT hook, created_at, fuel_used, duration_us FROM plugin_receipts
          WHERE plugin = $1 AND version = $2 ORDER BY created_at DESC, id DESC LIMIT $3",
     )
     .bind(plugin)
     .bind(version)
     .bind(MAX_STATS_RECEIPTS)
     .fetch_all(store.read())
-    .await?;
+    .await?)
+}
+
+/// Per-hook fuel and duration percentiles over the newest recorded calls of `plugin@version`.
+pub async fn hook_stats(
+    store: &Store,
+    plugin: &str,
+    version: &str,
+) -> Result<Vec<HookStats>, DomainError> {
+    let rows = newest_calls(store, plugin, version).await?;
     let mut by_hook: std::collections::BTreeMap<String, (Vec<i64>, Vec<i64>)> =
         std::collections::BTreeMap::new();
-    for (hook, fuel, us) in rows {
+    for (hook, _, fuel, us) in rows {
         let entry = by_hook.entry(hook).or_default();
         entry.0.push(fuel);
         entry.1.push(us);

@@ -343,3 +343,23 @@ pub async fn coffee_purchase(app: &TestApp, counter: &str, member: &str) -> Valu
     assert_eq!(status, StatusCode::CREATED, "{body}");
     body
 }
+
+/// The cinema's half-price ticket coupon, applied by coupon-logic.
+pub async fn cinema_template(app: &TestApp) {
+    let (status, body) = app
+        .post(
+            "/coupon-templates",
+            &app.admin_key,
+            &idem(),
+            &json!({
+                "id": "cinema-ticket-half", "title": "Half-price cinema ticket",
+                "funding_brand": "restaurant", "honouring_brand": "cinema",
+                "plugin": "coupon-logic",
+                "params": { "kind": "percent-off-category", "category": "ticket",
+                            "percent-bp": "5000", "cap-cents": "4000" },
+                "validity_days": 30, "value_cents": 4000
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}

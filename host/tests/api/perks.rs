@@ -6,7 +6,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::fixtures::{create_brand, create_key, idem, install_plugin as install, member_id};
+use crate::fixtures::{
+    cinema_template, create_brand, create_key, idem, install_plugin as install, member_id,
+};
 use crate::helpers::TestApp;
 
 const DAY_MS: i64 = 86_400_000;
@@ -26,26 +28,6 @@ async fn scalar(app: &TestApp, sql: &str, arg: &str) -> i64 {
         .await
         .expect("query");
     n
-}
-
-/// The cinema's half-price ticket coupon, applied by coupon-logic.
-async fn cinema_template(app: &TestApp) {
-    let (status, body) = app
-        .post(
-            "/coupon-templates",
-            &app.admin_key,
-            &idem(),
-            &json!({
-                "id": "cinema-ticket-half", "title": "Half-price cinema ticket",
-                "funding_brand": "restaurant", "honouring_brand": "cinema",
-                "plugin": "coupon-logic",
-                "params": { "kind": "percent-off-category", "category": "ticket",
-                            "percent-bp": "5000", "cap-cents": "4000" },
-                "validity_days": 30, "value_cents": 4000
-            }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
 async fn set_inventory(app: &TestApp, key: &str, plugin: &str, perk: &str, body: Value) {

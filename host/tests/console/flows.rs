@@ -183,26 +183,6 @@ async fn an_admin_reviews_approves_canaries_promotes_and_kills_a_version() {
     app.stop().await;
 }
 
-/// The cinema's half-price ticket coupon, applied by coupon-logic.
-async fn cinema_template(app: &TestApp) {
-    let (status, body) = app
-        .post(
-            "/coupon-templates",
-            &app.admin_key,
-            &idem(),
-            &json!({
-                "id": "cinema-ticket-half", "title": "Half-price cinema ticket",
-                "funding_brand": "restaurant", "honouring_brand": "cinema",
-                "plugin": "coupon-logic",
-                "params": { "kind": "percent-off-category", "category": "ticket",
-                            "percent-bp": "5000", "cap-cents": "4000" },
-                "validity_days": 30, "value_cents": 4000
-            }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_brand_cosigns_a_member_redeems_and_brands_stay_apart() {
     let app = TestApp::spawn(Backend::Sqlite).await;
@@ -260,7 +240,7 @@ async fn a_brand_cosigns_a_member_redeems_and_brands_stay_apart() {
         assert_eq!(code, StatusCode::OK, "{body}");
     }
     crate::fixtures::install_plugin(&app, "coupon-logic", json!({})).await;
-    cinema_template(&app).await;
+    crate::fixtures::cinema_template(&app).await;
     let (code, body) = app
         .call(
             reqwest::Method::PUT,

@@ -4,6 +4,7 @@
 
 use maud::{html, Markup};
 use plotters::prelude::*;
+use plotters::coord::types::RangedCoordf64;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::interfaces::console::layout;
@@ -25,6 +26,23 @@ fn label(text: &str) -> String {
         .filter(|c| !matches!(c, '<' | '>' | '&' | '"' | '\''))
         .take(80)
         .collect()
+}
+
+/// A chart on `root`: white background, title, margins and the axes' ranges.
+fn frame<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    title: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> Option<ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>> {
+    root.fill(&WHITE).ok()?;
+    ChartBuilder::on(root)
+        .caption(label(title), ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(28)
+        .y_label_area_size(56)
+        .build_cartesian_2d(x, y)
+        .ok()
 }
 
 /// Draws a chart; a chart that cannot be drawn (or whose drawing library panics on odd data)
@@ -92,14 +110,7 @@ fn draw_lines(title: &str, unit: &str, series: &[Series]) -> Option<String> {
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, SIZE).into_drawing_area();
-        root.fill(&WHITE).ok()?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(label(title), ("sans-serif", 16))
-            .margin(12)
-            .x_label_area_size(28)
-            .y_label_area_size(56)
-            .build_cartesian_2d(x0..x1, 0.0..ymax)
-            .ok()?;
+        let mut chart = frame(&root, title, x0..x1, 0.0..ymax)?;
         chart
             .configure_mesh()
             .x_labels(((x1 - x0) as usize + 1).min(8))
@@ -176,14 +187,7 @@ fn draw_bars(title: &str, unit: &str, bars: &[(String, i64)]) -> Option<String> 
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, SIZE).into_drawing_area();
-        root.fill(&WHITE).ok()?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(label(title), ("sans-serif", 16))
-            .margin(12)
-            .x_label_area_size(28)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0.0..n as f64, ymin..ymax)
-            .ok()?;
+        let mut chart = frame(&root, title, 0.0..n as f64, ymin..ymax)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
