@@ -179,6 +179,22 @@ async fn an_admin_reviews_approves_canaries_promotes_and_kills_a_version() {
     assert!(browser.exists("figure.chart svg").await, "charts drawn");
     screenshots(&browser, "programme").await;
 
+    // A member found by phone: balance, lots with their expiry, history and tier progress.
+    browser.goto(&format!("{}/console/members", app.base)).await;
+    browser.fill("#phone", "+8613900000002").await;
+    browser.submit_form("form[role=search]").await;
+    browser.click_and_wait("main table a").await;
+    let member = browser.page_text().await;
+    assert!(member.contains("points balance"), "{member}");
+    assert!(member.contains("Lots and expiry"), "{member}");
+    assert!(browser.exists("#tier-progress").await, "{member}");
+    let history = browser.text("main").await;
+    assert!(
+        history.contains("Points history") && history.contains("coffee"),
+        "{history}"
+    );
+    screenshots(&browser, "member-admin").await;
+
     browser.close().await;
     app.stop().await;
 }

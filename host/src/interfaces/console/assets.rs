@@ -35,7 +35,7 @@ h1 { font-size:24px; margin:0 0 12px; } h2 { font-size:19px; margin:0 0 10px; } 
 .card { background:#fff; border:1px solid var(--line); border-radius:8px; padding:16px 18px; margin:0 0 16px; }
 .narrow { max-width:520px; margin:24px auto; }
 .grid { display:grid; gap:16px; grid-template-columns:repeat(auto-fit, minmax(260px, 1fr)); }
-.kpis { display:grid; gap:12px; grid-template-columns:repeat(auto-fit, minmax(150px, 1fr)); }
+.kpis { display:grid; gap:12px; grid-template-columns:repeat(auto-fit, minmax(150px, 1fr)); margin:0 0 16px; }
 .kpi { background:#fff; border:1px solid var(--line); border-radius:8px; padding:10px 14px; }
 .kpi b { display:block; font-size:22px; } .kpi span { color:var(--muted); font-size:14px; }
 .scroll { overflow-x:auto; }

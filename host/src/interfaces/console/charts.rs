@@ -3,8 +3,8 @@
 //! anyone who wants the exact values.
 
 use maud::{html, Markup};
-use plotters::prelude::*;
 use plotters::coord::types::RangedCoordf64;
+use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::interfaces::console::layout;
