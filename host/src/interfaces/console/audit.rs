@@ -6,10 +6,9 @@ use axum::routing::get;
 use axum::Router;
 use maud::{html, Markup};
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::interfaces::console::call;
-use crate::interfaces::console::layout::{self, badge, page, PageError};
+use crate::interfaces::console::layout::{self, badge, page, s, PageError};
 use crate::interfaces::console::session::Signed;
 use crate::interfaces::console::Console;
 
@@ -46,7 +45,6 @@ async fn audit(
     .await?;
     let mut entries = entries.as_array().cloned().unwrap_or_default();
     entries.reverse();
-    let s = |v: &Value, f: &str| v[f].as_str().unwrap_or_default().to_owned();
     let ok = verify["ok"].as_bool() == Some(true);
     let body = html! {
         h1 { "Audit log" }

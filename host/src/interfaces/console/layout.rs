@@ -221,6 +221,16 @@ pub fn badge(status: &str) -> Markup {
     html! { span class={"badge " (class)} { (status) } }
 }
 
+/// The string field `field` of an API answer ("" when absent or not a string).
+pub fn s<'v>(value: &'v serde_json::Value, field: &str) -> &'v str {
+    value[field].as_str().unwrap_or_default()
+}
+
+/// The integer field `field` of an API answer (0 when absent or not an integer).
+pub fn i(value: &serde_json::Value, field: &str) -> i64 {
+    value[field].as_i64().unwrap_or_default()
+}
+
 /// Pretty JSON in a `<pre>`.
 pub fn json_block(value: &serde_json::Value) -> Markup {
     let text = serde_json::to_string_pretty(value).unwrap_or_default();

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::interfaces::console::call::{self, enc};
-use crate::interfaces::console::layout::{self, badge, guard, page, PageError};
+use crate::interfaces::console::layout::{self, badge, guard, i, page, s, PageError};
 use crate::interfaces::console::members::{lots, tier_progress};
 use crate::interfaces::console::session::Signed;
 use crate::interfaces::console::Console;
@@ -24,14 +24,6 @@ pub fn routes() -> Router<Console> {
         .route("/console/me", get(card))
         .route("/console/me/redeem", post(redeem))
         .route("/console/me/pass.svg", get(pass_svg))
-}
-
-fn s<'v>(value: &'v Value, field: &str) -> &'v str {
-    value[field].as_str().unwrap_or_default()
-}
-
-fn i(value: &Value, field: &str) -> i64 {
-    value[field].as_i64().unwrap_or_default()
 }
 
 /// The member behind the signed-in key (a member key names it; others are refused by the API).

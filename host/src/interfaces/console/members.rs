@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::domain::access::Role;
 use crate::interfaces::console::call::{self, enc};
-use crate::interfaces::console::layout::{self, badge, page, PageError};
+use crate::interfaces::console::layout::{self, badge, i, page, s, PageError};
 use crate::interfaces::console::session::Signed;
 use crate::interfaces::console::Console;
 
@@ -19,14 +19,6 @@ pub fn routes() -> Router<Console> {
     Router::new()
         .route("/console/members", get(search))
         .route("/console/members/{id}", get(member))
-}
-
-fn s<'v>(value: &'v Value, field: &str) -> &'v str {
-    value[field].as_str().unwrap_or_default()
-}
-
-fn i(value: &Value, field: &str) -> i64 {
-    value[field].as_i64().unwrap_or_default()
 }
 
 #[derive(Debug, Deserialize)]

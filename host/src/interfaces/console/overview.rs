@@ -7,12 +7,11 @@ use axum::routing::get;
 use axum::Router;
 use maud::{html, Markup};
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::domain::access::Role;
 use crate::interfaces::console::call::{self, enc};
 use crate::interfaces::console::charts::{self, Series};
-use crate::interfaces::console::layout::{self, page, PageError};
+use crate::interfaces::console::layout::{self, i, page, PageError};
 use crate::interfaces::console::session::Signed;
 use crate::interfaces::console::Console;
 
@@ -25,10 +24,6 @@ pub fn routes() -> Router<Console> {
 struct OverviewQuery {
     days: Option<String>,
     brand: Option<String>,
-}
-
-fn i(value: &Value, field: &str) -> i64 {
-    value[field].as_i64().unwrap_or_default()
 }
 
 fn percent(bp: i64) -> String {

@@ -9,17 +9,13 @@ use serde_json::Value;
 
 use crate::domain::access::Role;
 use crate::interfaces::console::call;
-use crate::interfaces::console::layout::{self, badge, page, PageError};
+use crate::interfaces::console::layout::{self, badge, page, s, PageError};
 use crate::interfaces::console::session::Signed;
 use crate::interfaces::console::Console;
 
 /// `/console/perks`.
 pub fn routes() -> Router<Console> {
     Router::new().route("/console/perks", get(inventory))
-}
-
-fn s<'v>(value: &'v Value, field: &str) -> &'v str {
-    value[field].as_str().unwrap_or_default()
 }
 
 fn limit(value: &Value, field: &str) -> String {

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::domain::access::Role;
 use crate::interfaces::console::call::{self, enc};
 use crate::interfaces::console::charts::{self, Series};
-use crate::interfaces::console::layout::{self, badge, guard, page, PageError};
+use crate::interfaces::console::layout::{self, badge, guard, page, s, PageError};
 use crate::interfaces::console::session::Signed;
 use crate::interfaces::console::Console;
 
@@ -53,10 +53,6 @@ fn stage(status: &str) -> usize {
         "active" => 2,
         _ => 3,
     }
-}
-
-fn s<'v>(value: &'v Value, field: &str) -> &'v str {
-    value[field].as_str().unwrap_or_default()
 }
 
 fn list(value: &Value, field: &str) -> String {

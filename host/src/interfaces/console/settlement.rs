@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::domain::access::Role;
 use crate::interfaces::console::call::{self, enc};
 use crate::interfaces::console::charts;
-use crate::interfaces::console::layout::{self, badge, page, PageError};
+use crate::interfaces::console::layout::{self, badge, i, page, s, PageError};
 use crate::interfaces::console::session::Signed;
 use crate::interfaces::console::Console;
 
@@ -36,14 +36,6 @@ pub fn routes() -> Router<Console> {
             "/console/settlement/{period}/statements/{party}/csv",
             get(statement_csv),
         )
-}
-
-fn s<'v>(value: &'v Value, field: &str) -> &'v str {
-    value[field].as_str().unwrap_or_default()
-}
-
-fn i(value: &Value, field: &str) -> i64 {
-    value[field].as_i64().unwrap_or_default()
 }
 
 /// The local month `YYYY-MM` of now: the period being filled.
