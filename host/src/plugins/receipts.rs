@@ -352,15 +352,15 @@ pub struct DayStats {
     pub failures: i64,
 }
 
-/// Per UTC day, oldest first: calls, fuel and duration of the newest recorded calls of
-/// `plugin@version`, and the decisions skipped on purchases that day.
+/// Per UTC day, oldest first: calls, fuel and duration of `calls` (the newest recorded calls
+/// of `plugin@version`, from [`newest_calls`]), and the decisions skipped on purchases that day.
 pub async fn daily_stats(
     store: &Store,
     plugin: &str,
     version: &str,
+    calls: &[RecentCall],
 ) -> Result<Vec<DayStats>, DomainError> {
     let day = crate::foundation::clock::DAY_MS;
-    let rows = newest_calls(store, plugin, version).await?;
     let failures: Vec<(i64,)> = sqlx::query_as(
         "SELECT p.created_at FROM purchase_skipped_decisions d
          JOIN purchases p ON p.id = d.purchase_id
@@ -373,7 +373,7 @@ pub async fn daily_stats(
     .await?;
     let mut by_day: std::collections::BTreeMap<i64, (Vec<i64>, Vec<i64>, i64)> =
         std::collections::BTreeMap::new();
-    for (_, at, fuel, us) in rows {
+    for (_, at, fuel, us) in calls.iter().cloned() {
         let entry = by_day.entry(at.div_euclid(day) * day).or_default();
         entry.0.push(fuel);
         entry.1.push(us);
@@ -407,13 +407,16 @@ fn percentile(sorted: &[i64], p: usize) -> i64 {
     sorted[rank - 1]
 }
 
-/// `(hook, created_at, fuel_used, duration_us)` of the newest [`MAX_STATS_RECEIPTS`] recorded
-/// calls of `plugin@version`.
-async fn newest_calls(
+/// One recorded call as the stats read it: `(hook, created_at, fuel_used, duration_us)`.
+pub type RecentCall = (String, i64, i64, i64);
+
+/// The newest [`MAX_STATS_RECEIPTS`] recorded calls of `plugin@version`, read once for both
+/// [`hook_stats`] and [`daily_stats`].
+pub async fn newest_calls(
     store: &Store,
     plugin: &str,
     version: &str,
-) -> Result<Vec<(String, i64, i64, i64)>, DomainError> {
+) -> Result<Vec<RecentCall>, DomainError> {
     Ok(sqlx::query_as(
         "SELECT hook, created_at, fuel_used, duration_us FROM plugin_receipts
          WHERE plugin = $1 AND version = $2 ORDER BY created_at DESC, id DESC LIMIT $3",
@@ -425,21 +428,16 @@ async fn newest_calls(
     .await?)
 }
 
-/// Per-hook fuel and duration percentiles over the newest recorded calls of `plugin@version`.
-pub async fn hook_stats(
-    store: &Store,
-    plugin: &str,
-    version: &str,
-) -> Result<Vec<HookStats>, DomainError> {
-    let rows = newest_calls(store, plugin, version).await?;
+/// Per-hook fuel and duration percentiles over `calls` (from [`newest_calls`]).
+pub fn hook_stats(calls: &[RecentCall]) -> Vec<HookStats> {
     let mut by_hook: std::collections::BTreeMap<String, (Vec<i64>, Vec<i64>)> =
         std::collections::BTreeMap::new();
-    for (hook, _, fuel, us) in rows {
+    for (hook, _, fuel, us) in calls.iter().cloned() {
         let entry = by_hook.entry(hook).or_default();
         entry.0.push(fuel);
         entry.1.push(us);
     }
-    Ok(by_hook
+    by_hook
         .into_iter()
         .map(|(hook, (mut fuel, mut us))| {
             fuel.sort_unstable();
@@ -453,7 +451,7 @@ pub async fn hook_stats(
                 duration_us_p99: percentile(&us, 99),
             }
         })
-        .collect())
+        .collect()
 }
 
 /// Failures of `plugin@version` by hook and code.

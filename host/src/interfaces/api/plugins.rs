@@ -199,9 +199,11 @@ pub async fn plugin_stats(
 ) -> DomainResult<ApiJson<VersionStats>> {
     check_path_id("plugin version", &version_id)?;
     let version = lifecycle::own_version(&state.store, &principal, &version_id).await?;
-    let hooks = receipts::hook_stats(&state.store, &version.name, &version.version).await?;
+    let calls = receipts::newest_calls(&state.store, &version.name, &version.version).await?;
+    let hooks = receipts::hook_stats(&calls);
     let failures = receipts::failures(&state.store, &version.name, &version.version).await?;
-    let daily = receipts::daily_stats(&state.store, &version.name, &version.version).await?;
+    let daily =
+        receipts::daily_stats(&state.store, &version.name, &version.version, &calls).await?;
     let loaded = state
         .plugins
         .loaded()
