@@ -136,6 +136,30 @@ impl Principal {
         }
     }
 
+    /// The brand a brand-level read (an overview, a list of redemptions) is limited to: an
+    /// admin may name one brand or none (every brand); a brand key is always limited to its own
+    /// brand and may name only that (`not_own` otherwise); other roles are refused
+    /// (`not_allowed`). Roles are checked before the named brand is validated.
+    pub fn brand_read_scope(
+        &self,
+        asked: Option<&str>,
+        not_own: &'static str,
+        not_allowed: &'static str,
+    ) -> Result<Option<String>, DomainError> {
+        let brand = match self.role {
+            Role::Admin => asked.map(str::to_owned),
+            Role::Brand if asked.is_none() || asked == self.brand_id.as_deref() => {
+                self.brand_id.clone()
+            }
+            Role::Brand => return Err(DomainError::forbidden(not_own)),
+            Role::Counter | Role::Member => return Err(DomainError::forbidden(not_allowed)),
+        };
+        if let Some(brand) = &brand {
+            crate::foundation::ids::check_path_id("brand", brand)?;
+        }
+        Ok(brand)
+    }
+
     /// Whether personal data (full phone number) may be shown for `member_id`.
     pub fn sees_pii_of(&self, member_id: &str) -> bool {
         self.is_admin() || self.member_id.as_deref() == Some(member_id)

@@ -60,25 +60,11 @@ pub async fn perks_redemptions_list(
     principal: Principal,
     ApiQuery(params): ApiQuery<RedemptionsParams>,
 ) -> DomainResult<ApiJson<Vec<RedemptionLine>>> {
-    let brand = match principal.role {
-        Role::Admin => params.brand_id.clone(),
-        Role::Brand if params.brand_id.is_none() || params.brand_id == principal.brand_id => {
-            principal.brand_id.clone()
-        }
-        Role::Brand => {
-            return Err(DomainError::forbidden(
-                "a brand sees the redemptions it funds or honours only",
-            ))
-        }
-        _ => {
-            return Err(DomainError::forbidden(
-                "only admin and brand keys may list redemptions",
-            ))
-        }
-    };
-    if let Some(brand) = &brand {
-        check_path_id("brand", brand)?;
-    }
+    let brand = principal.brand_read_scope(
+        params.brand_id.as_deref(),
+        "a brand sees the redemptions it funds or honours only",
+        "only admin and brand keys may list redemptions",
+    )?;
     let mut conn = state.store.read().acquire().await?;
     Ok(ApiJson(
         perks::brand_redemptions(&mut conn, brand.as_deref()).await?,

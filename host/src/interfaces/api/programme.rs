@@ -7,9 +7,8 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::domain::access::{Principal, Role};
+use crate::domain::access::Principal;
 use crate::foundation::error::{DomainError, DomainResult};
-use crate::foundation::ids::check_path_id;
 use crate::interfaces::api::problem::{ApiJson, ApiQuery, Problem};
 use crate::interfaces::api::AppState;
 use crate::workflows::overview::{self, Overview, MAX_WINDOW_DAYS};
@@ -42,26 +41,11 @@ pub async fn programme_overview(
     principal: Principal,
     ApiQuery(params): ApiQuery<OverviewParams>,
 ) -> DomainResult<ApiJson<Overview>> {
-    let brand = match principal.role {
-        Role::Admin => params.brand_id.clone(),
-        Role::Brand => {
-            let own = principal.brand_id.clone();
-            if params.brand_id.is_some() && params.brand_id != own {
-                return Err(DomainError::forbidden(
-                    "a brand sees the overview of its own brand only",
-                ));
-            }
-            own
-        }
-        _ => {
-            return Err(DomainError::forbidden(
-                "the programme overview is for admins and brands",
-            ))
-        }
-    };
-    if let Some(brand) = &brand {
-        check_path_id("brand", brand)?;
-    }
+    let brand = principal.brand_read_scope(
+        params.brand_id.as_deref(),
+        "a brand sees the overview of its own brand only",
+        "the programme overview is for admins and brands",
+    )?;
     let days = params.days.unwrap_or(30);
     if !(1..=MAX_WINDOW_DAYS).contains(&days) {
         return Err(DomainError::validation(format!(
