@@ -134,17 +134,18 @@ pub async fn overview(
         }
         Some(_) => (0,),
     };
-    let per_member: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT member_id, CAST(COUNT(*) AS BIGINT) FROM purchases
-         WHERE created_at >= $1 AND ($2 IS NULL OR brand_id = $2) GROUP BY member_id",
+    // Active members and, of them, those with two or more purchases, counted in the database.
+    let (active_members, repeaters): (i64, i64) = sqlx::query_as(
+        "SELECT CAST(COUNT(*) AS BIGINT),
+                CAST(COALESCE(SUM(CASE WHEN n >= 2 THEN 1 ELSE 0 END), 0) AS BIGINT)
+         FROM (SELECT member_id, COUNT(*) AS n FROM purchases
+               WHERE created_at >= $1 AND ($2 IS NULL OR brand_id = $2)
+               GROUP BY member_id) per_member",
     )
     .bind(from)
     .bind(brand.clone())
-    .fetch_all(pool)
+    .fetch_one(pool)
     .await?;
-    let active_members = i64::try_from(per_member.len()).unwrap_or(i64::MAX);
-    let repeaters =
-        i64::try_from(per_member.iter().filter(|(_, n)| *n >= 2).count()).unwrap_or(i64::MAX);
     let brands: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT brand_id, CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(total_cents), 0) AS BIGINT),
                 CAST(COUNT(DISTINCT member_id) AS BIGINT),
