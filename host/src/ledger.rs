@@ -40,9 +40,11 @@
 //! - [`views`]: the points view and history.
 //! - [`audit`]: the hash-chained audit log of people's decisions.
 //! - [`outbox`]: settleable events, written in the same transaction as what caused them.
+//! - [`stored_value`]: the prepaid balance in cents, per holding brand, with its own journal.
 
 pub mod audit;
 pub mod outbox;
+pub mod stored_value;
 
 pub mod adjustments;
 pub mod config;

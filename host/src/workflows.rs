@@ -52,6 +52,8 @@ pub struct Settings {
     pub perks: perks::PerksConfig,
     /// Settlement rules and the settle job's interval.
     pub settlement: settlement::rules::SettlementConfig,
+    /// Stored value: balance limits, real-name threshold, reserve and dormancy.
+    pub stored_value: crate::ledger::stored_value::StoredValueConfig,
     /// The offline member pass.
     pub pass: crate::domain::pass::PassConfig,
     /// Redemption frequency limits and the real-name threshold.

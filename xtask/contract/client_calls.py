@@ -39,16 +39,25 @@ from coalition_client.api.programme import programme_overview  # noqa: E402
 from coalition_client.api.purchases import purchases_get  # noqa: E402
 from coalition_client.api.risk import blacklist_list, verification_create, verification_get  # noqa: E402
 from coalition_client.api.settlement import settlement_periods_list  # noqa: E402
+from coalition_client.api.stored_value import (  # noqa: E402
+    stored_value_get,
+    stored_value_liability,
+    stored_value_topup,
+)
 from coalition_client.api.tiers import tiers_get  # noqa: E402
 from coalition_client.models import (  # noqa: E402
     AuditVerification,
     CampaignView,
     Overview,
     MembersExportFormat,
+    LiabilityReport,
     MemberVerification,
     NewCampaign,
     Segment,
+    StoredValueView,
     SubjectKind,
+    TopupRequest,
+    TopupView,
     VerificationRequest,
 )
 
@@ -157,6 +166,31 @@ def main():
     )
     assert verified.member_id == member, verified
     call("settlement", "GET /settlement/periods", settlement_periods_list)
+    # A member of its own: the fuzzer may have filled the demo members' stored value to a limit.
+    join = urllib.request.Request(
+        f"{base_url}/members",
+        data=json.dumps({"phone": f"+86139{uuid.uuid4().int % 10**8:08d}", "name": "Client Check"}).encode(),
+        headers={
+            "Authorization": f"Bearer {keys['admin']}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": str(uuid.uuid4()),
+        },
+        method="POST",
+    )
+    with urllib.request.urlopen(join, timeout=30) as response:
+        saver = json.load(response)["id"]
+    topped = call(
+        "stored-value",
+        "POST /brands/coffee/stored-value/topups",
+        stored_value_topup,
+        "coffee",
+        body=TopupRequest(topup_id=key(), member_id=saver, amount_cents=1_000),
+        idempotency_key=key(),
+        expect=TopupView,
+    )
+    sv = call("stored-value", "GET /members/{id}/stored-value", stored_value_get, saver, expect=StoredValueView)
+    assert sv.balance_cents == topped.balance_after_cents, (sv, topped)
+    call("stored-value", "GET /stored-value/liability", stored_value_liability, expect=LiabilityReport)
     overview = call("programme", "GET /programme/overview?days=7 (query)", programme_overview, days=7, expect=Overview)
     assert overview.window_days == 7 and len(overview.daily) == 7, overview
 

@@ -4,6 +4,7 @@ pub mod jobs;
 pub mod pass;
 pub mod plugin;
 pub mod settlement;
+pub mod stored_value;
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -56,6 +57,9 @@ pub enum Command {
     /// Settlement between brands: settle events, close a period, reconcile, export.
     #[command(subcommand)]
     Settlement(crate::app::cli::settlement::SettlementCommand),
+    /// Stored value: top up, a member's balance, the liability report, a brand's reserve.
+    #[command(subcommand)]
+    StoredValue(crate::app::cli::stored_value::StoredValueCommand),
 }
 
 /// `coalition members …`
@@ -193,6 +197,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Pass(command) => pass::run_command(command),
             Command::Settlement(command) => {
                 crate::app::cli::settlement::run_command(config, command).await
+            }
+            Command::StoredValue(command) => {
+                crate::app::cli::stored_value::run_command(config, command).await
             }
         }
     });

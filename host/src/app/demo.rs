@@ -210,6 +210,7 @@ pub async fn seed_with_plugins(state: &AppState, plugins_dir: Option<&Path>) -> 
     install_plugins(state, dir).await?;
     if first_start {
         seed_activity(state).await?;
+        seed_stored_value(state).await?;
         seed_review(state, dir).await?;
     }
     if let Ok(keys) = read_keys(&state.config.data_dir.join(KEYS_FILE)) {
@@ -384,6 +385,7 @@ async fn seed_activity(state: &AppState) -> anyhow::Result<()> {
                 )
                 .collect(),
             points_spent: 0,
+            stored_value_cents: 0,
             checkout_id: None,
         };
         let accepted = crate::workflows::purchase::propose_bonuses(state, brand, &req)
@@ -399,6 +401,80 @@ async fn seed_activity(state: &AppState) -> anyhow::Result<()> {
             view.base_points, view.bonus_points
         );
     }
+    Ok(())
+}
+
+/// Cents as `units.cc`.
+fn money(cents: i64) -> String {
+    format!("{}.{:02}", cents / 100, (cents % 100).abs())
+}
+
+/// Stored value: the first member tops up 200.00 at the coffee chain's counter, then pays a
+/// restaurant bill of 300.00 with 50.00 in points, 120.00 of that stored value and the rest in
+/// cash; the coffee chain, holding the money, owes the restaurant 120.00 at settlement.
+async fn seed_stored_value(state: &AppState) -> anyhow::Result<()> {
+    use crate::ledger::stored_value::{self, TopupRequest};
+    let Some((phone, ..)) = MEMBERS.first() else {
+        return Ok(());
+    };
+    let Some((member,)): Option<(String,)> =
+        sqlx::query_as("SELECT id FROM members WHERE phone = $1")
+            .bind(*phone)
+            .fetch_optional(state.store.read())
+            .await?
+    else {
+        return Ok(());
+    };
+    let fail = |err: crate::foundation::error::DomainError| anyhow::anyhow!("{err}");
+    let mut tx = state.store.begin().await?;
+    let topup = stored_value::topup(
+        &mut tx,
+        state.store.backend(),
+        &state.settings.stored_value,
+        "coffee",
+        &TopupRequest {
+            topup_id: "TOPUP-1".to_owned(),
+            member_id: member.clone(),
+            amount_cents: 20_000,
+        },
+        false,
+        state.now_ms(),
+    )
+    .await
+    .map_err(fail)?;
+    tx.commit().await?;
+    let req = crate::domain::purchases::PurchaseRequest {
+        order_id: "R-1002".to_owned(),
+        member_id: member,
+        lines: vec![crate::domain::purchases::LineRequest {
+            line_id: "1".to_owned(),
+            sku: "banquet".to_owned(),
+            category: "dining".to_owned(),
+            quantity: 1,
+            unit_price_cents: 30_000,
+        }],
+        points_spent: 5_000,
+        stored_value_cents: 12_000,
+        checkout_id: None,
+    };
+    let accepted = crate::workflows::purchase::propose_bonuses(state, "restaurant", &req)
+        .await
+        .map_err(fail)?;
+    let mut tx = state.store.begin().await?;
+    let view = crate::workflows::purchase::record(state, &mut tx, "restaurant", &req, &accepted)
+        .await
+        .map_err(fail)?;
+    tx.commit().await?;
+    println!(
+        "demo: stored value: {} topped up {} at coffee; purchase R-1002 at restaurant paid \
+         {} points ({}), {} stored value, {} cash",
+        topup.member_id,
+        money(topup.amount_cents),
+        view.points_spent,
+        money(view.points_value_cents),
+        money(view.stored_value_cents),
+        money(view.cash_cents),
+    );
     Ok(())
 }
 

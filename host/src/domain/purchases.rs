@@ -106,6 +106,10 @@ pub struct PurchaseRequest {
     /// Points used to pay, ≥ 0; converted at the configured rate and must convert exactly.
     #[serde(default)]
     pub points_spent: i64,
+    /// Cents paid with the member's stored value, ≥ 0, at most what is left after coupon
+    /// discounts and points; the rest is cash. The stored-value part earns like cash.
+    #[serde(default)]
+    pub stored_value_cents: i64,
     /// A checkout of this cart at this brand (`POST /brands/{b}/checkouts`): its coupons are
     /// redeemed with the purchase and their discounts reduce what the member pays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,8 +217,11 @@ pub struct RefundView {
     pub member_id: String,
     /// Lines refunded by this refund.
     pub lines: Vec<RefundLineView>,
-    /// Money to give back, cents (the part not paid with points).
+    /// Cash to give back, cents (the part paid neither with points nor with stored value).
     pub cash_refund_cents: i64,
+    /// Stored value given back to the member's balance, cents.
+    #[serde(default)]
+    pub stored_value_refund_cents: i64,
     /// Points restored to the member (the refunded lines' share of `points_spent`).
     pub points_restored: i64,
     /// Earned points reversed (base and bonus).
@@ -246,8 +253,11 @@ pub struct RefundLineView {
     pub line_id: String,
     /// Quantity refunded.
     pub quantity: i64,
-    /// Money back, cents.
+    /// Cash back, cents.
     pub cash_refund_cents: i64,
+    /// Stored value back, cents.
+    #[serde(default)]
+    pub stored_value_refund_cents: i64,
     /// Points restored.
     pub points_restored: i64,
     /// Base points reversed.
@@ -271,8 +281,11 @@ pub struct PurchaseView {
     pub points_spent: i64,
     /// Cents those points paid.
     pub points_value_cents: i64,
-    /// Cents paid with money.
+    /// Cents paid with cash.
     pub cash_cents: i64,
+    /// Cents paid with stored value.
+    #[serde(default)]
+    pub stored_value_cents: i64,
     /// Spend that earned points (and counts towards tiers), cents.
     pub eligible_cents: i64,
     /// Base points earned.

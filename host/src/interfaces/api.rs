@@ -27,6 +27,7 @@ pub mod purchases;
 pub mod risk;
 pub mod settle_precedence;
 pub mod settlement;
+pub mod stored_value;
 pub mod tiers;
 pub mod unread_body;
 
@@ -181,6 +182,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(settlement::router())
         .merge(settle_precedence::router())
         .merge(programme::router())
+        .merge(stored_value::router())
 }
 
 /// The OpenAPI document of the whole API, with the parts common to every operation

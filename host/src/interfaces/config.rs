@@ -38,6 +38,8 @@ pub struct Config {
     pub pass: crate::domain::pass::PassConfig,
     /// Perk listing cache, checkout reservations, coupons per order.
     pub perks: crate::workflows::perks::PerksConfig,
+    /// Stored value: balance limits, real-name threshold, reserve and dormancy.
+    pub stored_value: crate::ledger::stored_value::StoredValueConfig,
     /// Settlement between brands: the platform's default rules and the settle job.
     pub settlement: crate::workflows::settlement::rules::SettlementConfig,
     /// Who may scrape `/metrics`, and an optional listener of its own.
@@ -54,6 +56,7 @@ impl Config {
         self.risk.validate()?;
         self.pass.validate()?;
         self.settlement.validate()?;
+        self.stored_value.validate()?;
         self.plugins.validate()?;
         self.console.validate()?;
         self.jobs.validate()
@@ -66,6 +69,7 @@ impl Config {
             tiers: self.tiers.clone(),
             perks: self.perks.clone(),
             settlement: self.settlement.clone(),
+            stored_value: self.stored_value.clone(),
             pass: self.pass.clone(),
             risk: self.risk.clone(),
             jobs: self.jobs.clone(),
@@ -176,6 +180,7 @@ impl Default for Config {
             pass: crate::domain::pass::PassConfig::default(),
             perks: crate::workflows::perks::PerksConfig::default(),
             settlement: crate::workflows::settlement::rules::SettlementConfig::default(),
+            stored_value: crate::ledger::stored_value::StoredValueConfig::default(),
             metrics: MetricsConfig::default(),
             console: crate::interfaces::console::ConsoleConfig::default(),
         }

@@ -23,6 +23,10 @@ pub enum EventKind {
     CouponHonoured,
     /// A refund reversing an earlier event.
     Refund,
+    /// Stored value held by one brand (`funding_brand`, which took the money at a top-up)
+    /// spent at another (`honouring_brand`). Not a 0.1.0 `settle-kind`: settled by the
+    /// platform's rule, never handed to a 0.1.0 settle hook.
+    StoredValueRedeemed,
 }
 
 impl EventKind {
@@ -34,6 +38,7 @@ impl EventKind {
             Self::PerkRedeemed => "perk-redeemed",
             Self::CouponHonoured => "coupon-honoured",
             Self::Refund => "refund",
+            Self::StoredValueRedeemed => "stored-value-redeemed",
         }
     }
 
@@ -45,6 +50,7 @@ impl EventKind {
             "perk-redeemed" => Self::PerkRedeemed,
             "coupon-honoured" => Self::CouponHonoured,
             "refund" => Self::Refund,
+            "stored-value-redeemed" => Self::StoredValueRedeemed,
             _ => return None,
         })
     }

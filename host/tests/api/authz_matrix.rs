@@ -674,6 +674,16 @@ fn case(w: &World, method: &str, path: &str) -> Option<Case> {
         ("POST", "/brands/{brand_id}/purchases/{order_id}/refunds") => {
             Case::deny(Counter).json(json!({ "refund_id": format!("RF-{fresh}") }))
         }
+        ("POST", "/brands/{brand_id}/stored-value/topups") => Case::deny(Counter).json(json!({
+            "topup_id": format!("TU-{fresh}"), "member_id": w.member, "amount_cents": 1_000 })),
+        ("PUT", "/brands/{brand_id}/stored-value/reserve") => {
+            Case::deny(Admin).json(json!({ "reserve_percent": 40, "reason": "matrix" }))
+        }
+        ("GET", "/stored-value/liability") => Case::allow(
+            &[OtherBrand],
+            "a brand key always gets the liability of its own brand",
+            Admin,
+        ),
         ("GET", "/brands/{brand_id}/signing-keys") => Case::deny(Brand),
         ("POST", "/brands/{brand_id}/signing-keys") => Case::deny(Brand)
             .json(json!({ "public_key": signing::generate_keypair().1, "label": "new" })),
@@ -747,7 +757,8 @@ fn case(w: &World, method: &str, path: &str) -> Option<Case> {
         | ("GET", "/members/{member_id}/points")
         | ("GET", "/members/{member_id}/points/history")
         | ("GET", "/members/{member_id}/redemptions")
-        | ("GET", "/members/{member_id}/tier") => {
+        | ("GET", "/members/{member_id}/tier")
+        | ("GET", "/members/{member_id}/stored-value") => {
             Case::allow(&[OtherCounter, OtherBrand], SHARED_MEMBER, Member)
         }
         ("GET", "/members/{member_id}/verification") => {

@@ -22,4 +22,5 @@ mod programme;
 mod purchases;
 mod settlement;
 mod settlement_parked;
+mod stored_value;
 mod tiers;

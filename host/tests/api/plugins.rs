@@ -518,7 +518,35 @@ both_backends!(
             .fetch_one(app.state.store.read())
             .await
             .expect("count");
-        assert_eq!(n, 5, "the four samples and the Saturday dinner");
+        assert_eq!(
+            n, 6,
+            "the four samples, the dinner paid partly with stored value and the Saturday dinner"
+        );
+        // The demo's stored value: 200.00 topped up at the coffee chain, 120.00 of it spent on
+        // dinner at the restaurant with 5,000 points and cash; the coffee chain holds the rest.
+        let (_, mixed) = app
+            .get("/brands/restaurant/purchases/R-1002", &app.admin_key)
+            .await;
+        assert_eq!(
+            (
+                &mixed["points_spent"],
+                &mixed["stored_value_cents"],
+                &mixed["cash_cents"]
+            ),
+            (&json!(5_000), &json!(12_000), &json!(13_000)),
+            "{mixed}"
+        );
+        let (_, sv) = app
+            .get(
+                &format!(
+                    "/members/{}/stored-value",
+                    mixed["member_id"].as_str().unwrap_or("")
+                ),
+                &app.admin_key,
+            )
+            .await;
+        assert_eq!(sv["balance_cents"], 8_000, "{sv}");
+        assert_eq!(sv["funds"][0]["brand_id"], "coffee", "{sv}");
         let (n,): (i64,) = sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM plugin_versions")
             .fetch_one(app.state.store.read())
             .await

@@ -23,8 +23,11 @@ pub struct PricedLine {
     pub points_alloc: i64,
     /// Cents of the points payment allocated to this line.
     pub points_cents_alloc: i64,
-    /// Cents paid with money on this line.
+    /// Cents paid with cash on this line.
     pub cash_cents: i64,
+    /// Cents of the stored-value payment allocated to this line.
+    #[serde(default)]
+    pub stored_value_alloc: i64,
     /// Cents that earn (0 if excluded, else the money part).
     pub eligible_cents: i64,
     /// Base points this line earned.
@@ -47,8 +50,10 @@ pub struct Priced {
     pub points_spent: i64,
     /// Cents the points paid for.
     pub points_value_cents: i64,
-    /// Cents paid with money.
+    /// Cents paid with cash.
     pub cash_cents: i64,
+    /// Cents paid with stored value.
+    pub stored_value_cents: i64,
     /// Eligible spend, cents.
     pub eligible_cents: i64,
     /// Base earn, points.
@@ -126,7 +131,7 @@ pub fn price(
     lines: &[LineRequest],
     points_spent: i64,
 ) -> DomainResult<Priced> {
-    price_discounted(rule, points, lines, points_spent, &[])
+    price_discounted(rule, points, lines, points_spent, 0, &[])
 }
 
 /// [`price`] with coupon discounts per line (same order as `lines`; empty = none): the points
@@ -137,6 +142,7 @@ pub fn price_discounted(
     points: &PointsConfig,
     lines: &[LineRequest],
     points_spent: i64,
+    stored_value_cents: i64,
     discounts: &[i64],
 ) -> DomainResult<Priced> {
     if lines.is_empty() || lines.len() > MAX_LINES {
@@ -221,15 +227,31 @@ pub fn price_discounted(
             ),
         ));
     }
+    if stored_value_cents < 0 {
+        return Err(DomainError::validation("stored_value_cents must be ≥ 0"));
+    }
+    let money_total = net_total - points_value_cents;
+    if stored_value_cents > money_total {
+        return Err(DomainError::unprocessable(
+            "stored_value_exceeds_total",
+            format!(
+                "{stored_value_cents} cents of stored value are more than the {money_total} \
+                 cents left to pay after discounts and points"
+            ),
+        ));
+    }
     let points_alloc = allocate(points_spent, &nets);
     let cents_alloc = allocate(points_value_cents, &nets);
+    let money: Vec<i64> = nets.iter().zip(&cents_alloc).map(|(n, c)| n - c).collect();
+    let stored_alloc = allocate(stored_value_cents, &money);
     let mut priced_lines = Vec::with_capacity(lines.len());
     let mut eligible_total: i64 = 0;
     for (i, line) in lines.iter().enumerate() {
         let excluded = rule.excluded_skus.contains(&line.sku)
             || (!line.category.is_empty() && rule.excluded_categories.contains(&line.category));
-        let cash = nets[i] - cents_alloc[i];
-        let eligible = if excluded { 0 } else { cash };
+        // Stored value is money the member paid in advance: it earns like cash.
+        let eligible = if excluded { 0 } else { money[i] };
+        let cash = money[i] - stored_alloc[i];
         eligible_total += eligible;
         priced_lines.push(PricedLine {
             line_id: line.line_id.clone(),
@@ -242,6 +264,7 @@ pub fn price_discounted(
             points_alloc: points_alloc[i],
             points_cents_alloc: cents_alloc[i],
             cash_cents: cash,
+            stored_value_alloc: stored_alloc[i],
             eligible_cents: eligible,
             earned_points: 0,
             refunded_quantity: 0,
@@ -266,7 +289,8 @@ pub fn price_discounted(
         total_cents,
         points_spent,
         points_value_cents,
-        cash_cents: net_total - points_value_cents,
+        cash_cents: money_total - stored_value_cents,
+        stored_value_cents,
         eligible_cents: eligible_total,
         base_points,
         discount_cents: discount_total,

@@ -36,6 +36,7 @@ pub(super) type LineRow = (
     i64,
     i64,
     i64,
+    i64,
 );
 
 pub(super) async fn load_lines(
@@ -45,7 +46,7 @@ pub(super) async fn load_lines(
     let rows: Vec<LineRow> = sqlx::query_as(
         "SELECT line_no, line_id, sku, category, quantity, unit_price_cents, total_cents, excluded,
                 points_alloc, points_cents_alloc, eligible_cents, earned_points, refunded_quantity,
-                discount_cents
+                discount_cents, stored_value_alloc
          FROM purchase_lines WHERE purchase_id = $1 ORDER BY line_no",
     )
     .bind(purchase_id)
@@ -69,6 +70,7 @@ pub(super) async fn load_lines(
                 earned,
                 rq,
                 discount,
+                sv,
             )| {
                 PricedLine {
                     line_id,
@@ -80,7 +82,8 @@ pub(super) async fn load_lines(
                     excluded: excluded != 0,
                     points_alloc: pa,
                     points_cents_alloc: pca,
-                    cash_cents: total - discount - pca,
+                    cash_cents: total - discount - pca - sv,
+                    stored_value_alloc: sv,
                     eligible_cents: elig,
                     earned_points: earned,
                     refunded_quantity: rq,
@@ -102,6 +105,7 @@ pub(super) type RefundRow = (
     i64,
     Option<String>,
     i64,
+    i64,
 );
 
 /// Reads a purchase with its lines, bonuses and refunds; unknown: 404.
@@ -121,11 +125,13 @@ pub async fn get_purchase(
     let (id, order_id, member_id, total, spent, value, cash, eligible, base, bonus, _, created) =
         row.ok_or_else(|| DomainError::not_found("purchase", order_id))?;
     let lines = load_lines(&mut conn, &id).await?;
-    let (discount_cents, checkout_id): (i64, Option<String>) =
-        sqlx::query_as("SELECT discount_cents, checkout_id FROM purchases WHERE id = $1")
-            .bind(&id)
-            .fetch_one(&mut *conn)
-            .await?;
+    let (discount_cents, checkout_id, stored_value_cents): (i64, Option<String>, i64) =
+        sqlx::query_as(
+            "SELECT discount_cents, checkout_id, stored_value_cents FROM purchases WHERE id = $1",
+        )
+        .bind(&id)
+        .fetch_one(&mut *conn)
+        .await?;
     let bonuses: Vec<(i64, String, String, String)> = sqlx::query_as(
         "SELECT points, code, reason, source FROM purchase_bonuses WHERE purchase_id = $1 ORDER BY id",
     )
@@ -158,18 +164,20 @@ pub async fn get_purchase(
     .unwrap_or(None);
     let refund_rows: Vec<RefundRow> = sqlx::query_as(
         "SELECT id, refund_id, cash_refund_cents, points_restored, points_reversed,
-                points_clawed_back, shortfall_points, qualifying_reversed_cents, entry_id, created_at
+                points_clawed_back, shortfall_points, qualifying_reversed_cents, entry_id, created_at,
+                stored_value_refund_cents
          FROM refunds WHERE purchase_id = $1 ORDER BY created_at, id",
     )
     .bind(&id)
     .fetch_all(&mut *conn)
     .await?;
     let mut refunds = Vec::with_capacity(refund_rows.len());
-    for (rid, refund_id, cash_r, restored, reversed, clawed, shortfall, qual, entry, at) in
+    for (rid, refund_id, cash_r, restored, reversed, clawed, shortfall, qual, entry, at, sv_r) in
         refund_rows
     {
-        let rlines: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
-            "SELECT line_id, quantity, cash_refund_cents, points_restored, points_reversed
+        let rlines: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT line_id, quantity, cash_refund_cents, points_restored, points_reversed,
+                    stored_value_refund_cents
              FROM refund_lines WHERE refund_pk = $1 ORDER BY line_id",
         )
         .bind(&rid)
@@ -184,15 +192,17 @@ pub async fn get_purchase(
             member_id: member_id.clone(),
             lines: rlines
                 .into_iter()
-                .map(|(line_id, quantity, c, r, v)| RefundLineView {
+                .map(|(line_id, quantity, c, r, v, sv)| RefundLineView {
                     line_id,
                     quantity,
                     cash_refund_cents: c,
+                    stored_value_refund_cents: sv,
                     points_restored: r,
                     points_reversed: v,
                 })
                 .collect(),
             cash_refund_cents: cash_r,
+            stored_value_refund_cents: sv_r,
             points_restored: restored,
             points_reversed: reversed,
             bonus_reversed: reversed - base_reversed,
@@ -214,6 +224,7 @@ pub async fn get_purchase(
         points_spent: spent,
         points_value_cents: value,
         cash_cents: cash,
+        stored_value_cents,
         eligible_cents: eligible,
         base_points: base,
         bonus_points: bonus,

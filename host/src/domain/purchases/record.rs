@@ -13,7 +13,14 @@ pub async fn quote(
 ) -> DomainResult<Priced> {
     let mut conn = pool.acquire().await?;
     let brand = load_brand(&mut conn, brand_id).await?;
-    price_discounted(&brand.rule, points, &req.lines, req.points_spent, discounts)
+    price_discounted(
+        &brand.rule,
+        points,
+        &req.lines,
+        req.points_spent,
+        req.stored_value_cents,
+        discounts,
+    )
 }
 
 /// Records a purchase with its spend, earn (base + validated `bonuses`) and tier effect, in the
@@ -34,7 +41,14 @@ pub async fn record_purchase(
     check_request_ids(req)?;
     let brand = load_brand(conn, brand_id).await?;
     require_active_brand(brand_id, &brand)?;
-    let priced = price_discounted(&brand.rule, points, &req.lines, req.points_spent, discounts)?;
+    let priced = price_discounted(
+        &brand.rule,
+        points,
+        &req.lines,
+        req.points_spent,
+        req.stored_value_cents,
+        discounts,
+    )?;
     let plan = plan_earn(priced.base_points, bonuses)?;
 
     let mut wallet = lock_wallet(conn, backend, &req.member_id, now_ms).await?;
@@ -113,8 +127,9 @@ pub async fn record_purchase(
     sqlx::query(
         "INSERT INTO purchases (id, brand_id, order_id, member_id, total_cents, points_spent,
             points_value_cents, cash_cents, eligible_cents, base_points, bonus_points,
-            earn_points, earn_unit_cents, spend_entry_id, earn_entry_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            earn_points, earn_unit_cents, spend_entry_id, earn_entry_id, created_at,
+            stored_value_cents)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(&purchase_id)
     .bind(brand_id)
@@ -132,6 +147,7 @@ pub async fn record_purchase(
     .bind(spend_entry_id.as_deref())
     .bind(earn_entry_id.as_deref())
     .bind(now_ms)
+    .bind(priced.stored_value_cents)
     .execute(&mut *conn)
     .await
     .unique_as(|| {
@@ -144,6 +160,17 @@ pub async fn record_purchase(
         )
     })?;
     insert_lines(conn, &purchase_id, &priced.lines).await?;
+    // Stored value after the purchase row exists (its draws name it).
+    ledger::stored_value::pay(
+        conn,
+        backend,
+        &req.member_id,
+        brand_id,
+        &purchase_id,
+        priced.stored_value_cents,
+        now_ms,
+    )
+    .await?;
     ledger::insert_rows(
         conn,
         "purchase_bonuses (id, purchase_id, code, reason, source, points)",
@@ -226,6 +253,7 @@ pub async fn record_purchase(
         points_spent: priced.points_spent,
         points_value_cents: priced.points_value_cents,
         cash_cents: priced.cash_cents,
+        stored_value_cents: priced.stored_value_cents,
         eligible_cents: priced.eligible_cents,
         base_points: plan.base_points,
         bonus_points: plan.bonus_points(),
@@ -320,7 +348,7 @@ pub(super) async fn insert_lines(
         conn,
         "purchase_lines (purchase_id, line_no, line_id, sku, category, quantity, \
          unit_price_cents, total_cents, excluded, points_alloc, points_cents_alloc, \
-         eligible_cents, earned_points, discount_cents)",
+         eligible_cents, earned_points, discount_cents, stored_value_alloc)",
         lines
             .iter()
             .enumerate()
@@ -340,6 +368,7 @@ pub(super) async fn insert_lines(
                     Val::Int(l.eligible_cents),
                     Val::Int(l.earned_points),
                     Val::Int(l.discount_cents),
+                    Val::Int(l.stored_value_alloc),
                 ]
             })
             .collect(),

@@ -123,6 +123,7 @@ pub async fn refund_purchase(
     let mut line_views = Vec::new();
     let (mut cash_total, mut restored_total, mut reversed_base, mut qualifying_total) =
         (0i64, 0i64, 0i64, 0i64);
+    let mut stored_value_total = 0i64;
     for (i, l) in lines.iter().enumerate() {
         let before = l.refunded_quantity;
         let after = before + asked[i];
@@ -148,10 +149,12 @@ pub async fn refund_purchase(
             line_id: l.line_id.clone(),
             quantity: asked[i],
             cash_refund_cents: share_step(l.cash_cents, before, after, l.quantity),
+            stored_value_refund_cents: share_step(l.stored_value_alloc, before, after, l.quantity),
             points_restored: share_step(l.points_alloc, before, after, l.quantity),
             points_reversed: share_step(l.earned_points, before, after, l.quantity),
         };
         cash_total += view.cash_refund_cents;
+        stored_value_total += view.stored_value_refund_cents;
         restored_total += view.points_restored;
         reversed_base += view.points_reversed;
         qualifying_total += share_step(l.eligible_cents, before, after, l.quantity);
@@ -252,8 +255,8 @@ pub async fn refund_purchase(
     sqlx::query(
         "INSERT INTO refunds (id, brand_id, refund_id, purchase_id, member_id, cash_refund_cents,
             points_restored, points_reversed, points_clawed_back, shortfall_points,
-            qualifying_reversed_cents, entry_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            qualifying_reversed_cents, entry_id, created_at, stored_value_refund_cents)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&refund_pk)
     .bind(brand_id)
@@ -268,13 +271,27 @@ pub async fn refund_purchase(
     .bind(qualifying_total)
     .bind(entry_id.as_deref())
     .bind(now_ms)
+    .bind(stored_value_total)
     .execute(&mut *conn)
     .await
     .unique_as(|| refund_exists(brand_id, &req.refund_id))?;
+    // The stored-value part goes back to the funds it came from (after the refund row, which
+    // its entries name).
+    ledger::stored_value::give_back(
+        conn,
+        backend,
+        &member_id,
+        brand_id,
+        &purchase_id,
+        &refund_pk,
+        stored_value_total,
+        now_ms,
+    )
+    .await?;
     ledger::insert_rows(
         conn,
         "refund_lines (refund_pk, line_id, quantity, cash_refund_cents, points_restored, \
-         points_reversed)",
+         points_reversed, stored_value_refund_cents)",
         line_views
             .iter()
             .map(|l| {
@@ -285,6 +302,7 @@ pub async fn refund_purchase(
                     Val::Int(l.cash_refund_cents),
                     Val::Int(l.points_restored),
                     Val::Int(l.points_reversed),
+                    Val::Int(l.stored_value_refund_cents),
                 ]
             })
             .collect(),
@@ -336,6 +354,7 @@ pub async fn refund_purchase(
         member_id,
         lines: line_views,
         cash_refund_cents: cash_total,
+        stored_value_refund_cents: stored_value_total,
         points_restored: restored_total,
         points_reversed: reversed_total,
         bonus_reversed,

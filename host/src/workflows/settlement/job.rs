@@ -140,6 +140,12 @@ impl EventRow {
                 EventKind::PerkRedeemed => SettleKind::PerkRedeemed,
                 EventKind::CouponHonoured => SettleKind::CouponHonoured,
                 EventKind::Refund => SettleKind::Refund,
+                EventKind::StoredValueRedeemed => {
+                    return Err(DomainError::internal(anyhow::anyhow!(
+                        "a stored-value event is not a 0.1.0 settle-kind and never reaches a \
+                         settle hook"
+                    )))
+                }
             },
             brand: self.brand_id.clone(),
             funding_brand: self.funding_brand.clone(),
@@ -412,6 +418,12 @@ async fn decide(state: &Services, event: &EventRow, retry: bool) -> DomainResult
         }
     }
 
+    // Stored value is not a case of the 0.1.0 `settle-kind`: no settle hook can see it, so the
+    // platform's rule governs it (its refunds follow, by rule 1).
+    if facts.kind == EventKind::StoredValueRedeemed {
+        return platform(state, &facts);
+    }
+
     // 2. The event names its plugin. A named plugin that is deployed without a settle hook
     // (coupon-logic applies coupons but settles nothing) leaves the event to rules 3 and 4.
     let deployed_without_settle = |name: &str| {
@@ -511,12 +523,17 @@ async fn decide(state: &Services, event: &EventRow, retry: bool) -> DomainResult
     }
 
     // 4. The platform's default rules.
+    platform(state, &facts)
+}
+
+/// An event under the platform's default rules.
+fn platform(state: &Services, facts: &EventFacts) -> DomainResult<Decided> {
     let params = state.settings.settlement.params();
-    let Some(lines) = rules::platform_lines(&facts, &params) else {
+    let Some(lines) = rules::platform_lines(facts, &params) else {
         return Ok(String::from("amounts overflow the platform rules").into());
     };
     Ok(Decided::Lines(Box::new(Settled {
-        rule: rules::platform_rule(&facts, false).to_owned(),
+        rule: rules::platform_rule(facts, false).to_owned(),
         receipt: None,
         params: serde_json::to_string(&params).map_err(DomainError::internal)?,
         lines,

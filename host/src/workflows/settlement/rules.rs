@@ -103,7 +103,7 @@ pub struct Line {
     pub amount_cents: i64,
     /// Why.
     pub reason: String,
-    /// `points`, `perk`, `coupon`, `commission` or `refund`.
+    /// `points`, `perk`, `coupon`, `stored-value`, `commission` or `refund`.
     pub category: String,
     /// Platform reversals: the line reversed.
     pub original_line_id: Option<String>,
@@ -161,6 +161,7 @@ fn kind_category(kind: EventKind) -> &'static str {
         EventKind::PerkRedeemed => "perk",
         EventKind::CouponHonoured => "coupon",
         EventKind::Refund => "refund",
+        EventKind::StoredValueRedeemed => "stored-value",
     }
 }
 
@@ -196,6 +197,7 @@ pub fn platform_rule(event: &EventFacts, reversing: bool) -> &'static str {
         EventKind::PerkRedeemed => "platform:perk",
         EventKind::CouponHonoured => "platform:coupon",
         EventKind::Refund => "platform:refund",
+        EventKind::StoredValueRedeemed => "platform:stored-value",
     }
 }
 
@@ -261,6 +263,21 @@ pub fn platform_lines(event: &EventFacts, p: &Params) -> Option<Vec<Line>> {
                 commission,
                 format!("commission on {what} {reference}"),
                 "commission",
+            );
+        }
+        // The brand that took the money at the top-up pays the brand that accepted it as
+        // payment, at face value and without commission: the money was the member's, the
+        // platform earned nothing on its way.
+        EventKind::StoredValueRedeemed => {
+            let funding = event.funding_brand.as_str();
+            let honouring = event.honouring_brand.as_str();
+            push(
+                &mut lines,
+                funding,
+                honouring,
+                event.value_cents,
+                format!("stored value held by {funding} spent at {honouring}"),
+                "stored-value",
             );
         }
         // A refund that reverses no known event moves nothing under the platform's rules: there
