@@ -40,10 +40,14 @@
 //! - [`views`]: the points view and history.
 //! - [`audit`]: the hash-chained audit log of people's decisions.
 //! - [`outbox`]: settleable events, written in the same transaction as what caused them.
+//! - [`budgets`]: partner budgets, reserved in the transaction of the issue they fund.
+//! - [`pending`]: points waiting out a brand's return window (visible, not spendable).
 //! - [`stored_value`]: the prepaid balance in cents, per holding brand, with its own journal.
 
 pub mod audit;
+pub mod budgets;
 pub mod outbox;
+pub mod pending;
 pub mod stored_value;
 
 pub mod adjustments;

@@ -556,13 +556,14 @@ impl AcceptedBonuses {
             .collect()
     }
 
-    /// Records the skipped decisions beside the purchase, in its transaction.
+    /// Records `skipped` (these bonuses' skipped decisions and any the host added, such as a
+    /// budget cut) beside the purchase, in its transaction.
     pub async fn store_skipped(
-        &self,
         conn: &mut sqlx::AnyConnection,
         purchase_id: &str,
+        skipped: &[SkippedDecision],
     ) -> Result<(), sqlx::Error> {
-        for (position, s) in self.skipped.iter().enumerate() {
+        for (position, s) in skipped.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO purchase_skipped_decisions
                    (purchase_id, position, plugin, version, hook, code, detail)

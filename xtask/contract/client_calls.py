@@ -18,6 +18,7 @@ sys.path.insert(0, os.environ["CONTRACT_CLIENT_DIR"])
 
 from coalition_client import AuthenticatedClient  # noqa: E402
 from coalition_client.api.brands import brands_list  # noqa: E402
+from coalition_client.api.budgets import budgets_create, budgets_list  # noqa: E402
 from coalition_client.api.campaigns import campaigns_create, campaigns_get  # noqa: E402
 from coalition_client.api.coupons import coupon_templates_list  # noqa: E402
 from coalition_client.api.health import health_live  # noqa: E402
@@ -50,7 +51,11 @@ from coalition_client.models import (  # noqa: E402
     CampaignView,
     Overview,
     MembersExportFormat,
+    BudgetKind,
+    BudgetPeriod,
+    BudgetView,
     LiabilityReport,
+    NewBudget,
     MemberVerification,
     NewCampaign,
     Segment,
@@ -191,6 +196,17 @@ def main():
     sv = call("stored-value", "GET /members/{id}/stored-value", stored_value_get, saver, expect=StoredValueView)
     assert sv.balance_cents == topped.balance_after_cents, (sv, topped)
     call("stored-value", "GET /stored-value/liability", stored_value_liability, expect=LiabilityReport)
+    made = call(
+        "budgets",
+        "POST /brands/coffee/budgets",
+        budgets_create,
+        "coffee",
+        body=NewBudget(kind=BudgetKind.PERK_VALUE, period=BudgetPeriod.MONTH, amount=1_000_000),
+        idempotency_key=key(),
+        expect=BudgetView,
+    )
+    listed = call("budgets", "GET /brands/coffee/budgets", budgets_list, "coffee")
+    assert any(b.id == made.id for b in listed), listed
     overview = call("programme", "GET /programme/overview?days=7 (query)", programme_overview, days=7, expect=Overview)
     assert overview.window_days == 7 and len(overview.daily) == 7, overview
 

@@ -211,6 +211,7 @@ pub async fn seed_with_plugins(state: &AppState, plugins_dir: Option<&Path>) -> 
     if first_start {
         seed_activity(state).await?;
         seed_stored_value(state).await?;
+        seed_budget(state).await?;
         seed_review(state, dir).await?;
     }
     if let Ok(keys) = read_keys(&state.config.data_dir.join(KEYS_FILE)) {
@@ -331,8 +332,9 @@ type SamplePurchase = (
 
 /// Sample activity so the API shows something at once: dinner at the restaurant unlocks the
 /// cinema perk for the first member, a big mall purchase lifts them to Gold (free parking), and
-/// coffee purchases show the coffee chain's bonus rules.
-const SAMPLE_PURCHASES: [SamplePurchase; 4] = [
+/// coffee purchases show the coffee chain's bonus rules, and cinema tickets earn points that stay
+/// pending through the cinema's return window.
+const SAMPLE_PURCHASES: [SamplePurchase; 5] = [
     (
         "restaurant",
         "R-1001",
@@ -353,6 +355,8 @@ const SAMPLE_PURCHASES: [SamplePurchase; 4] = [
         ],
     ),
     ("coffee", "C-3002", 3, &[("americano", "coffee", 1, 2_600)]),
+    // The cinema has a 7-day return window: these points are pending for a week.
+    ("cinema", "K-4001", 1, &[("ticket", "tickets", 2, 6_000)]),
 ];
 
 async fn seed_activity(state: &AppState) -> anyhow::Result<()> {
@@ -401,6 +405,35 @@ async fn seed_activity(state: &AppState) -> anyhow::Result<()> {
             view.base_points, view.bonus_points
         );
     }
+    Ok(())
+}
+
+/// The coffee chain funds at most 5,000 bonus points a month through its double-points plugin,
+/// alerting at 80%: every bonus draws on it in its purchase's transaction.
+async fn seed_budget(state: &AppState) -> anyhow::Result<()> {
+    use crate::ledger::budgets::{self, BudgetKind, BudgetPeriod, NewBudget};
+    let mut tx = state.store.begin().await?;
+    budgets::create(
+        &mut tx,
+        "coffee",
+        &NewBudget {
+            kind: BudgetKind::BonusPoints,
+            plugin: Some("coffee-bonus".to_owned()),
+            period: BudgetPeriod::Month,
+            amount: 5_000,
+            alert_percent: 80,
+            label: "double-points days".to_owned(),
+        },
+        "demo",
+        state.now_ms(),
+    )
+    .await
+    .map_err(|err| anyhow::anyhow!("{err}"))?;
+    tx.commit().await?;
+    println!(
+        "demo: budget: coffee funds at most 5000 bonus points a month through coffee-bonus \
+         (GET /brands/coffee/budgets)"
+    );
     Ok(())
 }
 
@@ -608,6 +641,8 @@ async fn seed_brands(tx: &mut Tx, now_ms: i64) -> anyhow::Result<()> {
             earn_unit_cents,
             excluded_skus: skus.iter().map(|s| (*s).to_owned()).collect(),
             excluded_categories: categories.iter().map(|s| (*s).to_owned()).collect(),
+            // Tickets may be returned for a week: the cinema's points show as pending.
+            return_window_days: if id == "cinema" { 7 } else { 0 },
         };
         crate::domain::brands::create(tx, &req, now_ms)
             .await

@@ -83,6 +83,10 @@ pub struct Brand {
     pub excluded_skus: Vec<String>,
     /// Categories that earn nothing, e.g. `gift_card`.
     pub excluded_categories: Vec<String>,
+    /// Days a purchase may be returned: points earned here stay pending (visible, not
+    /// spendable) until then, and a refund inside the window cancels them (0 = none).
+    #[serde(default)]
+    pub return_window_days: i64,
     /// Unix ms.
     pub created_at_ms: i64,
     /// Unix ms.
@@ -121,6 +125,9 @@ pub struct CreateBrand {
     /// Categories that earn nothing (at most 500).
     #[serde(default)]
     pub excluded_categories: Vec<String>,
+    /// Return window in days, 0..=365 (default 0: points are available at once).
+    #[serde(default)]
+    pub return_window_days: i64,
 }
 
 fn default_earn_points() -> i64 {
@@ -153,6 +160,9 @@ pub struct UpdateBrand {
     /// Replaces the excluded categories.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub excluded_categories: Option<Vec<String>>,
+    /// New return window in days, 0..=365 (applies to purchases recorded after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_window_days: Option<i64>,
 }
 
 /// Validates a brand id slug.
@@ -247,13 +257,49 @@ fn normalize_exclusions(raw: &[String], name: &'static str) -> Result<Vec<String
     Ok(out)
 }
 
-type BrandRow = (String, String, String, i64, i64, String, String, i64, i64);
+type BrandRow = (
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+);
 
 const BRAND_COLUMNS: &str = "id, name, status, earn_points, earn_unit_cents, excluded_skus, \
-    excluded_categories, created_at, updated_at";
+    excluded_categories, created_at, updated_at, return_window_days";
+
+/// Longest return window, days: a year; beyond it a return is not a return.
+pub const MAX_RETURN_WINDOW_DAYS: i64 = 365;
+
+fn validate_return_window(days: i64) -> Result<(), FieldError> {
+    if !(0..=MAX_RETURN_WINDOW_DAYS).contains(&days) {
+        return Err(field(
+            "invalid_return_window",
+            "return_window_days",
+            format!("return_window_days must be 0 to {MAX_RETURN_WINDOW_DAYS}"),
+        ));
+    }
+    Ok(())
+}
 
 fn from_row(row: BrandRow) -> Brand {
-    let (id, name, status, earn_points, earn_unit_cents, skus, categories, created, updated) = row;
+    let (
+        id,
+        name,
+        status,
+        earn_points,
+        earn_unit_cents,
+        skus,
+        categories,
+        created,
+        updated,
+        window,
+    ) = row;
     // The API writes these columns as JSON arrays; anything else reads as empty.
     let list = |s: &str| serde_json::from_str::<Vec<String>>(s).unwrap_or_default();
     Brand {
@@ -264,6 +310,7 @@ fn from_row(row: BrandRow) -> Brand {
         earn_unit_cents,
         excluded_skus: list(&skus),
         excluded_categories: list(&categories),
+        return_window_days: window,
         created_at_ms: created,
         updated_at_ms: updated,
     }
@@ -312,6 +359,7 @@ pub async fn create(
     validate_id(&req.id)?;
     let name = validate_name(&req.name)?;
     validate_earn_rule(req.earn_points, req.earn_unit_cents)?;
+    validate_return_window(req.return_window_days)?;
     let skus = normalize_exclusions(&req.excluded_skus, "excluded_skus")?;
     let categories = normalize_exclusions(&req.excluded_categories, "excluded_categories")?;
     let (count,): (i64,) = sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM brands")
@@ -330,8 +378,8 @@ pub async fn create(
     }
     sqlx::query(
         "INSERT INTO brands (id, name, status, earn_points, earn_unit_cents, excluded_skus,
-                             excluded_categories, created_at, updated_at)
-         VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $7)",
+                             excluded_categories, created_at, updated_at, return_window_days)
+         VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $7, $8)",
     )
     .bind(&req.id)
     .bind(&name)
@@ -340,6 +388,7 @@ pub async fn create(
     .bind(serde_json::to_string(&skus).map_err(DomainError::internal)?)
     .bind(serde_json::to_string(&categories).map_err(DomainError::internal)?)
     .bind(now_ms)
+    .bind(req.return_window_days)
     .execute(&mut *conn)
     .await
     .unique_as(exists)?;
@@ -358,6 +407,8 @@ pub async fn update(
     let earn_points = req.earn_points.unwrap_or(current.earn_points);
     let earn_unit_cents = req.earn_unit_cents.unwrap_or(current.earn_unit_cents);
     validate_earn_rule(earn_points, earn_unit_cents)?;
+    let return_window_days = req.return_window_days.unwrap_or(current.return_window_days);
+    validate_return_window(return_window_days)?;
     let skus = match &req.excluded_skus {
         Some(list) => normalize_exclusions(list, "excluded_skus")?,
         None => current.excluded_skus,
@@ -368,7 +419,8 @@ pub async fn update(
     };
     sqlx::query(
         "UPDATE brands SET name = $1, status = $2, earn_points = $3, earn_unit_cents = $4,
-                excluded_skus = $5, excluded_categories = $6, updated_at = $7
+                excluded_skus = $5, excluded_categories = $6, updated_at = $7,
+                return_window_days = $9
          WHERE id = $8",
     )
     .bind(name.unwrap_or(current.name))
@@ -379,6 +431,7 @@ pub async fn update(
     .bind(serde_json::to_string(&categories).map_err(DomainError::internal)?)
     .bind(now_ms)
     .bind(id)
+    .bind(return_window_days)
     .execute(&mut *conn)
     .await?;
     fetch_existing(conn, id).await
@@ -407,18 +460,21 @@ pub struct BrandRule {
     pub status: String,
     /// The earn rule.
     pub rule: EarnRule,
+    /// Return window, days (0 = none): earned points stay pending that long.
+    pub return_window_days: i64,
 }
 
 /// Loads a brand's status and earn rule; unknown brand: 404.
 pub async fn load_brand(conn: &mut AnyConnection, brand_id: &str) -> DomainResult<BrandRule> {
-    let row: Option<(String, i64, i64, String, String)> = sqlx::query_as(
-        "SELECT status, earn_points, earn_unit_cents, excluded_skus, excluded_categories
+    let row: Option<(String, i64, i64, String, String, i64)> = sqlx::query_as(
+        "SELECT status, earn_points, earn_unit_cents, excluded_skus, excluded_categories,
+                return_window_days
          FROM brands WHERE id = $1",
     )
     .bind(brand_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let (status, earn_points, earn_unit_cents, skus, categories) =
+    let (status, earn_points, earn_unit_cents, skus, categories, return_window_days) =
         row.ok_or_else(|| DomainError::not_found("brand", brand_id))?;
     let parse = |json: &str| -> DomainResult<HashSet<String>> {
         serde_json::from_str::<Vec<String>>(json)
@@ -433,6 +489,7 @@ pub async fn load_brand(conn: &mut AnyConnection, brand_id: &str) -> DomainResul
             excluded_skus: parse(&skus)?,
             excluded_categories: parse(&categories)?,
         },
+        return_window_days,
     })
 }
 

@@ -125,6 +125,10 @@ pub struct IssueReport {
     /// Whether issuing is complete (cap reached or every matching member has a coupon);
     /// `false` when the call ran out of time: call again to go on.
     pub finished: bool,
+    /// Issuing stopped because the funding brand's coupon budget for this period cannot fund
+    /// another coupon (`finished` is then true: calling again this period issues nothing).
+    #[serde(default)]
+    pub budget_exhausted: bool,
     /// Transactions this call committed.
     pub batches: i64,
 }
@@ -340,6 +344,7 @@ pub async fn owner(pool: &sqlx::AnyPool, id: &str) -> DomainResult<String> {
 pub async fn issue(
     store: &Store,
     campaign_id: &str,
+    utc_offset_minutes: i64,
     now_ms: i64,
     deadline: std::time::Instant,
 ) -> DomainResult<IssueReport> {
@@ -353,6 +358,7 @@ pub async fn issue(
         cap_reached: false,
         finished: false,
         batches: 0,
+        budget_exhausted: false,
     };
     loop {
         let mut tx = store.begin().await?;
@@ -367,7 +373,16 @@ pub async fn issue(
                 .execute(&mut *tx)
                 .await?;
         }
-        let outcome = match issue_batch(&mut tx, backend, campaign_id, &cursor, now_ms).await {
+        let outcome = match issue_batch(
+            &mut tx,
+            backend,
+            campaign_id,
+            &cursor,
+            utc_offset_minutes,
+            now_ms,
+        )
+        .await
+        {
             Ok(outcome) => outcome,
             Err(err) if err.code == LOCK_TIMEOUT_CODE => {
                 drop(tx);
@@ -390,8 +405,9 @@ pub async fn issue(
         report.issued_total = outcome.issued_total;
         report.cap = outcome.cap;
         report.cap_reached = outcome.issued_total >= outcome.cap;
+        report.budget_exhausted = outcome.budget_exhausted;
         match outcome.last_member {
-            Some(last) if !report.cap_reached => cursor = last,
+            Some(last) if !report.cap_reached && !report.budget_exhausted => cursor = last,
             _ => {
                 report.finished = true;
                 return Ok(report);
@@ -412,6 +428,8 @@ struct BatchOutcome {
     cap: i64,
     /// The last member looked at, or `None` when there were none left.
     last_member: Option<String>,
+    /// The funding brand's coupon budget stopped the batch.
+    budget_exhausted: bool,
 }
 
 async fn issue_batch(
@@ -419,6 +437,7 @@ async fn issue_batch(
     backend: Backend,
     campaign_id: &str,
     after_member: &str,
+    utc_offset_minutes: i64,
     now_ms: i64,
 ) -> DomainResult<BatchOutcome> {
     // The row lock serialises batches of one campaign across calls and nodes, so the member
@@ -468,8 +487,16 @@ async fn issue_batch(
             issued_total,
             cap,
             last_member: None,
+            budget_exhausted: false,
         });
     }
+    // What each coupon draws on its funding brand's coupon budgets: its face value.
+    let (funding_brand, plugin, value_cents): (String, String, i64) = sqlx::query_as(
+        "SELECT funding_brand, plugin, value_cents FROM coupon_templates WHERE id = $1",
+    )
+    .bind(&template_id)
+    .fetch_one(&mut *conn)
+    .await?;
     let segment: Segment = serde_json::from_str(&segment).map_err(DomainError::internal)?;
     let (cond, binds) = segment_sql(&segment, 5);
     let sql = format!(
@@ -488,7 +515,29 @@ async fn issue_batch(
     }
     let members = query.fetch_all(&mut *conn).await?;
     let mut issued = 0;
+    let mut budget_exhausted = false;
     for (member_id,) in &members {
+        // The campaign row is locked: the count read above is exact, so the budget is only
+        // drawn for a coupon the cap still allows.
+        if issued_total >= cap {
+            break;
+        }
+        let reserved = crate::ledger::budgets::reserve(
+            conn,
+            backend,
+            &funding_brand,
+            crate::ledger::budgets::BudgetKind::CouponValue,
+            Some(&plugin),
+            value_cents,
+            crate::ledger::budgets::Grant::Whole,
+            utc_offset_minutes,
+            now_ms,
+        )
+        .await?;
+        if value_cents > 0 && reserved.granted < value_cents {
+            budget_exhausted = true;
+            break;
+        }
         let counted = sqlx::query(
             "UPDATE campaigns SET issued = issued + 1, updated_at = $2
              WHERE id = $1 AND issued < cap",
@@ -518,6 +567,7 @@ async fn issue_batch(
         issued_total,
         cap,
         last_member: members.last().map(|(id,)| id.clone()),
+        budget_exhausted,
     })
 }
 

@@ -14,6 +14,15 @@
 //!    paid with the points it earns; then the earn is credited as new lots.
 //! 5. **Tiers**: the eligible spend joins the qualifying pool; a crossed threshold upgrades at once.
 //!
+//! # Return windows
+//! At a brand with `return_window_days`, a purchase's earn (base and bonuses) is recorded as
+//! **pending** ([`crate::ledger::pending`]): shown, not spendable, not issued, not yet
+//! qualifying. A refund inside the window cancels its share of the pending earn — nothing to
+//! claw back, so never debt. When the window passes, [`release_due`] credits what is left as
+//! ordinary lots (expiring from the release), records the `points-issued` event, and counts the
+//! qualifying spend, dated at the purchase; an upgrade happens then. A refund after the release
+//! claws back as usual.
+//!
 //! Plugin hooks must not run inside the write transaction (on SQLite it is the only writer): call
 //! [`quote`] first to get the base earn the plugin needs, run the plugin, then pass its proposals
 //! to [`record_purchase`], which recomputes and re-validates everything inside the transaction.
@@ -23,6 +32,7 @@
 //! - [`record`]: Recording a purchase in the caller's transaction: spend, earn, lines, bonuses, outbox events, tier effect.
 //! - [`read`]: Reading a purchase back with its lines, bonuses, refunds and skipped plugin decisions.
 //! - [`refund`]: Refunds by line and quantity: restore, claw back, debt, outbox reversals.
+//! - [`release`]: Releasing pending points when a brand's return window has passed.
 //!
 //! # Refunds
 //! By line and quantity (or everything not yet refunded). Cumulative refunded quantity per line
@@ -47,11 +57,13 @@ pub mod pricing;
 pub mod read;
 pub mod record;
 pub mod refund;
+pub mod release;
 
 pub use pricing::*;
 pub use read::*;
 pub use record::*;
 pub use refund::*;
+pub use release::*;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -183,7 +195,9 @@ pub struct SkippedDecision {
     /// Stable reason code: a plugin failure (`fuel_exhausted`, `deadline`, `trap`,
     /// `invariant_violation`, `hook_error`, `circuit_open`, `overloaded`, …) or a host cap
     /// (`bonus_capped`: cut to fit the order's bonus cap; `bonus_cap_reached`: dropped, the cap
-    /// was already reached; `too_many_bonuses`: dropped past the order's bonus count).
+    /// was already reached; `too_many_bonuses`: dropped past the order's bonus count; and the
+    /// funding brand's budgets: `budget_clipped`, cut to what the budget has left this period;
+    /// `budget_exhausted`, dropped, nothing left).
     pub code: String,
     /// What happened, for people.
     pub detail: String,
@@ -230,6 +244,9 @@ pub struct RefundView {
     pub bonus_reversed: i64,
     /// Points actually taken from the wallet.
     pub points_clawed_back: i64,
+    /// Pending points cancelled (a refund inside the return window): never debt.
+    #[serde(default)]
+    pub pending_cancelled: i64,
     /// Points the member no longer had, recorded as debt.
     pub shortfall_points: i64,
     /// Qualifying spend removed from the tier pool, cents.
@@ -294,8 +311,16 @@ pub struct PurchaseView {
     pub bonus_points: i64,
     /// Base + bonus.
     pub points_earned: i64,
-    /// When the earned points expire, Unix ms (absent if nothing was earned).
+    /// When the earned points expire, Unix ms (absent if nothing was earned or they are
+    /// still pending).
     pub points_expire_at_ms: Option<i64>,
+    /// Of `points_earned`, what is still pending in the brand's return window (net of
+    /// refunds inside it); 0 once released.
+    #[serde(default)]
+    pub points_pending: i64,
+    /// When pending points become available, Unix ms (absent without a return window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_available_at_ms: Option<i64>,
     /// Lines with their allocations and refunded quantities.
     pub lines: Vec<PricedLine>,
     /// Validated bonuses.

@@ -71,6 +71,14 @@ pub fn local_year_month(at_ms: i64, utc_offset_minutes: i64) -> DomainResult<(i3
     Ok((at.year(), u8::from(at.month())))
 }
 
+/// The local calendar date (year, month, day) of an instant.
+pub fn local_date(at_ms: i64, utc_offset_minutes: i64) -> DomainResult<(i32, u8, u8)> {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
+        .map_err(DomainError::internal)?
+        .to_offset(utc_offset(utc_offset_minutes)?);
+    Ok((at.year(), u8::from(at.month()), at.day()))
+}
+
 /// The first instant of a local month given as `year * 12 + (month - 1)`.
 pub fn local_month_start_ms(months: i64, utc_offset_minutes: i64) -> DomainResult<i64> {
     let year = i32::try_from(months.div_euclid(12)).map_err(DomainError::internal)?;

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod brands;
+pub mod budgets;
 pub mod campaigns;
 pub mod checkouts;
 pub mod contract;
@@ -183,6 +184,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(settle_precedence::router())
         .merge(programme::router())
         .merge(stored_value::router())
+        .merge(budgets::router())
 }
 
 /// The OpenAPI document of the whole API, with the parts common to every operation

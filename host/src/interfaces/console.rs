@@ -18,6 +18,7 @@
 //! Pages: [`plugins`] (review queue, version page, actions, co-signing), [`settlement`]
 //! (periods, statements, netting, CSV), [`members`] (search, a member's points and tier),
 //! [`me`] (a member's own card: balance, tier progress, perks, pass), [`perks`] (inventory),
+//! [`money`] (budgets with this period's usage, stored value held and its reserves),
 //! [`audit`] and [`overview`] (the programme in numbers and charts).
 
 pub mod assets;
@@ -27,6 +28,7 @@ pub mod charts;
 pub mod layout;
 pub mod me;
 pub mod members;
+pub mod money;
 pub mod overview;
 pub mod perks;
 pub mod plugins;
@@ -139,6 +141,7 @@ pub fn router(state: AppState, api: Router) -> Router {
         .merge(audit::routes())
         .merge(overview::routes())
         .merge(perks::routes())
+        .merge(money::routes())
         .route("/console/{*rest}", get(not_found).post(not_found))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn_with_state(timeout, deadline))

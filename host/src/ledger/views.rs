@@ -54,6 +54,13 @@ pub struct PointsView {
     pub lots_total: i64,
     /// Pending holds (at most 50).
     pub holds: Vec<Hold>,
+    /// Points earned inside a brand's return window: visible, not spendable, not in `balance`;
+    /// they become available when the window passes (a refund inside it cancels them).
+    #[serde(default)]
+    pub pending: i64,
+    /// The pending earns, soonest first (at most 50).
+    #[serde(default)]
+    pub pending_earns: Vec<crate::ledger::pending::PendingView>,
 }
 
 /// Reads a member's points. Lots past due but not yet swept by the expiry job are already left
@@ -120,7 +127,10 @@ pub async fn points_view(
     .fetch_all(pool)
     .await?;
     let available = (balance - due).max(0);
+    let (pending, pending_earns) = crate::ledger::pending::for_member(pool, member_id).await?;
     Ok(PointsView {
+        pending,
+        pending_earns,
         member_id: member_id.to_owned(),
         balance: available + held,
         available,

@@ -1,4 +1,5 @@
-//! Background jobs: points expiry, hold timeouts and the monthly tier re-evaluation.
+//! Background jobs: points expiry, hold timeouts, pending points past their return window,
+//! and the monthly tier re-evaluation.
 //!
 //! Each job is idempotent and reads time from the injected clock, so the same functions serve
 //! the periodic runner started by `server::run`, the admin endpoints (`POST /jobs/expiry`,
@@ -37,6 +38,8 @@ pub struct JobsConfig {
     pub holds_interval_ms: u64,
     /// How often the tier job checks whether this month's evaluation is due.
     pub tiers_interval_ms: u64,
+    /// How often points past their brand's return window are released.
+    pub pending_interval_ms: u64,
 }
 
 impl Default for JobsConfig {
@@ -46,6 +49,7 @@ impl Default for JobsConfig {
             expiry_interval_ms: 10 * 60 * 1000,
             holds_interval_ms: 30 * 1000,
             tiers_interval_ms: 10 * 60 * 1000,
+            pending_interval_ms: 60 * 1000,
         }
     }
 }
@@ -57,6 +61,7 @@ impl JobsConfig {
             ("expiry_interval_ms", self.expiry_interval_ms),
             ("holds_interval_ms", self.holds_interval_ms),
             ("tiers_interval_ms", self.tiers_interval_ms),
+            ("pending_interval_ms", self.pending_interval_ms),
         ] {
             anyhow::ensure!(
                 ms >= MIN_INTERVAL_MS,
@@ -218,6 +223,7 @@ pub fn spawn(state: Services, mut shutdown: watch::Receiver<bool>) -> JoinHandle
         let mut holds = every(jobs.holds_interval_ms);
         let mut tiers = every(jobs.tiers_interval_ms);
         let mut settle = every(state.settings.settlement.run_interval_ms);
+        let mut pending = every(jobs.pending_interval_ms);
         loop {
             tokio::select! {
                 changed = shutdown.changed() => {
@@ -241,6 +247,9 @@ pub fn spawn(state: Services, mut shutdown: watch::Receiver<bool>) -> JoinHandle
                     .await;
                     log_outcome("tiers", outcome);
                 }
+                _ = pending.tick() => {
+                    log_outcome("pending", release_pending(&state).await);
+                }
                 _ = settle.tick() => {
                     let outcome = crate::workflows::settlement::job::run(&state, state.now_ms()).await;
                     log_outcome("settlement", outcome);
@@ -249,6 +258,19 @@ pub fn spawn(state: Services, mut shutdown: watch::Receiver<bool>) -> JoinHandle
         }
         tracing::debug!("background jobs stopped");
     })
+}
+
+/// Releases the points whose brand's return window has passed.
+pub async fn release_pending(
+    state: &Services,
+) -> DomainResult<crate::domain::purchases::ReleaseReport> {
+    crate::domain::purchases::release_due(
+        &state.store,
+        &state.settings.points,
+        &state.settings.tiers,
+        state.now_ms(),
+    )
+    .await
 }
 
 fn log_outcome<T: std::fmt::Debug>(job: &str, outcome: Result<T, DomainError>) {

@@ -1200,6 +1200,28 @@ pub async fn redeem(
     )
     .await?;
 
+    // The funding brand's perk budgets (for this plugin or all): a perk is not cut, so a budget
+    // that cannot fund its whole value refuses the redemption, in this transaction.
+    let reserved = crate::ledger::budgets::reserve(
+        conn,
+        backend,
+        &perk.funding_brand,
+        crate::ledger::budgets::BudgetKind::PerkValue,
+        Some(plugin_name),
+        perk.value_cents,
+        crate::ledger::budgets::Grant::Whole,
+        state.settings.points.utc_offset_minutes,
+        now_ms,
+    )
+    .await?;
+    if reserved.granted < perk.value_cents {
+        return Err(crate::ledger::budgets::exhausted(
+            &perk.funding_brand,
+            reserved.limited_by.as_deref().unwrap_or_default(),
+            perk.value_cents,
+        ));
+    }
+
     // Stock last: the one row every redemption of this perk contends on stays locked only
     // until commit.
     let mut remaining_stock = None;

@@ -135,8 +135,11 @@ pub async fn record(
         checkout::complete(conn, claimed, brand_id, &view.id, now_ms).await?;
     }
     accepted.store_receipts(conn, &view.id, now_ms).await?;
-    accepted.store_skipped(conn, &view.id).await?;
-    view.skipped_decisions = accepted.skipped.clone();
+    // The plugins' skipped decisions first, then the host's own cuts (partner budgets).
+    let mut skipped = accepted.skipped.clone();
+    skipped.append(&mut view.skipped_decisions);
+    plugins::AcceptedBonuses::store_skipped(conn, &view.id, &skipped).await?;
+    view.skipped_decisions = skipped;
     Ok(view)
 }
 

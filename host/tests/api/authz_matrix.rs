@@ -150,6 +150,7 @@ struct World {
     settle_event_id: String,
     template_id: String,
     campaign_id: String,
+    budget_id: String,
     pass_token: String,
     signing_key_id: String,
     signing_secret: String,
@@ -388,6 +389,16 @@ impl World {
                     "validity_days": 30, "value_cents": 500 }),
         )
         .await;
+        let budget_id = id_of(
+            &ok(
+                app,
+                Method::POST,
+                &format!("/brands/{HOME}/budgets"),
+                &brand_key,
+                json!({ "kind": "perk_value", "period": "month", "amount": 1_000_000 }),
+            )
+            .await,
+        );
         let campaign_id = id_of(
             &ok(
                 app,
@@ -477,6 +488,7 @@ impl World {
             settle_event_id,
             template_id,
             campaign_id,
+            budget_id,
             pass_token,
             signing_key_id,
             signing_secret,
@@ -507,6 +519,7 @@ impl World {
             ("order_id", p) if p.ends_with("/refunds") => &self.refund_order_id,
             ("order_id", _) => &self.order_id,
             ("campaign_id", _) => &self.campaign_id,
+            ("budget_id", _) => &self.budget_id,
             ("template_id", _) => &self.template_id,
             ("hold_id", p) if p.ends_with("/capture") => &self.hold_capture,
             ("hold_id", p) if p.ends_with("/release") => &self.hold_release,
@@ -684,6 +697,12 @@ fn case(w: &World, method: &str, path: &str) -> Option<Case> {
             "a brand key always gets the liability of its own brand",
             Admin,
         ),
+        ("GET", "/brands/{brand_id}/budgets") => Case::deny(Brand),
+        ("POST", "/brands/{brand_id}/budgets") => Case::deny(Brand)
+            .json(json!({ "kind": "bonus_points", "period": "month", "amount": 1_000 })),
+        ("PATCH", "/brands/{brand_id}/budgets/{budget_id}") => {
+            Case::deny(Brand).json(json!({ "amount": 2_000 }))
+        }
         ("GET", "/brands/{brand_id}/signing-keys") => Case::deny(Brand),
         ("POST", "/brands/{brand_id}/signing-keys") => Case::deny(Brand)
             .json(json!({ "public_key": signing::generate_keypair().1, "label": "new" })),
@@ -713,7 +732,9 @@ fn case(w: &World, method: &str, path: &str) -> Option<Case> {
         ("GET", "/holds/{hold_id}") => Case::deny(Member),
         ("POST", "/holds/{hold_id}/capture") => Case::deny(Counter).json(json!({})),
         ("POST", "/holds/{hold_id}/release") => Case::deny(Member),
-        ("POST", "/jobs/expiry") | ("POST", "/jobs/holds") => Case::deny(Admin),
+        ("POST", "/jobs/expiry") | ("POST", "/jobs/holds") | ("POST", "/jobs/pending-points") => {
+            Case::deny(Admin)
+        }
 
         ("GET", "/keys") => Case::allow(&[OtherBrand], OWN_ONLY, Brand),
         ("POST", "/keys") => Case::deny(Brand)

@@ -5,4 +5,4 @@ mod campaigns;
 mod offline;
 mod passes;
 mod risk;
-mod support;
+pub(crate) mod support;

@@ -519,8 +519,18 @@ both_backends!(
             .await
             .expect("count");
         assert_eq!(
-            n, 6,
-            "the four samples, the dinner paid partly with stored value and the Saturday dinner"
+            n, 7,
+            "the five samples, the dinner paid partly with stored value and the Saturday dinner"
+        );
+        // The cinema's tickets earned points that wait out its 7-day return window (the clock
+        // moved 5 days since the demo started).
+        let (_, tickets) = app
+            .get("/brands/cinema/purchases/K-4001", &app.admin_key)
+            .await;
+        assert!(tickets["points_pending"].as_i64() > Some(0), "{tickets}");
+        assert_eq!(
+            tickets["points_pending"], tickets["points_earned"],
+            "{tickets}"
         );
         // The demo's stored value: 200.00 topped up at the coffee chain, 120.00 of it spent on
         // dinner at the restaurant with 5,000 points and cash; the coffee chain holds the rest.

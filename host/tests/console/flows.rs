@@ -508,3 +508,97 @@ async fn forms_need_their_csrf_token_and_sessions_end() {
     browser.close().await;
     app.stop().await;
 }
+
+/// A brand sees its budgets filling up and the stored value it holds; an admin sees every
+/// brand's; a member sees their stored value and the points pending in a return window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_stored_value_and_pending_points_show_where_they_belong() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    create_brand(&app, "coffee").await;
+    create_brand(&app, "mall").await;
+    let coffee_office = create_key(&app, "brand", Some("coffee"), None).await;
+    let coffee_counter = create_key(&app, "counter", Some("coffee"), None).await;
+    let mall_office = create_key(&app, "brand", Some("mall"), None).await;
+    let mall_counter = create_key(&app, "counter", Some("mall"), None).await;
+    let ann = member_id(&app, "+8613900000001", "Ann").await;
+    let ann_key = create_key(&app, "member", None, Some(&ann)).await;
+    for (brand, key, label, amount) in [
+        ("coffee", &coffee_office, "coffee perks", 20_000),
+        ("mall", &mall_office, "mall coupons", 90_000),
+    ] {
+        let (status, body) = app
+            .post(
+                &format!("/brands/{brand}/budgets"),
+                key,
+                &idem(),
+                &json!({ "kind": "perk_value", "period": "month", "amount": amount,
+                         "label": label }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = app
+        .post(
+            "/brands/coffee/stored-value/topups",
+            &coffee_counter,
+            &idem(),
+            &json!({ "topup_id": "T-1", "member_id": ann, "amount_cents": 5_000 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = app
+        .call(
+            reqwest::Method::PATCH,
+            "/brands/mall",
+            Some(&app.admin_key),
+            Some(&idem()),
+            Some(&json!({ "return_window_days": 7 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .post(
+            "/brands/mall/purchases",
+            &mall_counter,
+            &idem(),
+            &json!({ "order_id": "M-1", "member_id": ann, "lines": [
+                { "line_id": "1", "sku": "scarf", "quantity": 1, "unit_price_cents": 12_300 }] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let browser = Browser::start(WIDE.0, WIDE.1).await;
+    sign_in(&browser, &app, &coffee_office).await;
+    browser.goto(&format!("{}/console/money", app.base)).await;
+    let budgets = browser.text("#budgets").await;
+    assert!(budgets.contains("coffee perks"), "{budgets}");
+    assert!(
+        !budgets.contains("mall coupons"),
+        "another brand's budget: {budgets}"
+    );
+    let held = browser.text("#stored-value").await;
+    assert!(held.contains("50.00"), "{held}");
+    screenshots(&browser, "budgets").await;
+    browser.close().await;
+
+    let admin = Browser::start(WIDE.0, WIDE.1).await;
+    sign_in(&admin, &app, &app.admin_key).await;
+    admin.goto(&format!("{}/console/money", app.base)).await;
+    let budgets = admin.text("#budgets").await;
+    assert!(
+        budgets.contains("coffee perks") && budgets.contains("mall coupons"),
+        "{budgets}"
+    );
+    admin.close().await;
+
+    let phone = Browser::start(PHONE.0, PHONE.1).await;
+    sign_in(&phone, &app, &ann_key).await;
+    phone.goto(&format!("{}/console/me", app.base)).await;
+    let card = phone.text("#stored-value").await;
+    assert!(card.contains("50.00"), "{card}");
+    let pending = phone.text("#pending").await;
+    assert!(pending.contains("123 pending"), "{pending}");
+    phone.screenshot("member-stored-value-390").await;
+    phone.close().await;
+    app.stop().await;
+}

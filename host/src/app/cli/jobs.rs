@@ -27,6 +27,8 @@ pub enum JobName {
     Holds,
     /// This month's tier evaluation, if it has not run yet.
     Tiers,
+    /// Points past their brand's return window.
+    Pending,
 }
 
 /// Runs `coalition jobs run`.
@@ -50,6 +52,10 @@ pub async fn run_command(config: Config, command: JobsCommand) -> anyhow::Result
             .await
             .map_err(fail)?;
         report.insert("holds".into(), serde_json::to_value(r)?);
+    }
+    if matches!(job, JobName::All | JobName::Pending) {
+        let r = jobs::release_pending(&state).await.map_err(fail)?;
+        report.insert("pending".into(), serde_json::to_value(r)?);
     }
     if matches!(job, JobName::All | JobName::Tiers) {
         let r = crate::domain::tiers::run_scheduled(

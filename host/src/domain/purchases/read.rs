@@ -106,6 +106,7 @@ pub(super) type RefundRow = (
     Option<String>,
     i64,
     i64,
+    i64,
 );
 
 /// Reads a purchase with its lines, bonuses and refunds; unknown: 404.
@@ -162,18 +163,37 @@ pub async fn get_purchase(
     .fetch_optional(&mut *conn)
     .await
     .unwrap_or(None);
+    let pending: Option<(i64, i64, String)> = sqlx::query_as(
+        "SELECT base_points + bonus_points - cancelled_base - cancelled_bonus, available_at, status
+         FROM pending_earns WHERE purchase_id = $1",
+    )
+    .bind(&id)
+    .fetch_optional(&mut *conn)
+    .await?;
     let refund_rows: Vec<RefundRow> = sqlx::query_as(
         "SELECT id, refund_id, cash_refund_cents, points_restored, points_reversed,
                 points_clawed_back, shortfall_points, qualifying_reversed_cents, entry_id, created_at,
-                stored_value_refund_cents
+                stored_value_refund_cents, pending_cancelled
          FROM refunds WHERE purchase_id = $1 ORDER BY created_at, id",
     )
     .bind(&id)
     .fetch_all(&mut *conn)
     .await?;
     let mut refunds = Vec::with_capacity(refund_rows.len());
-    for (rid, refund_id, cash_r, restored, reversed, clawed, shortfall, qual, entry, at, sv_r) in
-        refund_rows
+    for (
+        rid,
+        refund_id,
+        cash_r,
+        restored,
+        reversed,
+        clawed,
+        shortfall,
+        qual,
+        entry,
+        at,
+        sv_r,
+        pc,
+    ) in refund_rows
     {
         let rlines: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
             "SELECT line_id, quantity, cash_refund_cents, points_restored, points_reversed,
@@ -211,6 +231,7 @@ pub async fn get_purchase(
             qualifying_reversed_cents: qual,
             entry_id: entry,
             created_at_ms: at,
+            pending_cancelled: pc,
             coupons_voided: Vec::new(),
             perk_points_restored: 0,
         });
@@ -230,6 +251,11 @@ pub async fn get_purchase(
         bonus_points: bonus,
         points_earned: base + bonus,
         points_expire_at_ms: expires.map(|(e,)| e).filter(|_| base + bonus > 0),
+        points_pending: pending
+            .as_ref()
+            .filter(|p| p.2 == "pending")
+            .map_or(0, |p| p.0),
+        points_available_at_ms: pending.as_ref().map(|p| p.1),
         lines,
         bonuses: bonuses
             .into_iter()

@@ -49,7 +49,7 @@ pub async fn record_purchase(
         req.stored_value_cents,
         discounts,
     )?;
-    let plan = plan_earn(priced.base_points, bonuses)?;
+    let mut plan = plan_earn(priced.base_points, bonuses)?;
 
     let mut wallet = lock_wallet(conn, backend, &req.member_id, now_ms).await?;
     wallet.require_active()?;
@@ -72,6 +72,10 @@ pub async fn record_purchase(
             "points_pay_max_percent": tier.points_pay_max_percent,
         })));
     }
+
+    // Partner budgets: each bonus draws on the brand's bonus budgets in this transaction; what
+    // they cannot fund is cut (or dropped), with a reason the member and the brand see.
+    let budget_cuts = fund_bonuses(conn, backend, points, brand_id, &mut plan, now_ms).await?;
 
     let purchase_id = new_id();
     let refs = EntryRefs {
@@ -105,7 +109,15 @@ pub async fn record_purchase(
         None
     };
     let earned = plan.base_points + plan.bonus_points();
-    let expires_at = config_expiry(points, earned, now_ms)?;
+    // Inside a return window the earn waits: nothing is credited, issued or qualifying until
+    // the release job (`pending::release_due`) credits what refunds left of it.
+    let pending_until = (brand.return_window_days > 0 && earned > 0)
+        .then(|| now_ms.saturating_add(brand.return_window_days.saturating_mul(DAY_MS)));
+    let expires_at = if pending_until.is_some() {
+        None
+    } else {
+        config_expiry(points, earned, now_ms)?
+    };
     let (earn_entry_id, debt_settled) = match expires_at {
         Some(expires_at) => {
             let (entry, debt_settled) = post_earn(
@@ -160,6 +172,22 @@ pub async fn record_purchase(
         )
     })?;
     insert_lines(conn, &purchase_id, &priced.lines).await?;
+    if let Some(available_at) = pending_until {
+        ledger::pending::create(
+            conn,
+            &ledger::pending::NewPending {
+                purchase_id: &purchase_id,
+                member_id: &req.member_id,
+                brand_id,
+                base_points: plan.base_points,
+                bonus_points: plan.bonus_points(),
+                eligible_cents: priced.eligible_cents,
+                available_at,
+            },
+            now_ms,
+        )
+        .await?;
+    }
     // Stored value after the purchase row exists (its draws name it).
     ledger::stored_value::pay(
         conn,
@@ -190,11 +218,13 @@ pub async fn record_purchase(
     )
     .await?;
     // Settlement outbox: the points this brand issued and the points spent at its counter.
+    // Pending points are issued when they are released.
+    let issued = if pending_until.is_some() { 0 } else { earned };
     for (kind, points_moved, value) in [
         (
             EventKind::PointsIssued,
-            earned,
-            points_value_cents(points, earned),
+            issued,
+            points_value_cents(points, issued),
         ),
         (
             EventKind::PointsRedeemed,
@@ -223,27 +253,32 @@ pub async fn record_purchase(
         )
         .await?;
     }
-    tiers::record_qualifying(
-        conn,
-        &req.member_id,
-        &purchase_id,
-        None,
-        priced.eligible_cents,
-        earned,
-        now_ms,
-        now_ms,
-    )
-    .await?;
-    let tier_change = tiers::upgrade_after_purchase(
-        conn,
-        tiers_config,
-        &ladder,
-        &req.member_id,
-        &wallet.tier,
-        &purchase_id,
-        now_ms,
-    )
-    .await?;
+    // Qualifying spend counts when the points do: at once, or at the release.
+    let tier_change = if pending_until.is_some() {
+        None
+    } else {
+        tiers::record_qualifying(
+            conn,
+            &req.member_id,
+            &purchase_id,
+            None,
+            priced.eligible_cents,
+            earned,
+            now_ms,
+            now_ms,
+        )
+        .await?;
+        tiers::upgrade_after_purchase(
+            conn,
+            tiers_config,
+            &ladder,
+            &req.member_id,
+            &wallet.tier,
+            &purchase_id,
+            now_ms,
+        )
+        .await?
+    };
     Ok(PurchaseView {
         id: purchase_id,
         brand_id: brand_id.to_owned(),
@@ -259,6 +294,8 @@ pub async fn record_purchase(
         bonus_points: plan.bonus_points(),
         points_earned: earned,
         points_expire_at_ms: expires_at,
+        points_pending: if pending_until.is_some() { earned } else { 0 },
+        points_available_at_ms: pending_until,
         lines: priced.lines,
         bonuses: plan
             .bonuses
@@ -276,8 +313,65 @@ pub async fn record_purchase(
         created_at_ms: now_ms,
         discount_cents: priced.discount_cents,
         checkout_id: req.checkout_id.clone(),
-        skipped_decisions: Vec::new(),
+        skipped_decisions: budget_cuts,
     })
+}
+
+/// Reserves each bonus of `plan` from the brand's bonus-point budgets (per plugin or for all),
+/// cutting a bonus to what is left or dropping it when nothing is; returns the decisions cut.
+async fn fund_bonuses(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    points: &PointsConfig,
+    brand_id: &str,
+    plan: &mut EarnPlan,
+    now_ms: i64,
+) -> DomainResult<Vec<SkippedDecision>> {
+    let mut cuts = Vec::new();
+    let mut funded = Vec::with_capacity(plan.bonuses.len());
+    for mut bonus in std::mem::take(&mut plan.bonuses) {
+        let (plugin, version) = bonus
+            .source
+            .split_once('@')
+            .unwrap_or((bonus.source.as_str(), ""));
+        let (plugin, version) = (plugin.to_owned(), version.to_owned());
+        let reserved = ledger::budgets::reserve(
+            conn,
+            backend,
+            brand_id,
+            ledger::budgets::BudgetKind::BonusPoints,
+            Some(&plugin),
+            bonus.points,
+            ledger::budgets::Grant::UpTo,
+            points.utc_offset_minutes,
+            now_ms,
+        )
+        .await?;
+        if reserved.granted < bonus.points {
+            let budget = reserved.limited_by.unwrap_or_default();
+            cuts.push(SkippedDecision {
+                plugin,
+                version,
+                hook: "points-bonus".to_owned(),
+                code: if reserved.granted == 0 {
+                    "budget_exhausted"
+                } else {
+                    "budget_clipped"
+                }
+                .to_owned(),
+                detail: format!(
+                    "bonus {} of {} points: {brand_id}'s budget {budget} funds {} this period",
+                    bonus.code, bonus.points, reserved.granted
+                ),
+            });
+            bonus.points = reserved.granted;
+        }
+        if bonus.points > 0 {
+            funded.push(bonus);
+        }
+    }
+    plan.bonuses = funded;
+    Ok(cuts)
 }
 
 pub(super) fn config_expiry(

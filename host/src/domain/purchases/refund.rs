@@ -160,7 +160,7 @@ pub async fn refund_purchase(
         qualifying_total += share_step(l.eligible_cents, before, after, l.quantity);
         line_views.push(view);
     }
-    let bonus_reversed = if weight_total > 0 {
+    let mut bonus_reversed = if weight_total > 0 {
         share_step(bonus_total, value_before, value_after, weight_total)
     } else if lines
         .iter()
@@ -171,7 +171,31 @@ pub async fn refund_purchase(
     } else {
         0
     };
-    let reversed_total = reversed_base + bonus_reversed;
+    let mut reversed_total = reversed_base + bonus_reversed;
+    // Inside the return window the earned points were never credited: the refund cancels
+    // that part of the pending earn instead (no claw-back, no debt, no qualifying spend to
+    // take back — the release counts only what is left).
+    let mut pending_cancelled = 0i64;
+    let in_window = ledger::pending::still_pending(conn, &purchase_id)
+        .await?
+        .is_some();
+    if in_window {
+        ledger::pending::cancel(
+            conn,
+            &purchase_id,
+            reversed_base,
+            bonus_reversed,
+            qualifying_total,
+        )
+        .await?;
+        pending_cancelled = reversed_total;
+        reversed_total = 0;
+        bonus_reversed = 0;
+        qualifying_total = 0;
+        for line in &mut line_views {
+            line.points_reversed = 0;
+        }
+    }
 
     let mut wallet = lock_wallet(conn, backend, &member_id, now_ms).await?;
     let mut clawed = 0i64;
@@ -255,8 +279,9 @@ pub async fn refund_purchase(
     sqlx::query(
         "INSERT INTO refunds (id, brand_id, refund_id, purchase_id, member_id, cash_refund_cents,
             points_restored, points_reversed, points_clawed_back, shortfall_points,
-            qualifying_reversed_cents, entry_id, created_at, stored_value_refund_cents)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            qualifying_reversed_cents, entry_id, created_at, stored_value_refund_cents,
+            pending_cancelled)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(&refund_pk)
     .bind(brand_id)
@@ -272,6 +297,7 @@ pub async fn refund_purchase(
     .bind(entry_id.as_deref())
     .bind(now_ms)
     .bind(stored_value_total)
+    .bind(pending_cancelled)
     .execute(&mut *conn)
     .await
     .unique_as(|| refund_exists(brand_id, &req.refund_id))?;
@@ -335,17 +361,19 @@ pub async fn refund_purchase(
         )
         .await?;
     }
-    tiers::record_qualifying(
-        conn,
-        &member_id,
-        &purchase_id,
-        Some(&refund_pk),
-        -qualifying_total,
-        -reversed_total,
-        created_at,
-        now_ms,
-    )
-    .await?;
+    if !in_window {
+        tiers::record_qualifying(
+            conn,
+            &member_id,
+            &purchase_id,
+            Some(&refund_pk),
+            -qualifying_total,
+            -reversed_total,
+            created_at,
+            now_ms,
+        )
+        .await?;
+    }
     let view = RefundView {
         id: refund_pk,
         refund_id: req.refund_id.clone(),
@@ -363,6 +391,7 @@ pub async fn refund_purchase(
         qualifying_reversed_cents: qualifying_total,
         entry_id,
         created_at_ms: now_ms,
+        pending_cancelled,
         // The workflow voids the coupons of the refunded lines in the same transaction.
         coupons_voided: Vec::new(),
         perk_points_restored: 0,

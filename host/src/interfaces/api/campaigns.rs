@@ -164,7 +164,14 @@ pub async fn campaigns_issue(
     }
     // Half the request timeout: the rest is margin for the last batch and the reply.
     let budget = Duration::from_millis(state.config.limits.request_timeout_ms / 2);
-    let report = campaigns::issue(&state.store, &id, now_ms, Instant::now() + budget).await?;
+    let report = campaigns::issue(
+        &state.store,
+        &id,
+        state.settings.points.utc_offset_minutes,
+        now_ms,
+        Instant::now() + budget,
+    )
+    .await?;
     if !report.finished {
         return Ok((StatusCode::OK, ApiJson(report)).into_response());
     }

@@ -21,6 +21,7 @@ use crate::workflows::jobs::{self, ExpiryReport, HoldTimeoutReport};
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(jobs_expiry))
+        .routes(routes!(jobs_pending_points))
         .routes(routes!(jobs_holds))
 }
 
@@ -62,6 +63,24 @@ pub async fn jobs_expiry(
     principal.require_admin()?;
     let report = jobs::run_expiry(&state.store, state.now_ms()).await?;
     record(&state, &principal, &key, "jobs.expiry", report).await
+}
+
+/// Release every pending earn whose brand's return window has passed (points become
+/// available, are issued and count for tiers); a second run releases nothing twice.
+#[utoipa::path(post, path = "/jobs/pending-points", tag = "jobs",
+    params(("Idempotency-Key" = String, Header, description = "Unique per run")),
+    responses(
+        (status = 200, body = crate::domain::purchases::ReleaseReport),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn jobs_pending_points(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+) -> DomainResult<Response> {
+    principal.require_admin()?;
+    let report = jobs::release_pending(&state).await?;
+    record(&state, &principal, &key, "jobs.pending_points", report).await
 }
 
 /// Release every timed-out hold now.

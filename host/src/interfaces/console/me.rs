@@ -52,6 +52,7 @@ async fn card(
     )
     .await?;
     let coupons = call::get_optional(&console, &signed, &format!("{base}/coupons")).await;
+    let stored = call::get_optional(&console, &signed, &format!("{base}/stored-value")).await;
     let redemptions = call::get_optional(&console, &signed, &format!("{base}/redemptions")).await;
     let just = query.redeemed.as_deref().and_then(|id| {
         redemptions
@@ -90,7 +91,20 @@ async fn card(
                 h2 { "Points" }
                 p.balance { (layout::number(i(&points, "available"))) }
                 p.hint { "available · " (layout::number(i(&points, "balance"))) " in all" }
+                @if i(&points, "pending") > 0 {
+                    p.hint #pending { (layout::number(i(&points, "pending"))) " pending until the return window ends"
+                        @if let Some(at) = points["pending_earns"][0]["available_at_ms"].as_i64() {
+                            " (next on " (layout::day(at)) ")" } }
+                }
                 (lots(&points, false))
+            }
+            @if let Some(sv) = stored.as_ref().filter(|sv| i(sv, "balance_cents") > 0) {
+                section.card #stored-value {
+                    h2 { "Stored value" }
+                    p.balance { (layout::cents(i(sv, "balance_cents"))) }
+                    p.hint { "pay with it at any counter of the coalition · limit "
+                        (layout::cents(i(sv, "limit_cents"))) }
+                }
             }
             @if let Some(tier) = &tier { section.card #tier { h2 { "Tier" } (tier_progress(tier)) } }
         }
