@@ -1,5 +1,6 @@
 //! The `coalition` command line.
 
+pub mod budgets;
 pub mod jobs;
 pub mod pass;
 pub mod plugin;
@@ -60,6 +61,9 @@ pub enum Command {
     /// Stored value: top up, a member's balance, the liability report, a brand's reserve.
     #[command(subcommand)]
     StoredValue(crate::app::cli::stored_value::StoredValueCommand),
+    /// Partner budgets: list, set and change a brand's caps on what it funds.
+    #[command(subcommand)]
+    Budgets(crate::app::cli::budgets::BudgetsCommand),
 }
 
 /// `coalition members …`
@@ -200,6 +204,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Command::StoredValue(command) => {
                 crate::app::cli::stored_value::run_command(config, command).await
+            }
+            Command::Budgets(command) => {
+                crate::app::cli::budgets::run_command(config, command).await
             }
         }
     });

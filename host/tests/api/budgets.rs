@@ -331,3 +331,62 @@ both_backends!(
         app.stop().await;
     }
 );
+
+both_backends!(
+    the_command_line_sets_lists_and_changes_budgets,
+    |app| async move {
+        create_brand(&app, "coffee").await;
+        let cli = |args: &[&str]| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_coalition"))
+                .env("COALITION_DATABASE_URL", app.state.config.database_url())
+                .env_remove("COALITION_CONFIG")
+                .arg("budgets")
+                .args(args)
+                .output()
+                .expect("run coalition")
+        };
+        let out = cli(&[
+            "create",
+            "--brand",
+            "coffee",
+            "--kind",
+            "bonus_points",
+            "--period",
+            "day",
+            "--amount",
+            "500",
+            "--plugin",
+            "coffee-bonus",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let made: Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(
+            (&made["amount"], &made["remaining"]),
+            (&json!(500), &json!(500))
+        );
+        let id = made["id"].as_str().expect("id").to_owned();
+        let out = cli(&[
+            "update", "--brand", "coffee", "--id", &id, "--amount", "900",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let list = budgets(&app, &app.admin_key, "coffee").await;
+        assert_eq!(
+            list[0]["amount"], 900,
+            "the API sees what the command line set: {list}"
+        );
+        let bad = cli(&[
+            "create", "--brand", "coffee", "--kind", "gold", "--amount", "1",
+        ]);
+        assert!(!bad.status.success());
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown kind"));
+        app.stop().await;
+    }
+);
