@@ -323,40 +323,73 @@ pub async fn reload(store: &Store, host: &PluginHost) -> Result<usize, DomainErr
     Ok(count)
 }
 
-/// Loads the versions matching `filter` (over `plugin_versions v`).
+/// Loads the versions matching `filter` (over `plugin_versions v`). A version this node has
+/// loaded already, with the same component and effective config, is kept as it is — its
+/// compiled code, circuit breaker and call counters survive the reload — so only new or
+/// changed versions are fetched, decoded and loaded.
 async fn load_rows(
     store: &Store,
     host: &PluginHost,
     filter: &str,
 ) -> Result<Vec<ActivePlugin>, DomainError> {
-    type Row = (
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        Option<String>,
-    );
+    type Row = (String, String, String, String, String, Option<String>);
     let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT v.id, v.manifest, v.config, v.component_sha256, c.bytes_b64, v.name,
-                v.uploaded_by_brand
-         FROM plugin_versions v JOIN plugin_components c ON c.sha256 = v.component_sha256
-         WHERE {filter} ORDER BY v.name"
+        "SELECT v.id, v.manifest, v.config, v.component_sha256, v.name, v.uploaded_by_brand
+         FROM plugin_versions v WHERE {filter} ORDER BY v.name"
     ))
     .fetch_all(store.read())
     .await?;
+    let mut loaded_here: std::collections::HashMap<String, ActivePlugin> = host
+        .active()
+        .iter()
+        .map(|p| (p.version_id.clone(), p.clone()))
+        .collect();
+    let routing = host.routing();
+    for (p, _) in routing.canaries.values() {
+        loaded_here.insert(p.version_id.clone(), p.clone());
+    }
+    for p in routing.shadows.values() {
+        loaded_here.insert(p.version_id.clone(), p.clone());
+    }
+    let mut kept = Vec::with_capacity(rows.len());
+    let mut to_load = Vec::new();
+    for (id, manifest_text, config, sha, name, owner) in rows {
+        let same = loaded_here.get(&id).filter(|p| {
+            p.plugin.component_sha256() == sha
+                && effective_config(&manifest_text, &config).ok().as_ref() == Some(&p.config)
+        });
+        match same {
+            Some(p) => kept.push((name, p.clone())),
+            None => to_load.push((id, manifest_text, config, sha, name, owner)),
+        }
+    }
+    let mut fetched = Vec::with_capacity(to_load.len());
+    for (id, manifest_text, config, sha, name, owner) in to_load {
+        let bytes: Option<(String,)> =
+            sqlx::query_as("SELECT bytes_b64 FROM plugin_components WHERE sha256 = $1")
+                .bind(&sha)
+                .fetch_optional(store.read())
+                .await?;
+        match bytes {
+            Some((b64,)) => fetched.push((id, manifest_text, config, sha, b64, name, owner)),
+            None => tracing::error!(plugin = %name, "plugin version has no stored component"),
+        }
+    }
     let runtime: Runtime = host.runtime().clone();
-    let loaded = tokio::task::spawn_blocking(move || {
-        rows.into_iter()
+    let fresh = tokio::task::spawn_blocking(move || {
+        fetched
+            .into_iter()
             .filter_map(|(id, manifest_text, config, sha, b64, name, owner)| {
                 match load_one(&runtime, &manifest_text, &config, &sha, &b64) {
-                    Ok((plugin, config)) => Some(ActivePlugin {
-                        version_id: id,
-                        plugin,
-                        config,
-                        uploaded_by_brand: owner,
-                    }),
+                    Ok((plugin, config)) => Some((
+                        name,
+                        ActivePlugin {
+                            version_id: id,
+                            plugin,
+                            config,
+                            uploaded_by_brand: owner,
+                        },
+                    )),
                     Err(err) => {
                         tracing::error!(plugin = %name, error = %err, "plugin version failed to load");
                         None
@@ -367,10 +400,26 @@ async fn load_rows(
     })
     .await
     .map_err(DomainError::internal)?;
-    for plugin in &loaded {
+    for (_, plugin) in &fresh {
         host.mark_warm(plugin.plugin.component_sha256());
     }
-    Ok(loaded)
+    // In name order, as the query returned them.
+    let mut all: Vec<(String, ActivePlugin)> = kept.into_iter().chain(fresh).collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(all.into_iter().map(|(_, p)| p).collect())
+}
+
+/// A version's effective config: the admin's config merged over its manifest's defaults.
+fn effective_config(
+    manifest_text: &str,
+    config: &str,
+) -> anyhow::Result<coalition_runtime::model::Config> {
+    let manifest = Manifest::parse(manifest_text)?;
+    let config: serde_json::Map<String, serde_json::Value> = serde_json::from_str(config)?;
+    let admin = config_strings(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    manifest
+        .effective_config(&admin)
+        .map_err(|e| anyhow::anyhow!("config: {e}"))
 }
 
 pub(crate) fn load_one(

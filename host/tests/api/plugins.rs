@@ -586,3 +586,45 @@ fn javascript_and_python_examples_pass_their_fixtures() {
         assert_eq!(summary["fixtures"], 4, "{summary}");
     }
 }
+
+both_backends!(
+    a_reload_keeps_unchanged_versions_loaded_as_they_are,
+    |app| async move {
+        create_brand(&app, "mall").await;
+        create_brand(&app, "parking").await;
+        let member = member_id(&app, "+8613800000009", "Ky").await;
+        install(&app, "parking-perk", json!({ "min_tier_rank": 0 })).await;
+        let (status, perks) = app
+            .get(&format!("/members/{member}/perks"), &app.admin_key)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{perks}");
+        let runs = || {
+            app.state
+                .plugins
+                .active()
+                .iter()
+                .find(|p| p.plugin.name() == "parking-perk")
+                .map(|p| p.plugin.calls_run(Hook::ListPerks))
+        };
+        assert_eq!(runs(), Some(1));
+        // Another node's change (or a NOTIFY) reloads the registry: the unchanged version keeps
+        // its instance — counters, breaker and compiled code — instead of being rebuilt.
+        for _ in 0..2 {
+            coalition::plugins::registry::reload(&app.state.store, &app.state.plugins)
+                .await
+                .expect("reload");
+        }
+        assert_eq!(runs(), Some(1), "the same loaded instance after reloads");
+        // A changed config is a changed plugin: it is loaded afresh.
+        sqlx::query("UPDATE plugin_versions SET config = $1 WHERE name = 'parking-perk'")
+            .bind(r#"{"min_tier_rank": 1}"#)
+            .execute(app.state.store.write())
+            .await
+            .expect("update");
+        coalition::plugins::registry::reload(&app.state.store, &app.state.plugins)
+            .await
+            .expect("reload");
+        assert_eq!(runs(), Some(0), "a new instance for the new config");
+        app.stop().await;
+    }
+);
