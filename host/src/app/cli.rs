@@ -144,6 +144,25 @@ pub enum AdminCommand {
     },
 }
 
+/// A domain error as a command-line error: its kind, stable code and detail.
+pub(crate) fn fail(err: crate::foundation::error::DomainError) -> anyhow::Error {
+    anyhow::anyhow!("{err}")
+}
+
+/// Opens the configured database (sections validated), runs `f` against it, and closes the
+/// store whether `f` succeeded or not: the frame of every `coalition <area> …` command that
+/// works directly on the database.
+pub(crate) async fn with_state<T>(
+    config: Config,
+    f: impl AsyncFnOnce(&crate::interfaces::api::AppState) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    config.validate_sections()?;
+    let state = crate::app::server::build_state(config, Arc::new(SystemClock)).await?;
+    let result = f(&state).await;
+    state.store.close().await;
+    result
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref())?;

@@ -1,9 +1,7 @@
 //! `coalition budgets …`: list, set and change a brand's budgets directly against the
 //! configured database, with the same rules as the API (`docs/LEDGER.md`).
 
-use std::sync::Arc;
-
-use crate::foundation::error::DomainError;
+use crate::app::cli::fail;
 use crate::interfaces::config::Config;
 use crate::ledger::budgets::{self, NewBudget, UpdateBudget};
 
@@ -63,19 +61,9 @@ pub enum BudgetsCommand {
     },
 }
 
-fn fail(err: DomainError) -> anyhow::Error {
-    anyhow::anyhow!("{}: {}", err.code, err.detail)
-}
-
 /// Runs one `coalition budgets` command.
 pub async fn run_command(config: Config, command: BudgetsCommand) -> anyhow::Result<()> {
-    config.validate_sections()?;
-    let state =
-        crate::app::server::build_state(config, Arc::new(crate::foundation::clock::SystemClock))
-            .await?;
-    let result = dispatch(&state, command).await;
-    state.store.close().await;
-    result
+    crate::app::cli::with_state(config, async |state| dispatch(state, command).await).await
 }
 
 async fn dispatch(

@@ -3,12 +3,11 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::foundation::error::DomainError;
+use crate::app::cli::fail;
 use crate::interfaces::config::Config;
 use crate::workflows::settlement::periods::{self, CloseRequest, PeriodId, Stage};
 
@@ -95,19 +94,9 @@ pub enum ExportFormat {
     Csv,
 }
 
-fn fail(err: DomainError) -> anyhow::Error {
-    anyhow::anyhow!("{err}")
-}
-
 /// Runs `coalition settlement …`.
 pub async fn run_command(config: Config, command: SettlementCommand) -> anyhow::Result<()> {
-    config.validate_sections()?;
-    let state =
-        crate::app::server::build_state(config, Arc::new(crate::foundation::clock::SystemClock))
-            .await?;
-    let result = dispatch(&state, command).await;
-    state.store.close().await;
-    result
+    crate::app::cli::with_state(config, async |state| dispatch(state, command).await).await
 }
 
 async fn dispatch(

@@ -3,10 +3,8 @@
 //! is one transaction with the same rules as the API; a top-up id is unique per brand, so a
 //! re-run after a failure never adds the money twice (`topup_exists`).
 
-use std::sync::Arc;
-
+use crate::app::cli::fail;
 use crate::domain::risk;
-use crate::foundation::error::DomainError;
 use crate::interfaces::config::Config;
 use crate::ledger::stored_value::{self, ReserveRequest, TopupRequest};
 
@@ -56,19 +54,9 @@ pub enum StoredValueCommand {
     },
 }
 
-fn fail(err: DomainError) -> anyhow::Error {
-    anyhow::anyhow!("{}: {}", err.code, err.detail)
-}
-
 /// Runs one `coalition stored-value` command.
 pub async fn run_command(config: Config, command: StoredValueCommand) -> anyhow::Result<()> {
-    config.validate_sections()?;
-    let state =
-        crate::app::server::build_state(config, Arc::new(crate::foundation::clock::SystemClock))
-            .await?;
-    let result = dispatch(&state, command).await;
-    state.store.close().await;
-    result
+    crate::app::cli::with_state(config, async |state| dispatch(state, command).await).await
 }
 
 async fn dispatch(
