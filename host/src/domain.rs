@@ -9,6 +9,7 @@
 //! - [`coupons`]: coupon templates and member coupons with unique codes.
 //! - [`pass`]: the signed offline member pass (ed25519), its keys, QR codes and verification.
 //! - [`campaigns`]: coupon campaigns issued to a segment under a hard cap.
+//! - [`membership`]: the paid membership card: plans, cards, fees, renewals, cancellation.
 //! - [`purchases`]: recording purchases and refunds at brand counters (earn and pay with points).
 
 pub mod access;
@@ -16,6 +17,7 @@ pub mod brands;
 pub mod campaigns;
 pub mod coupons;
 pub mod members;
+pub mod membership;
 pub mod pass;
 pub mod purchases;
 pub mod risk;

@@ -27,6 +27,10 @@ pub enum EventKind {
     /// spent at another (`honouring_brand`). Not a 0.1.0 `settle-kind`: settled by the
     /// platform's rule, never handed to a 0.1.0 settle hook.
     StoredValueRedeemed,
+    /// The fee of a paid membership card sold at one brand (`funding_brand`, which took the
+    /// money) for a plan owned by another (`honouring_brand`, which honours the card and is
+    /// paid the fee). Not a 0.1.0 `settle-kind`: settled by the platform's rule.
+    MembershipFee,
 }
 
 impl EventKind {
@@ -39,6 +43,7 @@ impl EventKind {
             Self::CouponHonoured => "coupon-honoured",
             Self::Refund => "refund",
             Self::StoredValueRedeemed => "stored-value-redeemed",
+            Self::MembershipFee => "membership-fee",
         }
     }
 
@@ -51,6 +56,7 @@ impl EventKind {
             "coupon-honoured" => Self::CouponHonoured,
             "refund" => Self::Refund,
             "stored-value-redeemed" => Self::StoredValueRedeemed,
+            "membership-fee" => Self::MembershipFee,
             _ => return None,
         })
     }

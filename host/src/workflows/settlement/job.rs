@@ -146,6 +146,12 @@ impl EventRow {
                          settle hook"
                     )))
                 }
+                EventKind::MembershipFee => {
+                    return Err(DomainError::internal(anyhow::anyhow!(
+                        "a membership-fee event is not a 0.1.0 settle-kind and never reaches a \
+                         settle hook"
+                    )))
+                }
             },
             brand: self.brand_id.clone(),
             funding_brand: self.funding_brand.clone(),
@@ -418,9 +424,12 @@ async fn decide(state: &Services, event: &EventRow, retry: bool) -> DomainResult
         }
     }
 
-    // Stored value is not a case of the 0.1.0 `settle-kind`: no settle hook can see it, so the
-    // platform's rule governs it (its refunds follow, by rule 1).
-    if facts.kind == EventKind::StoredValueRedeemed {
+    // Stored value and membership fees are not cases of the 0.1.0 `settle-kind`: no settle hook
+    // can see them, so the platform's rule governs them (their refunds follow, by rule 1).
+    if matches!(
+        facts.kind,
+        EventKind::StoredValueRedeemed | EventKind::MembershipFee
+    ) {
         return platform(state, &facts);
     }
 

@@ -162,6 +162,7 @@ fn kind_category(kind: EventKind) -> &'static str {
         EventKind::CouponHonoured => "coupon",
         EventKind::Refund => "refund",
         EventKind::StoredValueRedeemed => "stored-value",
+        EventKind::MembershipFee => "membership-fee",
     }
 }
 
@@ -198,6 +199,7 @@ pub fn platform_rule(event: &EventFacts, reversing: bool) -> &'static str {
         EventKind::CouponHonoured => "platform:coupon",
         EventKind::Refund => "platform:refund",
         EventKind::StoredValueRedeemed => "platform:stored-value",
+        EventKind::MembershipFee => "platform:membership-fee",
     }
 }
 
@@ -278,6 +280,21 @@ pub fn platform_lines(event: &EventFacts, p: &Params) -> Option<Vec<Line>> {
                 event.value_cents,
                 format!("stored value held by {funding} spent at {honouring}"),
                 "stored-value",
+            );
+        }
+        // The brand that sold a card for another brand's plan took the fee at its counter and
+        // passes it on to the plan's owner, at face value and without commission.
+        EventKind::MembershipFee => {
+            let seller = event.funding_brand.as_str();
+            let owner = event.honouring_brand.as_str();
+            let plan = event.reference.as_deref().unwrap_or("-");
+            push(
+                &mut lines,
+                seller,
+                owner,
+                event.value_cents,
+                format!("membership fee of plan {plan} sold by {seller} for {owner}"),
+                "membership-fee",
             );
         }
         // A refund that reverses no known event moves nothing under the platform's rules: there
