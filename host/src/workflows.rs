@@ -54,6 +54,8 @@ pub struct Settings {
     pub settlement: settlement::rules::SettlementConfig,
     /// Stored value: balance limits, real-name threshold, reserve and dormancy.
     pub stored_value: crate::ledger::stored_value::StoredValueConfig,
+    /// The paid membership card: plan count and default renewal notice.
+    pub membership: crate::domain::membership::MembershipConfig,
     /// The offline member pass.
     pub pass: crate::domain::pass::PassConfig,
     /// Redemption frequency limits and the real-name threshold.

@@ -25,6 +25,7 @@ from coalition_client.api.health import health_live  # noqa: E402
 from coalition_client.api.jobs import jobs_holds  # noqa: E402
 from coalition_client.api.keys import keys_list  # noqa: E402
 from coalition_client.api.members import members_export, members_list  # noqa: E402
+from coalition_client.api.membership import membership_get, membership_plans_list  # noqa: E402
 from coalition_client.api.offline import offline_conflicts_list  # noqa: E402
 from coalition_client.api.passes import pass_keys_list, passes_png  # noqa: E402
 from coalition_client.api.perks import perks_list, perks_redemptions_list  # noqa: E402
@@ -57,6 +58,7 @@ from coalition_client.models import (  # noqa: E402
     LiabilityReport,
     NewBudget,
     MemberVerification,
+    MembershipView,
     NewCampaign,
     Segment,
     StoredValueView,
@@ -196,6 +198,9 @@ def main():
     sv = call("stored-value", "GET /members/{id}/stored-value", stored_value_get, saver, expect=StoredValueView)
     assert sv.balance_cents == topped.balance_after_cents, (sv, topped)
     call("stored-value", "GET /stored-value/liability", stored_value_liability, expect=LiabilityReport)
+    call("membership", "GET /membership/plans", membership_plans_list)
+    card = call("membership", "GET /members/{id}/membership", membership_get, saver, expect=MembershipView)
+    assert card.member_id == saver and card.benefits == [], card
     made = call(
         "budgets",
         "POST /brands/coffee/budgets",

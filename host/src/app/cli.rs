@@ -2,6 +2,7 @@
 
 pub mod budgets;
 pub mod jobs;
+pub mod membership;
 pub mod pass;
 pub mod plugin;
 pub mod settlement;
@@ -64,6 +65,9 @@ pub enum Command {
     /// Partner budgets: list, set and change a brand's caps on what it funds.
     #[command(subcommand)]
     Budgets(crate::app::cli::budgets::BudgetsCommand),
+    /// The paid membership card: plans, sell, cancel, a member's card, renewals, revenue.
+    #[command(subcommand)]
+    Membership(crate::app::cli::membership::MembershipCommand),
 }
 
 /// `coalition members …`
@@ -226,6 +230,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Command::Budgets(command) => {
                 crate::app::cli::budgets::run_command(config, command).await
+            }
+            Command::Membership(command) => {
+                crate::app::cli::membership::run_command(config, command).await
             }
         }
     });

@@ -72,6 +72,7 @@ use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use crate::domain::brands::{load_brand, BrandRule, EarnRule};
+use crate::domain::membership;
 use crate::domain::tiers::{self, TierChange, TiersConfig};
 use crate::foundation::clock::DAY_MS;
 use crate::foundation::error::{DomainError, DomainResult};
@@ -281,6 +282,10 @@ pub struct RefundLineView {
     pub points_reversed: i64,
 }
 
+fn hundred() -> i64 {
+    100
+}
+
 /// A purchase.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PurchaseView {
@@ -305,7 +310,10 @@ pub struct PurchaseView {
     pub stored_value_cents: i64,
     /// Spend that earned points (and counts towards tiers), cents.
     pub eligible_cents: i64,
-    /// Base points earned.
+    /// The paid membership card's multiplier applied to the base earn, percent (100 = none).
+    #[serde(default = "hundred")]
+    pub points_multiplier_percent: i64,
+    /// Base points earned (after the card's multiplier).
     pub base_points: i64,
     /// Bonus points earned.
     pub bonus_points: i64,

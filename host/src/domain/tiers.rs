@@ -702,8 +702,12 @@ pub struct DowngradeWarning {
 pub struct TierView {
     /// The member.
     pub member_id: String,
-    /// Current tier.
+    /// Current tier (at least the paid membership card's tier floor while it is in force).
     pub tier: TierRef,
+    /// The tier earned by qualifying activity, present only while a paid membership card's
+    /// tier floor raises `tier` above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earned_tier: Option<TierRef>,
     /// `spend` (cents) or `points`.
     pub basis: TierBasis,
     /// Qualifying total in the window ending now.
@@ -770,7 +774,17 @@ pub async fn member_view(
         .await?;
     let (tier_code,) = member.ok_or_else(|| DomainError::not_found("member", member_id))?;
     let ladder = load_ladder(&mut conn, config).await?;
-    let rank = rank_of(&ladder, &tier_code);
+    // A paid membership card in force lifts the tier to its floor; what follows (progress,
+    // points-payment share) is the effective tier's, and no downgrade is warned while floored.
+    let earned_rank = rank_of(&ladder, &tier_code);
+    let rank = crate::domain::membership::effective_rank(
+        &mut conn,
+        &ladder,
+        member_id,
+        earned_rank,
+        now_ms,
+    )
+    .await?;
     let window_start = now_ms - config.window_ms();
     let qualifying =
         qualifying_between(&mut conn, config.basis, member_id, window_start, now_ms).await?;
@@ -799,7 +813,8 @@ pub async fn member_view(
         now_ms,
     )
     .await?;
-    let downgrade_warning = if rank > 0 && at_next < current.retain_threshold {
+    let downgrade_warning = if rank > 0 && rank == earned_rank && at_next < current.retain_threshold
+    {
         let shortfall = current.retain_threshold - at_next;
         Some(DowngradeWarning {
             qualifying_at_next_evaluation: at_next,
@@ -826,6 +841,7 @@ pub async fn member_view(
     Ok(TierView {
         member_id: member_id.to_owned(),
         tier: tier_ref(&ladder, rank),
+        earned_tier: (rank != earned_rank).then(|| tier_ref(&ladder, earned_rank)),
         basis: config.basis,
         qualifying,
         window_days: config.window_days,

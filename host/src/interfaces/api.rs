@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod keys;
 pub mod lifecycle;
 pub mod members;
+pub mod membership;
 pub mod offline;
 pub mod passes;
 pub mod perks;
@@ -185,6 +186,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(programme::router())
         .merge(stored_value::router())
         .merge(budgets::router())
+        .merge(membership::router())
 }
 
 /// The OpenAPI document of the whole API, with the parts common to every operation

@@ -40,6 +40,8 @@ pub struct Config {
     pub perks: crate::workflows::perks::PerksConfig,
     /// Stored value: balance limits, real-name threshold, reserve and dormancy.
     pub stored_value: crate::ledger::stored_value::StoredValueConfig,
+    /// The paid membership card: plan count and default renewal notice.
+    pub membership: crate::domain::membership::MembershipConfig,
     /// Settlement between brands: the platform's default rules and the settle job.
     pub settlement: crate::workflows::settlement::rules::SettlementConfig,
     /// Who may scrape `/metrics`, and an optional listener of its own.
@@ -57,6 +59,7 @@ impl Config {
         self.pass.validate()?;
         self.settlement.validate()?;
         self.stored_value.validate()?;
+        self.membership.validate()?;
         self.plugins.validate()?;
         self.console.validate()?;
         self.jobs.validate()
@@ -70,6 +73,7 @@ impl Config {
             perks: self.perks.clone(),
             settlement: self.settlement.clone(),
             stored_value: self.stored_value.clone(),
+            membership: self.membership.clone(),
             pass: self.pass.clone(),
             risk: self.risk.clone(),
             jobs: self.jobs.clone(),
@@ -181,6 +185,7 @@ impl Default for Config {
             perks: crate::workflows::perks::PerksConfig::default(),
             settlement: crate::workflows::settlement::rules::SettlementConfig::default(),
             stored_value: crate::ledger::stored_value::StoredValueConfig::default(),
+            membership: crate::domain::membership::MembershipConfig::default(),
             metrics: MetricsConfig::default(),
             console: crate::interfaces::console::ConsoleConfig::default(),
         }

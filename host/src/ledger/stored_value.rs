@@ -569,6 +569,40 @@ pub async fn topup(
     })
 }
 
+/// What a stored-value payment pays for: where its draws are kept and how its journal entries
+/// and settle events name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaidFor<'a> {
+    /// A purchase at a counter (its internal id); draws in `stored_value_draws`.
+    Purchase(&'a str),
+    /// The fee of a paid membership card (the `membership_payments` id); draws in
+    /// `membership_draws`.
+    MembershipFee(&'a str),
+}
+
+impl PaidFor<'_> {
+    fn id(&self) -> &str {
+        match self {
+            PaidFor::Purchase(id) | PaidFor::MembershipFee(id) => id,
+        }
+    }
+
+    /// The draws table and the column naming what was paid.
+    fn draws(&self) -> (&'static str, &'static str) {
+        match self {
+            PaidFor::Purchase(_) => ("stored_value_draws", "purchase_id"),
+            PaidFor::MembershipFee(_) => ("membership_draws", "payment_id"),
+        }
+    }
+
+    fn subject_kind(&self) -> &'static str {
+        match self {
+            PaidFor::Purchase(_) => "purchase",
+            PaidFor::MembershipFee(_) => "membership_payment",
+        }
+    }
+}
+
 /// Pays `amount` cents of purchase `purchase_id` at `brand_id` with the member's stored value,
 /// in the caller's transaction: the brand's own fund first, then the others oldest first; a
 /// draw from another brand's fund records a `stored-value-redeemed` settle event.
@@ -581,6 +615,31 @@ pub async fn pay(
     amount: i64,
     now_ms: i64,
 ) -> DomainResult<Vec<Draw>> {
+    pay_for(
+        conn,
+        backend,
+        member_id,
+        brand_id,
+        PaidFor::Purchase(purchase_id),
+        amount,
+        now_ms,
+    )
+    .await
+}
+
+/// [`pay`] for anything stored value may pay for (a purchase, a membership fee): the same
+/// guarded debit, fund order, journal entries and settle events.
+pub async fn pay_for(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    member_id: &str,
+    brand_id: &str,
+    paid_for: PaidFor<'_>,
+    amount: i64,
+    now_ms: i64,
+) -> DomainResult<Vec<Draw>> {
+    let purchase_id = paid_for.id();
+    let (draws_table, draws_key) = paid_for.draws();
     if amount <= 0 {
         return Ok(Vec::new());
     }
@@ -630,7 +689,7 @@ pub async fn pay(
                     points: 0,
                     value_cents: take,
                     member_id: Some(member_id),
-                    subject_kind: "purchase",
+                    subject_kind: paid_for.subject_kind(),
                     subject_id: purchase_id,
                     reverses_event_id: None,
                     occurred_at: now_ms,
@@ -641,10 +700,10 @@ pub async fn pay(
         } else {
             None
         };
-        sqlx::query(
-            "INSERT INTO stored_value_draws (id, purchase_id, member_id, holder_brand, amount,
-                returned, event_id, position) VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
-        )
+        sqlx::query(&format!(
+            "INSERT INTO {draws_table} (id, {draws_key}, member_id, holder_brand, amount,
+                returned, event_id, position) VALUES ($1, $2, $3, $4, $5, 0, $6, $7)"
+        ))
         .bind(new_id())
         .bind(purchase_id)
         .bind(member_id)
@@ -681,14 +740,41 @@ pub async fn give_back(
     amount: i64,
     now_ms: i64,
 ) -> DomainResult<()> {
+    give_back_for(
+        conn,
+        backend,
+        member_id,
+        brand_id,
+        PaidFor::Purchase(purchase_id),
+        refund_pk,
+        amount,
+        now_ms,
+    )
+    .await
+}
+
+/// [`give_back`] for anything [`pay_for`] paid: `refund_pk` names the refund or cancellation.
+#[allow(clippy::too_many_arguments)]
+pub async fn give_back_for(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    member_id: &str,
+    brand_id: &str,
+    paid_for: PaidFor<'_>,
+    refund_pk: &str,
+    amount: i64,
+    now_ms: i64,
+) -> DomainResult<()> {
+    let purchase_id = paid_for.id();
+    let (draws_table, draws_key) = paid_for.draws();
     if amount <= 0 {
         return Ok(());
     }
     lock(conn, backend, member_id, now_ms).await?;
-    let draws: Vec<(String, String, i64, i64, Option<String>)> = sqlx::query_as(
-        "SELECT id, holder_brand, amount, returned, event_id FROM stored_value_draws
-         WHERE purchase_id = $1 AND returned < amount ORDER BY position",
-    )
+    let draws: Vec<(String, String, i64, i64, Option<String>)> = sqlx::query_as(&format!(
+        "SELECT id, holder_brand, amount, returned, event_id FROM {draws_table}
+         WHERE {draws_key} = $1 AND returned < amount ORDER BY position"
+    ))
     .bind(purchase_id)
     .fetch_all(&mut *conn)
     .await?;
@@ -699,10 +785,10 @@ pub async fn give_back(
         }
         let give = left.min(drawn - returned);
         left -= give;
-        let updated = sqlx::query(
-            "UPDATE stored_value_draws SET returned = returned + $1
-             WHERE id = $2 AND returned + $1 <= amount",
-        )
+        let updated = sqlx::query(&format!(
+            "UPDATE {draws_table} SET returned = returned + $1
+             WHERE id = $2 AND returned + $1 <= amount"
+        ))
         .bind(give)
         .bind(&draw_id)
         .execute(&mut *conn)

@@ -249,6 +249,9 @@ pub fn spawn(state: Services, mut shutdown: watch::Receiver<bool>) -> JoinHandle
                 }
                 _ = pending.tick() => {
                     log_outcome("pending", release_pending(&state).await);
+                    // Renewal notices need no schedule of their own: they are due days ahead,
+                    // and the pending-points interval is far shorter than a day.
+                    log_outcome("membership-renewals", membership_renewals(&state).await);
                 }
                 _ = settle.tick() => {
                     let outcome = crate::workflows::settlement::job::run(&state, state.now_ms()).await;
@@ -271,6 +274,14 @@ pub async fn release_pending(
         state.now_ms(),
     )
     .await
+}
+
+/// Records a renewal notice for every paid membership card inside its plan's notice window,
+/// once per card and expiry.
+pub async fn membership_renewals(
+    state: &Services,
+) -> DomainResult<crate::domain::membership::NoticeReport> {
+    crate::domain::membership::record_notices(state.store.write(), state.now_ms()).await
 }
 
 fn log_outcome<T: std::fmt::Debug>(job: &str, outcome: Result<T, DomainError>) {

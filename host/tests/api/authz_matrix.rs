@@ -151,6 +151,8 @@ struct World {
     template_id: String,
     campaign_id: String,
     budget_id: String,
+    plan_id: String,
+    card_member: String,
     pass_token: String,
     signing_key_id: String,
     signing_secret: String,
@@ -460,6 +462,36 @@ impl World {
         )
         .await;
         let ladder = ok(app, Method::GET, "/tiers", &admin, json!({})).await["tiers"].clone();
+        let plan_id = "matrix-plus".to_owned();
+        ok(
+            app,
+            Method::POST,
+            "/membership/plans",
+            &admin,
+            json!({ "id": plan_id, "title": "Plus", "brand_id": HOME, "fee_cents": 1_000,
+                    "period": "month", "benefits": ["free-parking"] }),
+        )
+        .await;
+        // A member with a card the cancellation is tried on (repeatable: a cancelled card
+        // answers with its cancellation).
+        let card_member = id_of(
+            &ok(
+                app,
+                Method::POST,
+                "/members",
+                &admin,
+                json!({ "phone": "+8613900000131", "name": "Ed Cardholder" }),
+            )
+            .await,
+        );
+        ok(
+            app,
+            Method::POST,
+            &format!("/members/{card_member}/membership"),
+            &counter_key,
+            json!({ "purchase_id": "MX-1", "plan_id": plan_id, "payment": "cash" }),
+        )
+        .await;
         World {
             admin,
             member,
@@ -489,6 +521,8 @@ impl World {
             template_id,
             campaign_id,
             budget_id,
+            plan_id,
+            card_member,
             pass_token,
             signing_key_id,
             signing_secret,
@@ -512,6 +546,8 @@ impl World {
             ("brand_id", _) | ("party", _) => HOME,
             ("member_id", p) if p.ends_with("/unblock") => &self.blocked,
             ("member_id", p) if p.ends_with("/block") => &self.blockable,
+            ("member_id", p) if p.ends_with("/membership/cancel") => &self.card_member,
+            ("plan_id", _) => &self.plan_id,
             ("member_id", _) => &self.member,
             ("checkout_id", _) => &self.checkout_id,
             ("code", p) if p.starts_with("/brands/") => &self.counter_coupon,
@@ -732,9 +768,35 @@ fn case(w: &World, method: &str, path: &str) -> Option<Case> {
         ("GET", "/holds/{hold_id}") => Case::deny(Member),
         ("POST", "/holds/{hold_id}/capture") => Case::deny(Counter).json(json!({})),
         ("POST", "/holds/{hold_id}/release") => Case::deny(Member),
-        ("POST", "/jobs/expiry") | ("POST", "/jobs/holds") | ("POST", "/jobs/pending-points") => {
-            Case::deny(Admin)
+        ("POST", "/jobs/expiry")
+        | ("POST", "/jobs/holds")
+        | ("POST", "/jobs/pending-points")
+        | ("POST", "/jobs/membership-renewals") => Case::deny(Admin),
+
+        ("GET", "/membership/plans") => Case::allow(
+            &[OtherMember, OtherCounter, OtherBrand],
+            "the coalition's paid membership plans are its public catalogue",
+            Admin,
+        ),
+        ("POST", "/membership/plans") => Case::deny(Admin).json(json!({
+            "id": format!("p-{}", &fresh[..12]), "title": "Plus", "brand_id": HOME,
+            "fee_cents": 1_000, "period": "year" })),
+        ("PATCH", "/membership/plans/{plan_id}") => {
+            Case::deny(Admin).json(json!({ "title": "Plus+" }))
         }
+        ("GET", "/membership/renewals") => Case::allow(
+            &[OtherBrand],
+            "a brand key always gets the renewals of its own plans",
+            Admin,
+        ),
+        ("GET", "/membership/revenue") => Case::allow(&[OtherBrand], OWN_ONLY, Admin),
+        ("POST", "/members/{member_id}/membership") => Case::deny(Counter).json(json!({
+            "purchase_id": format!("MB-{fresh}"), "plan_id": w.plan_id, "payment": "cash",
+            "brand_id": HOME })),
+        ("GET", "/members/{member_id}/membership") => {
+            Case::allow(&[OtherCounter, OtherBrand], SHARED_MEMBER, Member)
+        }
+        ("POST", "/members/{member_id}/membership/cancel") => Case::deny(Admin),
 
         ("GET", "/keys") => Case::allow(&[OtherBrand], OWN_ONLY, Brand),
         ("POST", "/keys") => Case::deny(Brand)

@@ -16,6 +16,7 @@ mod ledger;
 mod ledger_props;
 mod lifecycle;
 mod members;
+mod membership;
 mod openapi;
 mod pending_points;
 mod perks;

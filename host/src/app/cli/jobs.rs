@@ -29,6 +29,8 @@ pub enum JobName {
     Tiers,
     /// Points past their brand's return window.
     Pending,
+    /// Renewal notices of paid membership cards about to expire.
+    MembershipRenewals,
 }
 
 /// Runs `coalition jobs run`.
@@ -56,6 +58,10 @@ pub async fn run_command(config: Config, command: JobsCommand) -> anyhow::Result
     if matches!(job, JobName::All | JobName::Pending) {
         let r = jobs::release_pending(&state).await.map_err(fail)?;
         report.insert("pending".into(), serde_json::to_value(r)?);
+    }
+    if matches!(job, JobName::All | JobName::MembershipRenewals) {
+        let r = jobs::membership_renewals(&state).await.map_err(fail)?;
+        report.insert("membership_renewals".into(), serde_json::to_value(r)?);
     }
     if matches!(job, JobName::All | JobName::Tiers) {
         let r = crate::domain::tiers::run_scheduled(

@@ -297,6 +297,26 @@ pub fn price_discounted(
     })
 }
 
+/// Applies an active membership card's multiplier (percent, 100 = ×1) to the base earn:
+/// `base × percent / 100`, rounded down, then allocated back to the lines by eligible spend
+/// like the base itself, so refunds claw back exactly what each line earned.
+pub fn apply_multiplier(priced: &mut Priced, percent: u32) -> DomainResult<()> {
+    if percent <= 100 || priced.base_points == 0 {
+        return Ok(());
+    }
+    priced.base_points = i64::try_from(i128::from(priced.base_points) * i128::from(percent) / 100)
+        .map_err(|_| DomainError::validation("the earn overflows"))?;
+    let weights: Vec<i64> = priced.lines.iter().map(|l| l.eligible_cents).collect();
+    for (line, earned) in priced
+        .lines
+        .iter_mut()
+        .zip(allocate(priced.base_points, &weights))
+    {
+        line.earned_points = earned;
+    }
+    Ok(())
+}
+
 /// The earn of a purchase: the base and the validated bonuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EarnPlan {

@@ -126,13 +126,18 @@ pub async fn get_purchase(
     let (id, order_id, member_id, total, spent, value, cash, eligible, base, bonus, _, created) =
         row.ok_or_else(|| DomainError::not_found("purchase", order_id))?;
     let lines = load_lines(&mut conn, &id).await?;
-    let (discount_cents, checkout_id, stored_value_cents): (i64, Option<String>, i64) =
-        sqlx::query_as(
-            "SELECT discount_cents, checkout_id, stored_value_cents FROM purchases WHERE id = $1",
-        )
-        .bind(&id)
-        .fetch_one(&mut *conn)
-        .await?;
+    let (discount_cents, checkout_id, stored_value_cents, points_multiplier_percent): (
+        i64,
+        Option<String>,
+        i64,
+        i64,
+    ) = sqlx::query_as(
+        "SELECT discount_cents, checkout_id, stored_value_cents, points_multiplier_percent
+         FROM purchases WHERE id = $1",
+    )
+    .bind(&id)
+    .fetch_one(&mut *conn)
+    .await?;
     let bonuses: Vec<(i64, String, String, String)> = sqlx::query_as(
         "SELECT points, code, reason, source FROM purchase_bonuses WHERE purchase_id = $1 ORDER BY id",
     )
@@ -246,6 +251,7 @@ pub async fn get_purchase(
         points_value_cents: value,
         cash_cents: cash,
         stored_value_cents,
+        points_multiplier_percent,
         eligible_cents: eligible,
         base_points: base,
         bonus_points: bonus,

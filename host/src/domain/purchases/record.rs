@@ -41,7 +41,7 @@ pub async fn record_purchase(
     check_request_ids(req)?;
     let brand = load_brand(conn, brand_id).await?;
     require_active_brand(brand_id, &brand)?;
-    let priced = price_discounted(
+    let mut priced = price_discounted(
         &brand.rule,
         points,
         &req.lines,
@@ -49,12 +49,19 @@ pub async fn record_purchase(
         req.stored_value_cents,
         discounts,
     )?;
+    // A paid membership card in force multiplies the base earn (bonuses are the plugins' own).
+    let card = membership::active_card(conn, &req.member_id, now_ms).await?;
+    let multiplier = card.as_ref().map_or(100, |c| c.points_multiplier_percent);
+    apply_multiplier(&mut priced, multiplier)?;
     let mut plan = plan_earn(priced.base_points, bonuses)?;
 
     let mut wallet = lock_wallet(conn, backend, &req.member_id, now_ms).await?;
     wallet.require_active()?;
     let ladder = tiers::load_ladder(conn, tiers_config).await?;
-    let tier = &ladder[tiers::rank_of(&ladder, &wallet.tier)];
+    // The card's tier floor counts here too: the points-payment cap is the effective tier's.
+    let earned_rank = tiers::rank_of(&ladder, &wallet.tier);
+    let tier = &ladder
+        [membership::effective_rank(conn, &ladder, &req.member_id, earned_rank, now_ms).await?];
     // The cap applies to what the member pays, after coupon discounts.
     if i128::from(priced.points_value_cents) * 100
         > i128::from(priced.total_cents - priced.discount_cents)
@@ -140,8 +147,9 @@ pub async fn record_purchase(
         "INSERT INTO purchases (id, brand_id, order_id, member_id, total_cents, points_spent,
             points_value_cents, cash_cents, eligible_cents, base_points, bonus_points,
             earn_points, earn_unit_cents, spend_entry_id, earn_entry_id, created_at,
-            stored_value_cents)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+            stored_value_cents, points_multiplier_percent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+            $18)",
     )
     .bind(&purchase_id)
     .bind(brand_id)
@@ -160,6 +168,7 @@ pub async fn record_purchase(
     .bind(earn_entry_id.as_deref())
     .bind(now_ms)
     .bind(priced.stored_value_cents)
+    .bind(i64::from(multiplier))
     .execute(&mut *conn)
     .await
     .unique_as(|| {
@@ -289,6 +298,7 @@ pub async fn record_purchase(
         points_value_cents: priced.points_value_cents,
         cash_cents: priced.cash_cents,
         stored_value_cents: priced.stored_value_cents,
+        points_multiplier_percent: i64::from(multiplier),
         eligible_cents: priced.eligible_cents,
         base_points: plan.base_points,
         bonus_points: plan.bonus_points(),

@@ -22,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(jobs_expiry))
         .routes(routes!(jobs_pending_points))
+        .routes(routes!(jobs_membership_renewals))
         .routes(routes!(jobs_holds))
 }
 
@@ -81,6 +82,24 @@ pub async fn jobs_pending_points(
     principal.require_admin()?;
     let report = jobs::release_pending(&state).await?;
     record(&state, &principal, &key, "jobs.pending_points", report).await
+}
+
+/// Record a renewal notice for every paid membership card inside its plan's notice window
+/// (once per card and expiry: a second run records none).
+#[utoipa::path(post, path = "/jobs/membership-renewals", tag = "jobs",
+    params(("Idempotency-Key" = String, Header, description = "Unique per run")),
+    responses(
+        (status = 200, body = crate::domain::membership::NoticeReport),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn jobs_membership_renewals(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+) -> DomainResult<Response> {
+    principal.require_admin()?;
+    let report = jobs::membership_renewals(&state).await?;
+    record(&state, &principal, &key, "jobs.membership_renewals", report).await
 }
 
 /// Release every timed-out hold now.

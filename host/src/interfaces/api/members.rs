@@ -281,7 +281,9 @@ pub async fn members_me(
     };
     let mut conn = state.store.read().acquire().await?;
     let member = members::fetch_existing(&mut conn, &id).await?;
-    Ok(ApiJson(member.view_for(&principal)))
+    Ok(ApiJson(
+        with_card_tier(&state, &mut conn, member.view_for(&principal)).await?,
+    ))
 }
 
 /// Read a member (admin, brand and counter keys see a masked view; a member key only itself).
@@ -302,7 +304,26 @@ pub async fn members_get(
     principal.require_member_read(&id)?;
     let mut conn = state.store.read().acquire().await?;
     let member = members::fetch_existing(&mut conn, &id).await?;
-    Ok(ApiJson(member.view_for(&principal)))
+    Ok(ApiJson(
+        with_card_tier(&state, &mut conn, member.view_for(&principal)).await?,
+    ))
+}
+
+/// The member's tier as held now: raised to the floor of a paid membership card in force.
+async fn with_card_tier(
+    state: &AppState,
+    conn: &mut sqlx::AnyConnection,
+    mut view: MemberView,
+) -> DomainResult<MemberView> {
+    view.tier = crate::domain::membership::effective_tier_code(
+        conn,
+        &state.settings.tiers,
+        &view.id,
+        &view.tier,
+        state.now_ms(),
+    )
+    .await?;
+    Ok(view)
 }
 
 /// Update a member's profile (admin, or the member's own key; only an admin changes the phone).
