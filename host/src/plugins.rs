@@ -34,11 +34,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use coalition_runtime::model::{self, Bonus, Hook, Invocation, MemberContext, Order};
-use coalition_runtime::{Decision, LoadedPlugin, PerkListing, PluginError, Runtime, RuntimeConfig};
+use coalition_runtime::{
+    Decision, LoadedPlugin, PerkListing, PluginError, Runtime, RuntimeConfig, WitVersion,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::purchases::SkippedDecision;
+use crate::foundation::error::DomainResult;
 
 /// Plugin settings of the host.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -376,7 +379,44 @@ impl PluginHost {
             utc_offset_minutes: self.utc_offset_minutes,
             seed: u64::from_le_bytes(seed),
             brand: brand.to_owned(),
+            budgets: Vec::new(),
         }
+    }
+
+    /// `invocation` with what is left of every budget in force when one of `serving` is built
+    /// against `coalition:plugin@0.2.0` (the runtime hands each plugin those that apply to it);
+    /// unchanged, and no read, when none is: 0.1.0 never sees budgets.
+    pub async fn with_budgets<'a>(
+        &self,
+        mut invocation: Invocation,
+        conn: &mut sqlx::AnyConnection,
+        mut serving: impl Iterator<Item = &'a LoadedPlugin>,
+    ) -> DomainResult<Invocation> {
+        if !serving.any(|p| p.manifest().wit != WitVersion::V0_1_0) {
+            return Ok(invocation);
+        }
+        let offset = i64::from(self.utc_offset_minutes);
+        invocation.budgets = crate::ledger::budgets::in_force(conn, offset, invocation.now_ms)
+            .await?
+            .into_iter()
+            .map(|b| model::BudgetRemaining {
+                brand: b.brand_id,
+                kind: match b.kind {
+                    crate::ledger::budgets::BudgetKind::BonusPoints => {
+                        model::BudgetKind::BonusPoints
+                    }
+                    crate::ledger::budgets::BudgetKind::PerkValue => model::BudgetKind::PerkValue,
+                    crate::ledger::budgets::BudgetKind::CouponValue => {
+                        model::BudgetKind::CouponValue
+                    }
+                },
+                plugin: b.plugin,
+                amount: b.amount,
+                remaining: b.remaining,
+                period_ends_ms: b.period_ends_ms,
+            })
+            .collect();
+        Ok(invocation)
     }
 
     /// Perks from `serving` (the member's serving versions, or some of them), in parallel,

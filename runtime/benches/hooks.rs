@@ -67,6 +67,7 @@ fn invocation(brand: &str) -> model::Invocation {
         utc_offset_minutes: 480,
         seed: 42,
         brand: brand.into(),
+        budgets: Vec::new(),
     }
 }
 
@@ -89,6 +90,9 @@ fn member() -> model::MemberContext {
             })
             .collect(),
         member_since_ms: 1_600_000_000_000,
+        stored_value_cents: 0,
+        pending_points: 0,
+        membership: None,
     }
 }
 

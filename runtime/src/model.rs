@@ -1,8 +1,11 @@
 //! Version-independent domain types: what the host builds and receives.
 //!
-//! These mirror the records of the newest supported WIT package (`coalition:plugin@0.1.0` today);
+//! These mirror the records of the newest supported WIT package (`coalition:plugin@0.2.0` today);
 //! each binding module converts them to and from its own generated types, so the host never sees
-//! a generated type and components built against older WIT versions keep working. Units follow
+//! a generated type and components built against older WIT versions keep working. What a
+//! version does not know is projected away before the call ([`HookArgs::project`]
+//! (crate::HookArgs)): a 0.1.0 component is never given, and its receipt never records, a
+//! stored-value balance, pending points, a membership or budgets. Units follow
 //! the WIT: money in cents, points in points, time in Unix milliseconds UTC.
 //!
 //! The serde form is also the canonical serialization hashed into receipts, so field order and
@@ -25,6 +28,76 @@ pub struct Invocation {
     pub seed: u64,
     /// Brand at whose counter the call happens; empty when the platform calls.
     pub brand: String,
+    /// What is left of the budgets in force (0.2.0); a call keeps those that apply to the
+    /// called plugin. Absent from the canonical form when empty, so 0.1.0 receipts are
+    /// unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<BudgetRemaining>,
+}
+
+impl Invocation {
+    /// An invocation without budgets.
+    pub fn new(now_ms: i64, utc_offset_minutes: i32, seed: u64, brand: impl Into<String>) -> Self {
+        Invocation {
+            now_ms,
+            utc_offset_minutes,
+            seed,
+            brand: brand.into(),
+            budgets: Vec::new(),
+        }
+    }
+}
+
+/// What a budget limits (0.2.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BudgetKind {
+    /// Bonus points, points.
+    BonusPoints,
+    /// Face value of perks redeemed, cents.
+    PerkValue,
+    /// Value of coupon discounts honoured, cents.
+    CouponValue,
+}
+
+/// What is left of one budget in its current period (0.2.0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetRemaining {
+    /// The funding brand.
+    pub brand: String,
+    /// What it limits.
+    pub kind: BudgetKind,
+    /// The plugin the budget names; none when it applies to all the brand's plugins. The host
+    /// may pass every budget in force: each plugin is handed only those of its brands that
+    /// name it or no plugin (and the WIT's `this-plugin-only` is `plugin.is_some()`).
+    pub plugin: Option<String>,
+    /// The amount per period, >= 0.
+    pub amount: i64,
+    /// What is left now, 0..=amount.
+    pub remaining: i64,
+    /// When the current period ends, Unix ms UTC.
+    pub period_ends_ms: i64,
+}
+
+/// The member's active paid membership card (0.2.0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// Plan id.
+    pub plan: String,
+    /// Brand whose plan it is.
+    pub brand: String,
+    /// Benefit flags, at most 32.
+    pub benefits: Vec<String>,
+    /// Base-earn multiplier in percent, 100..=500.
+    pub points_multiplier_percent: u32,
+    /// Lowest tier the card guarantees.
+    pub tier_floor: Option<String>,
+    /// End of the paid period, Unix ms UTC.
+    pub expires_at_ms: i64,
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
 }
 
 /// A member's recent activity at one brand.
@@ -61,6 +134,32 @@ pub struct MemberContext {
     pub spend: Vec<BrandSpend>,
     /// When the member joined, Unix ms UTC.
     pub member_since_ms: i64,
+    /// Stored-value balance, cents (0.2.0; absent from the canonical form when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stored_value_cents: i64,
+    /// Points pending in a return window (0.2.0; absent when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pending_points: i64,
+    /// The active paid card (0.2.0; absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<Membership>,
+}
+
+impl MemberContext {
+    /// True when the member carries nothing 0.1.0 does not know.
+    pub fn is_v0_1_0(&self) -> bool {
+        self.stored_value_cents == 0 && self.pending_points == 0 && self.membership.is_none()
+    }
+
+    /// The member as 0.1.0 sees them: the 0.2.0 fields at their neutral values.
+    pub fn to_v0_1_0(&self) -> MemberContext {
+        MemberContext {
+            stored_value_cents: 0,
+            pending_points: 0,
+            membership: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// One line of an order or a cart.
@@ -228,6 +327,20 @@ pub enum SettleKind {
     CouponHonoured,
     /// A refund reversed an earlier event.
     Refund,
+    /// Stored value held by the funding brand spent at the honouring brand (0.2.0).
+    StoredValueRedeemed,
+    /// A membership fee of the funding brand's plan collected by the honouring brand (0.2.0).
+    MembershipFee,
+}
+
+impl SettleKind {
+    /// True for the kinds `coalition:plugin@0.1.0` has.
+    pub fn in_v0_1_0(self) -> bool {
+        !matches!(
+            self,
+            SettleKind::StoredValueRedeemed | SettleKind::MembershipFee
+        )
+    }
 }
 
 /// A money-relevant event to settle between brands.

@@ -9,7 +9,7 @@ use serde::Serialize;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap, WasmBacktrace};
 
-use crate::bindings::GuestError;
+use crate::bindings::{GuestError, Projection};
 use crate::breaker::{Admission, Breaker, BreakerState, Transition};
 use crate::cache::{ArtifactSource, Compiled};
 use crate::deadline::CallClock;
@@ -585,6 +585,18 @@ impl LoadedPlugin {
             .manifest
             .effective_config(admin_config)
             .map_err(|reason| self.fail(hook, ErrorKind::InputRejected(reason)))?;
+        // What the component's WIT version knows, and nothing more: that is what it receives
+        // and what its receipt records.
+        let manifest = &self.inner.manifest;
+        let projection = Projection::new(
+            manifest.wit,
+            &manifest.name,
+            &manifest.brands,
+            invocation,
+            &args,
+        )
+        .map_err(|reason| self.fail(hook, ErrorKind::InputRejected(reason)))?;
+        let (invocation, args) = projection.apply(invocation, args);
         let input = canonical_json(&CallInputRef {
             invocation,
             config: &config,
@@ -849,6 +861,9 @@ mod tests {
                 visits_30d: 3,
             }],
             member_since_ms: 0,
+            stored_value_cents: 0,
+            pending_points: 0,
+            membership: None,
         };
         let order = Order {
             order_id: "o".into(),
@@ -871,6 +886,7 @@ mod tests {
                 utc_offset_minutes: 480,
                 seed: u64::MAX,
                 brand: "coffee".into(),
+                budgets: Vec::new(),
             },
             config: Config::from([("k".to_string(), "v".to_string())]),
             input: HookInput::PointsBonus { member, order },

@@ -297,6 +297,7 @@ impl Runtime {
             utc_offset_minutes: 0,
             seed: 0,
             brand: String::new(),
+            budgets: Vec::new(),
         };
         let _slot = self
             .inner

@@ -187,6 +187,7 @@ impl WasiView for CallState {
                 utc_offset_minutes: 0,
                 seed: 0,
                 brand: String::new(),
+                budgets: Vec::new(),
             })
         });
         WasiCtxView {

@@ -324,6 +324,7 @@ mod tests {
             utc_offset_minutes: 0,
             seed: 0,
             brand: "coffee".into(),
+            budgets: Vec::new(),
         }
     }
 

@@ -80,14 +80,47 @@ pub use __bindings::coalition::plugin::types::{
     LineDiscount, MemberContext, Order, OrderLine, Perk, PluginInfo, RedeemDecision, RedeemRequest,
     SettleEvent, SettleKind, SettlementLine,
 };
+/// Records `coalition:plugin@0.2.0` adds (feature `wit-0-2-0`).
+#[cfg(feature = "wit-0-2-0")]
+pub use __bindings::coalition::plugin::types::{BudgetKind, BudgetRemaining, Membership};
+
+/// The WIT package this build of the SDK implements: `coalition:plugin@0.1.0` by default,
+/// `coalition:plugin@0.2.0` with the feature `wit-0-2-0`. A plugin's `plugin.toml` must name
+/// the same one in `wit`.
+#[cfg(not(feature = "wit-0-2-0"))]
+pub const WIT_PACKAGE: &str = "coalition:plugin@0.1.0";
+/// The WIT package this build of the SDK implements: `coalition:plugin@0.1.0` by default,
+/// `coalition:plugin@0.2.0` with the feature `wit-0-2-0`. A plugin's `plugin.toml` must name
+/// the same one in `wit`.
+#[cfg(feature = "wit-0-2-0")]
+pub const WIT_PACKAGE: &str = "coalition:plugin@0.2.0";
 
 /// Generated bindings for `coalition:plugin@0.1.0`. Not part of the public API: use the
 /// re-exports at the crate root instead.
+#[cfg(not(feature = "wit-0-2-0"))]
 #[doc(hidden)]
 #[allow(missing_docs, unsafe_code, clippy::all)]
 pub mod __bindings {
     wit_bindgen::generate!({
         path: "wit/coalition-plugin@0.1.0",
+        world: "coalition:plugin/plugin",
+        additional_derives: [PartialEq, Eq],
+        pub_export_macro: true,
+        export_macro_name: "__export_plugin_world",
+        default_bindings_module: "::coalition_sdk::__bindings",
+        // Plugin crates depend on the SDK only, so the runtime is reached through it.
+        runtime_path: "::coalition_sdk::__private::wit_bindgen::rt",
+    });
+}
+
+/// Generated bindings for `coalition:plugin@0.2.0`. Not part of the public API: use the
+/// re-exports at the crate root instead.
+#[cfg(feature = "wit-0-2-0")]
+#[doc(hidden)]
+#[allow(missing_docs, unsafe_code, clippy::all)]
+pub mod __bindings {
+    wit_bindgen::generate!({
+        path: "wit/coalition-plugin@0.2.0",
         world: "coalition:plugin/plugin",
         additional_derives: [PartialEq, Eq],
         pub_export_macro: true,

@@ -31,8 +31,9 @@ pub const MIN_UTC_OFFSET_MINUTES: i32 = -720;
 pub const MAX_UTC_OFFSET_MINUTES: i32 = 840;
 /// The settlement lines of one event may move at most this multiple of its `value-cents`.
 pub const MAX_SETTLEMENT_MULTIPLE_OF_VALUE: i64 = 2;
-/// The WIT package this SDK targets; a manifest's `wit` key must name it.
-pub const WIT_PACKAGE: &str = "coalition:plugin@0.1.0";
+/// The WIT package this build implements (the crate root's `WIT_PACKAGE`): a plugin's
+/// `plugin.toml` must name it in `wit`.
+pub const WIT_PACKAGE: &str = crate::WIT_PACKAGE;
 
 /// Returns `text` cut to at most `max_bytes` bytes, on a character boundary.
 ///

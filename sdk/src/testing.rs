@@ -234,6 +234,8 @@ pub fn invocation() -> InvocationBuilder {
             utc_offset_minutes: 480,
             seed: 42,
             brand: String::new(),
+            #[cfg(feature = "wit-0-2-0")]
+            budgets: Vec::new(),
         },
     }
 }
@@ -271,6 +273,26 @@ impl InvocationBuilder {
         self.inv.brand = brand.into();
         self
     }
+    /// What is left of a budget that applies to the plugin (`coalition:plugin@0.2.0`): the
+    /// current period of `amount`, of which `remaining` is left, ending in 30 days.
+    #[cfg(feature = "wit-0-2-0")]
+    pub fn budget(
+        mut self,
+        brand: impl Into<String>,
+        kind: crate::BudgetKind,
+        amount: i64,
+        remaining: i64,
+    ) -> Self {
+        self.inv.budgets.push(crate::BudgetRemaining {
+            brand: brand.into(),
+            kind,
+            this_plugin_only: true,
+            amount,
+            remaining,
+            period_ends_ms: self.inv.now_ms + 30 * MS_PER_DAY,
+        });
+        self
+    }
     /// The invocation.
     pub fn build(self) -> Invocation {
         self.inv
@@ -291,6 +313,12 @@ pub fn member(member_ref: impl Into<String>) -> MemberBuilder {
             qualifying_spend_cents: 0,
             spend: Vec::new(),
             member_since_ms: local_ms(2024, 1, 1, 0, 0, 0),
+            #[cfg(feature = "wit-0-2-0")]
+            stored_value_cents: 0,
+            #[cfg(feature = "wit-0-2-0")]
+            pending_points: 0,
+            #[cfg(feature = "wit-0-2-0")]
+            membership: None,
         },
     }
 }
@@ -354,6 +382,37 @@ impl MemberBuilder {
     /// When the member joined, UTC ms.
     pub fn member_since_ms(mut self, ms: i64) -> Self {
         self.member.member_since_ms = ms;
+        self
+    }
+    /// Stored-value balance, cents (`coalition:plugin@0.2.0`).
+    #[cfg(feature = "wit-0-2-0")]
+    pub fn stored_value(mut self, cents: i64) -> Self {
+        self.member.stored_value_cents = cents;
+        self
+    }
+    /// Points pending in a return window (`coalition:plugin@0.2.0`).
+    #[cfg(feature = "wit-0-2-0")]
+    pub fn pending_points(mut self, points: i64) -> Self {
+        self.member.pending_points = points;
+        self
+    }
+    /// An active membership card of `plan` (owned by `brand`) with these benefit flags, ×1
+    /// earn, no tier floor, expiring in 30 days of 2025-01-15 (`coalition:plugin@0.2.0`).
+    #[cfg(feature = "wit-0-2-0")]
+    pub fn membership(
+        mut self,
+        plan: impl Into<String>,
+        brand: impl Into<String>,
+        benefits: &[&str],
+    ) -> Self {
+        self.member.membership = Some(crate::Membership {
+            plan: plan.into(),
+            brand: brand.into(),
+            benefits: benefits.iter().map(|b| (*b).to_owned()).collect(),
+            points_multiplier_percent: 100,
+            tier_floor: None,
+            expires_at_ms: local_ms(2025, 2, 14, 0, 0, 480),
+        });
         self
     }
     /// The member.
@@ -1048,10 +1107,10 @@ impl Manifest {
 /// #             hooks: vec![Hook::Settle], brands: vec!["coffee".into()] }
 /// #     }
 /// # }
-/// let manifest = r#"
+/// let manifest = format!(r#"
 ///     name = "hello"
 ///     version = "0.1.0"
-///     wit = "coalition:plugin@0.1.0"
+///     wit = "{}"
 ///     description = "Says hello."
 ///     hooks = ["settle"]
 ///     brands = ["coffee"]
@@ -1059,8 +1118,8 @@ impl Manifest {
 ///     fuel = 1_000_000
 ///     memory_mib = 16
 ///     deadline_ms = 20
-/// "#;
-/// coalition_sdk::testing::check_manifest::<Hello>(manifest).unwrap();
+/// "#, coalition_sdk::WIT_PACKAGE);
+/// coalition_sdk::testing::check_manifest::<Hello>(&manifest).unwrap();
 /// ```
 ///
 /// # Errors

@@ -59,15 +59,34 @@ pub struct Args {
 }
 
 /// One guest crate with a manifest.
-struct Guest {
+pub(crate) struct Guest {
     /// The output file stem: `name` from plugin.toml, or `[package.metadata.coalition]
     /// artifact` for a later version of a plugin kept beside the first (e.g. `changed/`).
     name: String,
     /// Cargo package name.
-    package: String,
+    pub(crate) package: String,
     /// Rust target triple.
     target: &'static str,
+    /// The WIT package its manifest names (`wit`), for example `coalition:plugin@0.2.0`.
+    pub(crate) wit: String,
     manifest_path: PathBuf,
+}
+
+/// The guests' package names grouped by WIT version, oldest first. A guest built against a newer
+/// version enables the SDK's feature for it, and cargo unifies features across the packages of
+/// one invocation: each group is built (and natively tested) by a cargo invocation of its own,
+/// so the feature never reaches another version's guests.
+pub(crate) fn by_wit_version<'a>(
+    guests: impl IntoIterator<Item = &'a Guest>,
+) -> BTreeMap<&'a str, Vec<&'a str>> {
+    let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for guest in guests {
+        groups
+            .entry(guest.wit.as_str())
+            .or_default()
+            .push(guest.package.as_str());
+    }
+    groups
 }
 
 /// Builds every guest and writes the components and manifests.
@@ -84,13 +103,9 @@ pub fn run(args: &Args) -> Result<()> {
 
     let target_dir = workspace.join("target");
     for target in REQUIRED_TARGETS {
-        let packages: Vec<&str> = guests
-            .iter()
-            .filter(|g| g.target == target)
-            .map(|g| g.package.as_str())
-            .collect();
-        if !packages.is_empty() {
-            cargo_build(&workspace, &target_dir, target, &packages)?;
+        let groups = by_wit_version(guests.iter().filter(|g| g.target == target));
+        for packages in groups.values() {
+            cargo_build(&workspace, &target_dir, target, packages)?;
         }
     }
 
@@ -184,7 +199,7 @@ fn ensure_targets() -> Result<()> {
 }
 
 /// Every crate with a `plugin.toml` in the guest workspace, sorted by name.
-fn discover(workspace: &Path) -> Result<Vec<Guest>> {
+pub(crate) fn discover(workspace: &Path) -> Result<Vec<Guest>> {
     let mut guests = Vec::new();
     for dir in GUEST_DIRS {
         let parent = workspace.join(dir);
@@ -247,6 +262,11 @@ fn read_guest(crate_dir: &Path, manifest_path: PathBuf) -> Result<Guest> {
         );
     }
 
+    let wit = manifest
+        .get("wit")
+        .and_then(toml::Value::as_str)
+        .with_context(|| format!("{}: `wit` must be a string", manifest_path.display()))?
+        .to_owned();
     let cargo_path = crate_dir.join("Cargo.toml");
     let cargo = read_toml(&cargo_path)?;
     let package = cargo.get("package").and_then(toml::Value::as_table);
@@ -278,6 +298,7 @@ fn read_guest(crate_dir: &Path, manifest_path: PathBuf) -> Result<Guest> {
         name,
         package: package_name,
         target,
+        wit,
         manifest_path,
     })
 }

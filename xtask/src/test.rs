@@ -30,15 +30,21 @@ pub fn run(args: &Args) -> Result<()> {
     let root = paths::repo_root();
     let plugins_dir = paths::plugins_out_dir();
 
-    step(
-        "native tests of the example plugins",
-        Command::new(cargo()).current_dir(&root).args([
-            "test",
-            "--manifest-path",
-            "plugins/Cargo.toml",
-            "--workspace",
-        ]),
-    )?;
+    // One cargo invocation per WIT version: see `build_plugins::by_wit_version`.
+    let guests = crate::build_plugins::discover(&paths::guest_workspace())?;
+    for (wit, packages) in crate::build_plugins::by_wit_version(&guests) {
+        let mut command = Command::new(cargo());
+        command
+            .current_dir(&root)
+            .args(["test", "--manifest-path", "plugins/Cargo.toml"]);
+        for package in packages {
+            command.args(["--package", package]);
+        }
+        step(
+            &format!("native tests of the example plugins written against {wit}"),
+            &mut command,
+        )?;
+    }
     println!("==> headless Chromium and chromedriver for the console's browser tests");
     crate::browser::ensure_chromium()?;
     step(

@@ -347,6 +347,74 @@ pub async fn list(
     Ok(out)
 }
 
+/// A budget in force with what is left of it now, as 0.2.0 plugins see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InForce {
+    /// The funding brand.
+    pub brand_id: String,
+    /// What it limits.
+    pub kind: BudgetKind,
+    /// The plugin it names; none for all the brand's plugins.
+    pub plugin: Option<String>,
+    /// The amount per period.
+    pub amount: i64,
+    /// What is left in the current period.
+    pub remaining: i64,
+    /// When the current period ends, Unix ms.
+    pub period_ends_ms: i64,
+}
+
+/// Most budgets read for one plugin call's context (a brand sets a few per kind; the WIT hands a
+/// plugin at most 32 of those that apply to it).
+pub const MAX_IN_FORCE: i64 = 256;
+
+/// Every active budget with what is left of it now, in one read (usage joined on the current
+/// day's or month's key).
+pub async fn in_force(
+    conn: &mut AnyConnection,
+    utc_offset_minutes: i64,
+    now_ms: i64,
+) -> DomainResult<Vec<InForce>> {
+    let day = BudgetPeriod::Day.key(now_ms, utc_offset_minutes)?;
+    let month = BudgetPeriod::Month.key(now_ms, utc_offset_minutes)?;
+    let rows: Vec<(String, String, Option<String>, String, i64, i64)> = sqlx::query_as(
+        "SELECT b.brand_id, b.kind, b.plugin, b.period, b.amount,
+                CAST(COALESCE(u.used, 0) AS BIGINT)
+         FROM budgets b
+         LEFT JOIN budget_usage u ON u.budget_id = b.id
+              AND u.period_key = CASE WHEN b.period = 'day' THEN $1 ELSE $2 END
+         WHERE b.active = 1 ORDER BY b.brand_id, b.created_at, b.id LIMIT $3",
+    )
+    .bind(&day)
+    .bind(&month)
+    .bind(MAX_IN_FORCE)
+    .fetch_all(&mut *conn)
+    .await?;
+    let offset_ms = utc_offset_minutes.saturating_mul(60_000);
+    let day_end = now_ms - (now_ms + offset_ms).rem_euclid(crate::foundation::clock::DAY_MS)
+        + crate::foundation::clock::DAY_MS;
+    let (y, m) = crate::foundation::clock::local_year_month(now_ms, utc_offset_minutes)?;
+    let month_end = crate::foundation::clock::local_month_start_ms(
+        i64::from(y) * 12 + i64::from(m),
+        utc_offset_minutes,
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|(brand_id, kind, plugin, period, amount, used)| InForce {
+            brand_id,
+            kind: BudgetKind::parse(&kind),
+            plugin,
+            amount,
+            remaining: (amount - used).max(0),
+            period_ends_ms: if BudgetPeriod::parse(&period) == BudgetPeriod::Day {
+                day_end
+            } else {
+                month_end
+            },
+        })
+        .collect())
+}
+
 /// How much of a request a reservation may grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grant {

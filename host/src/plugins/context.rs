@@ -1,7 +1,8 @@
-//! The member as plugins see them: tier, tags, birthday month, balance, qualifying spend and
-//! recent spend per brand — never the phone number, name, email or full birthday.
+//! The member as plugins see them: tier, tags, birthday month, balance, qualifying spend,
+//! recent spend per brand, and (for `coalition:plugin@0.2.0`) stored value, pending points and
+//! the paid card — never the phone number, name, email or full birthday.
 
-use coalition_runtime::model::{BrandSpend, MemberContext};
+use coalition_runtime::model::{BrandSpend, MemberContext, Membership};
 use sqlx::AnyConnection;
 
 use crate::domain::tiers::{self, TiersConfig};
@@ -14,10 +15,22 @@ pub const MAX_TAGS: i64 = 64;
 pub const MAX_BRANDS: i64 = 64;
 
 /// The member row with everything that is one number per member: the wallet balance, the
-/// qualifying spend in the tier window, and the tier's rank on the stored ladder (with the
-/// ladder's size, 0 when the configured ladder applies). One round trip instead of four: the
-/// context is built for every listing, purchase and redemption.
-type MemberRow = (String, Option<String>, String, i64, i64, i64, i64, i64);
+/// qualifying spend in the tier window, the tier's rank on the stored ladder (with the
+/// ladder's size, 0 when the configured ladder applies), the stored-value balance and the
+/// pending points. One round trip instead of six: the context is built for every listing,
+/// purchase and redemption.
+type MemberRow = (
+    String,
+    Option<String>,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+);
 
 /// Spend in the last 7 and 30 days and visits in the last 30 days, per brand, in one grouped
 /// read over the member's qualifying events and purchases.
@@ -33,7 +46,7 @@ const SPEND_SQL: &str = "SELECT brand_id, CAST(SUM(s7) AS BIGINT), CAST(SUM(s30)
            WHERE member_id = $1 AND created_at > $3 AND created_at <= $4) x
      GROUP BY brand_id ORDER BY brand_id LIMIT $5";
 
-/// The context of `member_id` at `now_ms`, and whether the member is blocked: three reads.
+/// The context of `member_id` at `now_ms`, and whether the member is blocked: four reads, six with a paid card (its plan's brand, and the ladder when it has a tier floor).
 pub async fn member_context(
     conn: &mut AnyConnection,
     tiers_config: &TiersConfig,
@@ -50,7 +63,13 @@ pub async fn member_context(
                                  AND q.occurred_at <= $3), 0) AS BIGINT),
                 CAST((SELECT COUNT(*) FROM tier_ladder) AS BIGINT),
                 CAST((SELECT COUNT(*) FROM tier_ladder l2 JOIN tier_ladder l ON l.code = m.tier
-                      WHERE l2.rank < l.rank) AS BIGINT)
+                      WHERE l2.rank < l.rank) AS BIGINT),
+                CAST(COALESCE((SELECT s.balance FROM stored_value_wallets s
+                               WHERE s.member_id = m.id), 0) AS BIGINT),
+                CAST(COALESCE((SELECT SUM(e.base_points + e.bonus_points - e.cancelled_base
+                                          - e.cancelled_bonus)
+                               FROM pending_earns e
+                               WHERE e.member_id = m.id AND e.status = 'pending'), 0) AS BIGINT)
          FROM members m WHERE m.id = $1",
     )
     .bind(member_id)
@@ -58,8 +77,18 @@ pub async fn member_context(
     .bind(now_ms)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((tier, birthday, status, created_at, balance, qualifying, stored_rungs, stored_rank)) =
-        row
+    let Some((
+        tier,
+        birthday,
+        status,
+        created_at,
+        balance,
+        qualifying,
+        stored_rungs,
+        stored_rank,
+        stored_value,
+        pending,
+    )) = row
     else {
         return Err(DomainError::not_found("member", member_id));
     };
@@ -97,6 +126,38 @@ pub async fn member_context(
         })
         .collect();
 
+    // The paid card (0.2.0): its floor lifts the tier plugins see, as it lifts the member's view.
+    let card = crate::domain::membership::active_card(&mut *conn, member_id, now_ms).await?;
+    let (tier, tier_rank, membership) = match card {
+        None => (tier, tier_rank, None),
+        Some(card) => {
+            let (brand,): (String,) =
+                sqlx::query_as("SELECT brand_id FROM membership_plans WHERE id = $1")
+                    .bind(&card.plan_id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            let (mut tier, mut tier_rank) = (tier, tier_rank);
+            if let Some(floor) = &card.tier_floor {
+                let ladder = tiers::load_ladder(&mut *conn, tiers_config).await?;
+                if let Some(rank) = ladder.iter().position(|t| &t.code == floor) {
+                    let rank = u32::try_from(rank).unwrap_or(0);
+                    if rank > tier_rank {
+                        (tier, tier_rank) = (floor.clone(), rank);
+                    }
+                }
+            }
+            let membership = Membership {
+                plan: card.plan_id,
+                brand,
+                benefits: card.benefits,
+                points_multiplier_percent: card.points_multiplier_percent,
+                tier_floor: card.tier_floor,
+                expires_at_ms: card.expires_at_ms,
+            };
+            (tier, tier_rank, Some(membership))
+        }
+    };
+
     let context = MemberContext {
         member_ref: member_id.to_owned(),
         tier,
@@ -107,6 +168,9 @@ pub async fn member_context(
         qualifying_spend_cents: qualifying.max(0),
         spend,
         member_since_ms: created_at,
+        stored_value_cents: stored_value.max(0),
+        pending_points: pending.max(0),
+        membership,
     };
     Ok((context, status == "blocked"))
 }

@@ -502,12 +502,19 @@ async fn plugin_discounts(
         total_cents,
         applied_templates: applied_templates.to_vec(),
     };
+    let invocation = state.plugins.invocation(
+        now_ms,
+        brand_id,
+        &format!("coupon:{}:{}", c.code, lines_sha256(request_lines)),
+    );
+    let mut conn = state.store.read().acquire().await?;
+    let invocation = state
+        .plugins
+        .with_budgets(invocation, &mut conn, std::iter::once(&active.plugin))
+        .await?;
+    drop(conn);
     let ctx = coalition_runtime::CallContext {
-        invocation: state.plugins.invocation(
-            now_ms,
-            brand_id,
-            &format!("coupon:{}:{}", c.code, lines_sha256(request_lines)),
-        ),
+        invocation,
         config: active.config.clone(),
     };
     let plugin = active.plugin.clone();

@@ -712,12 +712,17 @@ fn member_fingerprint(member: &MemberContext, local_day: i64) -> Sha256 {
     hasher
 }
 
-/// The fingerprint of everything one plugin's `list-perks` call depends on.
-fn fingerprint(shared: &Sha256, plugin: &crate::plugins::ActivePlugin) -> [u8; 32] {
+/// The fingerprint of everything one plugin's `list-perks` call depends on: with
+/// `coalition:plugin@0.2.0`, the budgets left too (`budgets`, their canonical JSON).
+fn fingerprint(shared: &Sha256, plugin: &crate::plugins::ActivePlugin, budgets: &[u8]) -> [u8; 32] {
     let mut hasher = shared.clone();
     hasher.update(plugin.version_id.as_bytes());
     hasher.update([0]);
     hasher.update(serde_json::to_vec(&plugin.config).unwrap_or_default());
+    if plugin.plugin.manifest().wit != coalition_runtime::WitVersion::V0_1_0 {
+        hasher.update([0]);
+        hasher.update(budgets);
+    }
     hasher.finalize().into()
 }
 
@@ -739,11 +744,31 @@ async fn plugin_offers(
         .collect();
     let local_day = (now_ms + offset * 60_000).div_euclid(DAY_MS);
     let shared = member_fingerprint(&member, local_day);
+    // Budgets left, read only when a 0.2.0 plugin serves; a failed read lists without them
+    // (redemption enforces them in its own transaction whatever the listing showed).
+    let plain = state
+        .plugins
+        .invocation(now_ms, "", &format!("perks:{member_id}"));
+    let invocation = match state.store.read().acquire().await {
+        Ok(mut conn) => state
+            .plugins
+            .with_budgets(plain.clone(), &mut conn, serving.iter().map(|p| &p.plugin))
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "budgets not read for a perk listing");
+                plain
+            }),
+        Err(err) => {
+            tracing::warn!(error = %err, "budgets not read for a perk listing");
+            plain
+        }
+    };
+    let budgets = serde_json::to_vec(&invocation.budgets).unwrap_or_default();
     // Per serving plugin: its cached listing, or the fingerprint a fresh one will carry.
     let mut found: Vec<Option<Arc<CachedListing>>> = Vec::with_capacity(serving.len());
     let mut misses = Vec::new();
     for active in &serving {
-        let print = fingerprint(&shared, active);
+        let print = fingerprint(&shared, active, &budgets);
         let hit = state
             .perk_cache
             .get(&(member_id.clone(), active.version_id.clone()))
@@ -757,9 +782,6 @@ async fn plugin_offers(
     }
     let mut unavailable = Vec::new();
     if !misses.is_empty() {
-        let invocation = state
-            .plugins
-            .invocation(now_ms, "", &format!("perks:{member_id}"));
         let asked = misses.iter().map(|(active, _)| active.clone()).collect();
         let listing = state.plugins.list_perks(invocation, member, asked).await;
         for listed in listing.perks {
@@ -1075,8 +1097,12 @@ pub async fn redeem(
         perk_id: perk_id.to_owned(),
         redemption_id: redemption_id.clone(),
     };
+    let invocation = state.plugins.invocation(now_ms, "", seed_subject);
     let ctx = coalition_runtime::CallContext {
-        invocation: state.plugins.invocation(now_ms, "", seed_subject),
+        invocation: state
+            .plugins
+            .with_budgets(invocation, conn, std::iter::once(&active.plugin))
+            .await?,
         config: active.config.clone(),
     };
     let plugin = active.plugin.clone();

@@ -52,6 +52,22 @@ pub async fn propose_bonuses(
     let mut conn = state.store.read().acquire().await?;
     let (member, blocked) =
         context::member_context(&mut conn, &state.settings.tiers, &req.member_id, now_ms).await?;
+    let invocation =
+        state
+            .plugins
+            .invocation(now_ms, brand_id, &format!("purchase:{}", req.order_id));
+    let active = state.plugins.active();
+    let invocation = state
+        .plugins
+        .with_budgets(
+            invocation,
+            &mut conn,
+            active
+                .iter()
+                .filter(|p| p.plugin.implements(Hook::PointsBonus) && p.involves(brand_id))
+                .map(|p| &p.plugin),
+        )
+        .await?;
     drop(conn);
     if blocked {
         // The write refuses blocked members with `member_blocked`; no point asking plugins.
@@ -76,10 +92,6 @@ pub async fn propose_bonuses(
         paid_with_points_cents: priced.points_value_cents,
         base_points: priced.base_points,
     };
-    let invocation =
-        state
-            .plugins
-            .invocation(now_ms, brand_id, &format!("purchase:{}", req.order_id));
     let shadow_input = (invocation.clone(), member.clone(), order.clone());
     let outcomes = state
         .plugins

@@ -146,6 +146,7 @@ pub fn invocation(now_ms: i64, brand: &str) -> Invocation {
         utc_offset_minutes: 480,
         seed: 42,
         brand: brand.into(),
+        budgets: Vec::new(),
     }
 }
 
@@ -173,6 +174,9 @@ pub fn member(birthday_month: Option<u8>) -> MemberContext {
             },
         ],
         member_since_ms: 1_600_000_000_000,
+        stored_value_cents: 0,
+        pending_points: 0,
+        membership: None,
     }
 }
 

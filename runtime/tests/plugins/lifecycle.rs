@@ -472,7 +472,7 @@ fn an_sdk_guest_on_wasi_may_println_flood_stdout_and_allocate_freely() {
 #[test]
 fn the_sdks_packaged_wit_is_the_hosts_wit() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for version in ["coalition-plugin@0.1.0"] {
+    for version in ["coalition-plugin@0.1.0", "coalition-plugin@0.2.0"] {
         let host = std::fs::read_dir(root.join("wit").join(version)).expect("wit/");
         for entry in host {
             let path = entry.expect("entry").path();

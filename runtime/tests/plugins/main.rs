@@ -7,3 +7,4 @@ mod examples;
 mod hostile;
 mod lifecycle;
 mod telemetry;
+mod versions;

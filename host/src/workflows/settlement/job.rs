@@ -140,18 +140,8 @@ impl EventRow {
                 EventKind::PerkRedeemed => SettleKind::PerkRedeemed,
                 EventKind::CouponHonoured => SettleKind::CouponHonoured,
                 EventKind::Refund => SettleKind::Refund,
-                EventKind::StoredValueRedeemed => {
-                    return Err(DomainError::internal(anyhow::anyhow!(
-                        "a stored-value event is not a 0.1.0 settle-kind and never reaches a \
-                         settle hook"
-                    )))
-                }
-                EventKind::MembershipFee => {
-                    return Err(DomainError::internal(anyhow::anyhow!(
-                        "a membership-fee event is not a 0.1.0 settle-kind and never reaches a \
-                         settle hook"
-                    )))
-                }
+                EventKind::StoredValueRedeemed => SettleKind::StoredValueRedeemed,
+                EventKind::MembershipFee => SettleKind::MembershipFee,
             },
             brand: self.brand_id.clone(),
             funding_brand: self.funding_brand.clone(),
@@ -424,13 +414,54 @@ async fn decide(state: &Services, event: &EventRow, retry: bool) -> DomainResult
         }
     }
 
-    // Stored value and membership fees are not cases of the 0.1.0 `settle-kind`: no settle hook
-    // can see them, so the platform's rule governs them (their refunds follow, by rule 1).
+    // Stored value and membership fees are not cases of the 0.1.0 `settle-kind`. The funding
+    // brand's own settle plugins that know the kind (built against 0.2.0) may govern them, at
+    // most one answering with lines, as in rule 3; else the platform's rule does. Their refunds
+    // follow, by rule 1.
     if matches!(
         facts.kind,
         EventKind::StoredValueRedeemed | EventKind::MembershipFee
     ) {
-        return platform(state, &facts);
+        let kind = event.wit_event()?.kind;
+        let own: Vec<&ActivePlugin> = active
+            .iter()
+            .filter(|p| {
+                p.plugin.implements(coalition_runtime::model::Hook::Settle)
+                    && p.plugin.manifest().wit.knows_settle_kind(kind)
+                    && p.is_own_plugin_of(&event.funding_brand)
+            })
+            .collect();
+        if let Some(plugin) = own.iter().find(|p| killed.contains(p.plugin.name())) {
+            return Ok(format!(
+                "plugin {} may govern this event but is killed",
+                plugin.plugin.name()
+            )
+            .into());
+        }
+        let mut governing: Option<Settled> = None;
+        for plugin in own {
+            match call(state, plugin, event, retry).await? {
+                Ok(settled) if !settled.lines.is_empty() => {
+                    if let Some(first) = &governing {
+                        return Ok(format!(
+                            "plugins {} and {} both settle this {} event of {}",
+                            first.rule,
+                            settled.rule,
+                            facts.kind.as_str(),
+                            event.funding_brand
+                        )
+                        .into());
+                    }
+                    governing = Some(settled);
+                }
+                Ok(_) => {}
+                Err(hold) => return Ok(Decided::Hold(hold)),
+            }
+        }
+        return match governing {
+            Some(settled) => Ok(Decided::Lines(Box::new(settled))),
+            None => platform(state, &facts),
+        };
     }
 
     // 2. The event names its plugin. A named plugin that is deployed without a settle hook
