@@ -329,7 +329,7 @@ pub enum SettleKind {
     Refund,
     /// Stored value held by the funding brand spent at the honouring brand (0.2.0).
     StoredValueRedeemed,
-    /// A membership fee of the funding brand's plan collected by the honouring brand (0.2.0).
+    /// A membership fee of the honouring brand's plan collected by the funding brand (0.2.0).
     MembershipFee,
 }
 

@@ -170,8 +170,9 @@ impl Plugin for ClubLounge {
     }
 
     fn settle(_inv: &Invocation, event: &SettleEvent) -> HookResult<Vec<SettlementLine>> {
-        // A fee for the mall's plan collected by another brand (the honouring brand).
-        let sold_elsewhere = event.funding_brand == MALL && event.honouring_brand != MALL;
+        // A fee for the mall's plan (the honouring brand) collected by another brand (the
+        // funding brand, which owes it).
+        let sold_elsewhere = event.honouring_brand == MALL && event.funding_brand != MALL;
         let reversal = match event.kind {
             SettleKind::MembershipFee => false,
             // Refunds reach this hook only for events it settled (the host routes a refund by
@@ -195,12 +196,12 @@ impl Plugin for ClubLounge {
         let (payer, payee, why) = if reversal {
             (
                 MALL,
-                event.honouring_brand.as_str(),
+                event.funding_brand.as_str(),
                 format!("refund of the {plan} card fee of {fee}, net of the sales commission"),
             )
         } else {
             (
-                event.honouring_brand.as_str(),
+                event.funding_brand.as_str(),
                 MALL,
                 format!(
                     "{plan} card fee of {fee} collected for the mall, net of the sales commission"
@@ -314,7 +315,7 @@ mod tests {
     fn a_fee_sold_by_another_brand_pays_the_mall_net_of_commission() {
         let inv = testing::invocation().build();
         let fee = testing::settle_event(SettleKind::MembershipFee, "coffee")
-            .parties(MALL, "coffee")
+            .parties("coffee", MALL)
             .reference("coalition-plus")
             .value_cents(9_900)
             .build();
@@ -332,7 +333,7 @@ mod tests {
             ("coffee", MALL, 9_405)
         );
         let refund = testing::settle_event(SettleKind::Refund, "coffee")
-            .parties(MALL, "coffee")
+            .parties("coffee", MALL)
             .reference("coalition-plus")
             .value_cents(4_950)
             .build();

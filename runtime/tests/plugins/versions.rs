@@ -173,7 +173,7 @@ fn the_new_settle_kinds_reach_0_2_0_and_never_0_1_0() {
     let old = load(&t.runtime, "parking-perk");
     let new = load(&t.runtime, "club-lounge");
     let ctx = CallContext::new(invocation(MONDAY_MARCH_17_0930_UTC8_MS, ""));
-    let mut fee = event(SettleKind::MembershipFee, "coffee", "mall", "coffee", 9_900);
+    let mut fee = event(SettleKind::MembershipFee, "coffee", "coffee", "mall", 9_900);
     fee.reference = Some("coalition-plus".into());
     let lines = new.settle(&ctx, &fee).expect("0.2.0 settles a fee");
     assert_eq!(lines.value.len(), 1);

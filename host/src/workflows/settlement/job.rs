@@ -414,10 +414,11 @@ async fn decide(state: &Services, event: &EventRow, retry: bool) -> DomainResult
         }
     }
 
-    // Stored value and membership fees are not cases of the 0.1.0 `settle-kind`. The funding
-    // brand's own settle plugins that know the kind (built against 0.2.0) may govern them, at
-    // most one answering with lines, as in rule 3; else the platform's rule does. Their refunds
-    // follow, by rule 1.
+    // Stored value and membership fees are not cases of the 0.1.0 `settle-kind`. The own
+    // settle plugins of either party (the brand holding the money or selling the card, and the
+    // brand honouring it or owning the plan) that know the kind (built against 0.2.0) may
+    // govern them, at most one answering with lines, as in rule 3; else the platform's rule
+    // does. Their refunds follow, by rule 1.
     if matches!(
         facts.kind,
         EventKind::StoredValueRedeemed | EventKind::MembershipFee
@@ -428,7 +429,8 @@ async fn decide(state: &Services, event: &EventRow, retry: bool) -> DomainResult
             .filter(|p| {
                 p.plugin.implements(coalition_runtime::model::Hook::Settle)
                     && p.plugin.manifest().wit.knows_settle_kind(kind)
-                    && p.is_own_plugin_of(&event.funding_brand)
+                    && (p.is_own_plugin_of(&event.funding_brand)
+                        || p.is_own_plugin_of(&event.honouring_brand))
             })
             .collect();
         if let Some(plugin) = own.iter().find(|p| killed.contains(p.plugin.name())) {
