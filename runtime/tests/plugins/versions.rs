@@ -227,3 +227,22 @@ fn a_0_2_0_bonus_sees_the_multiplied_base_and_keeps_within_the_bonus_budget() {
         .expect("bonus");
     assert_eq!(whole.value[0].points, 17);
 }
+
+#[test]
+fn a_component_loads_only_under_the_version_it_was_built_for() {
+    let t = runtime();
+    for (name, wrong) in [
+        ("club-lounge", WitVersion::V0_1_0),
+        ("parking-perk", WitVersion::V0_2_0),
+    ] {
+        let f = fixture(name);
+        let mut manifest = f.manifest();
+        manifest.wit = wrong;
+        let err = t
+            .runtime
+            .load(&manifest, &f.bytes, None)
+            .expect_err("the other version's manifest is refused");
+        let text = err.to_string();
+        assert!(text.contains("coalition:plugin/"), "{name}: {text}");
+    }
+}
