@@ -247,6 +247,7 @@ mod native {
                 model::SettleKind::PerkRedeemed => sdk::SettleKind::PerkRedeemed,
                 model::SettleKind::CouponHonoured => sdk::SettleKind::CouponHonoured,
                 model::SettleKind::Refund => sdk::SettleKind::Refund,
+                other => panic!("the native baselines are 0.1.0 plugins; {other:?} is 0.2.0"),
             },
             brand: e.brand.clone(),
             funding_brand: e.funding_brand.clone(),

@@ -1,8 +1,8 @@
 //! What every version's binding module has in common, as a macro: the generated types of each
 //! WIT package are distinct Rust types, but the code that looks up, calls and converts them is the
 //! same text. A version module defines `wit` (its `types` interface), `PluginPre`,
-//! `InvocationParts`, `MemberParts` and `event_to`, then expands `hook_bindings!` with its
-//! exported interface's name.
+//! `InvocationParts`, `MemberParts` and `event_to`, then expands `host_imports!` and
+//! `hook_bindings!` (with its exported interface's name).
 
 /// Expands the pre-linked component, `describe`, `call` and the shared conversions.
 macro_rules! hook_bindings {
@@ -280,3 +280,46 @@ macro_rules! hook_bindings {
 }
 
 pub(crate) use hook_bindings;
+
+/// Expands the `host` imports (`log`, `config`) over the generated `Plugin` world, and
+/// `add_to_linker`.
+macro_rules! host_imports {
+    () => {
+        use self::Plugin as World;
+
+        use self::coalition::plugin::host::LogLevel;
+        use self::coalition::plugin::types as wit;
+
+        struct HostData;
+
+        impl HasData for HostData {
+            type Data<'a> = &'a mut HostCtx;
+        }
+
+        impl coalition::plugin::host::Host for HostCtx {
+            fn log(&mut self, level: LogLevel, message: String) {
+                let level = match level {
+                    LogLevel::Debug => model::LogLevel::Debug,
+                    LogLevel::Info => model::LogLevel::Info,
+                    LogLevel::Warn => model::LogLevel::Warn,
+                    LogLevel::Error => model::LogLevel::Error,
+                };
+                HostCtx::log(self, level, message);
+            }
+
+            fn config(&mut self, key: String) -> Option<String> {
+                HostCtx::config(self, &key)
+            }
+        }
+
+        impl wit::Host for HostCtx {}
+
+        pub(crate) fn add_to_linker(
+            linker: &mut wasmtime::component::Linker<CallState>,
+        ) -> wasmtime::Result<()> {
+            World::add_to_linker::<CallState, HostData>(linker, |state| &mut state.host)
+        }
+    };
+}
+
+pub(crate) use host_imports;

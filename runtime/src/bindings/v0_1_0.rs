@@ -4,7 +4,7 @@ use wasmtime::component::{
     ComponentExportIndex, ComponentNamedList, HasData, Instance, InstancePre, Lift, Lower,
 };
 
-use crate::bindings::common::hook_bindings;
+use crate::bindings::common::{hook_bindings, host_imports};
 use wasmtime::Store;
 
 use crate::bindings::GuestError;
@@ -18,40 +18,7 @@ wasmtime::component::bindgen!({
     ownership: Borrowing { duplicate_if_necessary: true },
 });
 
-use self::Plugin as World;
-
-use self::coalition::plugin::host::LogLevel;
-use self::coalition::plugin::types as wit;
-
-struct HostData;
-
-impl HasData for HostData {
-    type Data<'a> = &'a mut HostCtx;
-}
-
-impl coalition::plugin::host::Host for HostCtx {
-    fn log(&mut self, level: LogLevel, message: String) {
-        let level = match level {
-            LogLevel::Debug => model::LogLevel::Debug,
-            LogLevel::Info => model::LogLevel::Info,
-            LogLevel::Warn => model::LogLevel::Warn,
-            LogLevel::Error => model::LogLevel::Error,
-        };
-        HostCtx::log(self, level, message);
-    }
-
-    fn config(&mut self, key: String) -> Option<String> {
-        HostCtx::config(self, &key)
-    }
-}
-
-impl wit::Host for HostCtx {}
-
-pub(crate) fn add_to_linker(
-    linker: &mut wasmtime::component::Linker<CallState>,
-) -> wasmtime::Result<()> {
-    World::add_to_linker::<CallState, HostData>(linker, |state| &mut state.host)
-}
+host_imports!();
 
 hook_bindings!("coalition:plugin/hooks@0.1.0");
 
