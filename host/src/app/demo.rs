@@ -211,6 +211,7 @@ pub async fn seed_with_plugins(state: &AppState, plugins_dir: Option<&Path>) -> 
     if first_start {
         seed_activity(state).await?;
         seed_stored_value(state).await?;
+        seed_membership(state).await?;
         seed_budget(state).await?;
         seed_review(state, dir).await?;
     }
@@ -507,6 +508,71 @@ async fn seed_stored_value(state: &AppState) -> anyhow::Result<()> {
         money(view.points_value_cents),
         money(view.stored_value_cents),
         money(view.cash_cents),
+    );
+    Ok(())
+}
+
+/// The paid membership card: the mall's "Mall Plus" plan (30.00 a month, ×1.5 base earn, at
+/// least Silver, free parking), sold to the first member at the coffee counter from the stored
+/// value topped up there; the coffee chain owes the mall the fee at settlement.
+async fn seed_membership(state: &AppState) -> anyhow::Result<()> {
+    use crate::domain::membership::{self, BuyRequest, Payment, Period, PlanRequest};
+    let Some((phone, ..)) = MEMBERS.first() else {
+        return Ok(());
+    };
+    let Some((member,)): Option<(String,)> =
+        sqlx::query_as("SELECT id FROM members WHERE phone = $1")
+            .bind(*phone)
+            .fetch_optional(state.store.read())
+            .await?
+    else {
+        return Ok(());
+    };
+    let fail = |err: crate::foundation::error::DomainError| anyhow::anyhow!("{err}");
+    let now = state.now_ms();
+    let mut tx = state.store.begin().await?;
+    let plan = membership::create_plan(
+        &mut tx,
+        &state.settings.membership,
+        &state.settings.tiers,
+        &PlanRequest {
+            id: "mall-plus".to_owned(),
+            title: "Mall Plus".to_owned(),
+            brand_id: "mall".to_owned(),
+            fee_cents: 3_000,
+            period: Period::Month,
+            benefits: vec!["free-parking".to_owned(), "free-delivery".to_owned()],
+            points_multiplier_percent: 150,
+            tier_floor: Some("silver".to_owned()),
+            renewal_notice_days: Some(7),
+            active: true,
+        },
+        now,
+    )
+    .await
+    .map_err(fail)?;
+    let sold = membership::buy(
+        &mut tx,
+        state.store.backend(),
+        "coffee",
+        &member,
+        &BuyRequest {
+            purchase_id: "CARD-1".to_owned(),
+            plan_id: plan.id.clone(),
+            payment: Payment::StoredValue,
+            brand_id: Some("coffee".to_owned()),
+        },
+        now,
+    )
+    .await
+    .map_err(fail)?;
+    tx.commit().await?;
+    println!(
+        "demo: membership: {member} bought {} ({} a month) at coffee from stored value, in \
+         force until {} ms",
+        plan.title,
+        money(plan.fee_cents),
+        sold.card.expires_at_ms,
     );
     Ok(())
 }

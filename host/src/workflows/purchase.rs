@@ -40,15 +40,16 @@ pub async fn propose_bonuses(
         }
         None => Vec::new(),
     };
+    let now_ms = state.now_ms();
     let priced = purchases::quote(
         state.store.read(),
         &state.settings.points,
         brand_id,
         req,
         &discounts,
+        now_ms,
     )
     .await?;
-    let now_ms = state.now_ms();
     let mut conn = state.store.read().acquire().await?;
     let (member, blocked) =
         context::member_context(&mut conn, &state.settings.tiers, &req.member_id, now_ms).await?;

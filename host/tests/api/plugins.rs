@@ -460,6 +460,15 @@ both_backends!(
             "{coffee}"
         );
         assert_eq!(coffee["bonus_points"], coffee["base_points"], "{coffee}");
+        // One paid membership card, sold at the coffee counter from stored value.
+        let (cards,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM membership_payments
+             WHERE payment = 'stored_value' AND selling_brand = 'coffee'",
+        )
+        .fetch_one(app.state.store.read())
+        .await
+        .expect("cards");
+        assert_eq!(cards, 1, "the demo sells one card");
         // The first member dined and shopped: the cinema perk and Gold parking are listed.
         let keys = coalition::app::demo::read_keys(
             &app.state
@@ -555,7 +564,8 @@ both_backends!(
                 &app.admin_key,
             )
             .await;
-        assert_eq!(sv["balance_cents"], 8_000, "{sv}");
+        // 200.00 topped up, 120.00 paid at the restaurant, 30.00 for the Mall Plus card.
+        assert_eq!(sv["balance_cents"], 5_000, "{sv}");
         assert_eq!(sv["funds"][0]["brand_id"], "coffee", "{sv}");
         let (n,): (i64,) = sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM plugin_versions")
             .fetch_one(app.state.store.read())

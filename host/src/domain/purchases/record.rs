@@ -3,24 +3,30 @@
 use super::*;
 
 /// What a plugin needs to propose bonuses: the priced purchase, computed outside any write
-/// transaction.
+/// transaction, with the base earn as it will be recorded (after a membership card's
+/// multiplier), so a bonus of "×2 the base" means the base the member gets.
 pub async fn quote(
     pool: &sqlx::AnyPool,
     points: &PointsConfig,
     brand_id: &str,
     req: &PurchaseRequest,
     discounts: &[i64],
+    now_ms: i64,
 ) -> DomainResult<Priced> {
     let mut conn = pool.acquire().await?;
     let brand = load_brand(&mut conn, brand_id).await?;
-    price_discounted(
+    let mut priced = price_discounted(
         &brand.rule,
         points,
         &req.lines,
         req.points_spent,
         req.stored_value_cents,
         discounts,
-    )
+    )?;
+    if let Some(card) = membership::active_card(&mut conn, &req.member_id, now_ms).await? {
+        apply_multiplier(&mut priced, card.points_multiplier_percent)?;
+    }
+    Ok(priced)
 }
 
 /// Records a purchase with its spend, earn (base + validated `bonuses`) and tier effect, in the
@@ -351,6 +357,7 @@ async fn fund_bonuses(
             brand_id,
             ledger::budgets::BudgetKind::BonusPoints,
             Some(&plugin),
+            None,
             bonus.points,
             ledger::budgets::Grant::UpTo,
             points.utc_offset_minutes,

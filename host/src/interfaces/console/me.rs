@@ -53,6 +53,7 @@ async fn card(
     .await?;
     let coupons = call::get_optional(&console, &signed, &format!("{base}/coupons")).await;
     let stored = call::get_optional(&console, &signed, &format!("{base}/stored-value")).await;
+    let card_view = call::get_optional(&console, &signed, &format!("{base}/membership")).await;
     let redemptions = call::get_optional(&console, &signed, &format!("{base}/redemptions")).await;
     let just = query.redeemed.as_deref().and_then(|id| {
         redemptions
@@ -104,6 +105,21 @@ async fn card(
                     p.balance { (layout::cents(i(sv, "balance_cents"))) }
                     p.hint { "pay with it at any counter of the coalition · limit "
                         (layout::cents(i(sv, "limit_cents"))) }
+                }
+            }
+            @if let Some(m) = card_view.as_ref().filter(|m| m["card"]["in_force"].as_bool() == Some(true)) {
+                section.card #membership-card {
+                    h2 { "Membership card" }
+                    p.balance { (s(&m["plan"], "title")) }
+                    p.hint { "until " (layout::day(i(&m["card"], "expires_at_ms")))
+                        @if i(&m["plan"], "points_multiplier_percent") > 100 {
+                            " · ×" (format!("{}.{:02}", i(&m["plan"], "points_multiplier_percent") / 100,
+                                i(&m["plan"], "points_multiplier_percent") % 100))
+                            " points on purchases" } }
+                    p.hint { (m["benefits"].as_array().map(|b| b.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()) }
+                    @if m["notices"].as_array().is_some_and(|n| !n.is_empty()) {
+                        p.hint #renewal-notice { "Renew before it expires to keep your benefits." }
+                    }
                 }
             }
             @if let Some(tier) = &tier { section.card #tier { h2 { "Tier" } (tier_progress(tier)) } }
