@@ -186,11 +186,13 @@ pub struct DemoKeys {
 }
 
 /// The example plugins the demo installs from the plugins directory, in this order.
-pub const DEMO_PLUGINS: [&str; 6] = [
+pub const DEMO_PLUGINS: [&str; 7] = [
     "coffee-bonus",
     "cinema-dinner",
     "coupon-logic",
     "parking-perk",
+    // Written against coalition:plugin@0.2.0: the mall's lounge for card holders.
+    "club-lounge",
     // JavaScript (plugins/js/) and Python (plugins/python/), built by the partner kit.
     "restaurant-weekend",
     "cinema-popcorn",
@@ -420,6 +422,7 @@ async fn seed_budget(state: &AppState) -> anyhow::Result<()> {
         &NewBudget {
             kind: BudgetKind::BonusPoints,
             plugin: Some("coffee-bonus".to_owned()),
+            campaign_id: None,
             period: BudgetPeriod::Month,
             amount: 5_000,
             alert_percent: 80,
@@ -513,7 +516,7 @@ async fn seed_stored_value(state: &AppState) -> anyhow::Result<()> {
 }
 
 /// The paid membership card: the mall's "Mall Plus" plan (30.00 a month, ×1.5 base earn, at
-/// least Silver, free parking), sold to the first member at the coffee counter from the stored
+/// least Silver, free parking, the lounge), sold to the first member at the coffee counter from the stored
 /// value topped up there; the coffee chain owes the mall the fee at settlement.
 async fn seed_membership(state: &AppState) -> anyhow::Result<()> {
     use crate::domain::membership::{self, BuyRequest, Payment, Period, PlanRequest};
@@ -541,7 +544,12 @@ async fn seed_membership(state: &AppState) -> anyhow::Result<()> {
             brand_id: "mall".to_owned(),
             fee_cents: 3_000,
             period: Period::Month,
-            benefits: vec!["free-parking".to_owned(), "free-delivery".to_owned()],
+            // `lounge` opens the mall's lounge (club-lounge, a 0.2.0 plugin, reads the card).
+            benefits: vec![
+                "free-parking".to_owned(),
+                "free-delivery".to_owned(),
+                "lounge".to_owned(),
+            ],
             points_multiplier_percent: 150,
             tier_floor: Some("silver".to_owned()),
             renewal_notice_days: Some(7),

@@ -528,6 +528,7 @@ async fn issue_batch(
             &funding_brand,
             crate::ledger::budgets::BudgetKind::CouponValue,
             Some(&plugin),
+            Some(campaign_id),
             value_cents,
             crate::ledger::budgets::Grant::Whole,
             utc_offset_minutes,

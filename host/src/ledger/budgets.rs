@@ -107,6 +107,10 @@ pub struct NewBudget {
     /// Only issues by this plugin; absent = every plugin of the brand.
     #[serde(default)]
     pub plugin: Option<String>,
+    /// Only the coupons this campaign issues (`coupon_value` budgets of the campaign's funding
+    /// brand); absent = every issue.
+    #[serde(default)]
+    pub campaign_id: Option<String>,
     /// `day` or `month`.
     pub period: BudgetPeriod,
     /// Points (bonus) or cents (perk and coupon value) per period, 0..=1,000,000,000.
@@ -149,6 +153,8 @@ pub struct BudgetView {
     pub kind: BudgetKind,
     /// The one plugin it applies to, if any.
     pub plugin: Option<String>,
+    /// The one campaign it applies to, if any.
+    pub campaign_id: Option<String>,
     /// `day` or `month`.
     pub period: BudgetPeriod,
     /// Per period.
@@ -218,6 +224,27 @@ pub async fn create(
         )));
     }
     crate::ledger::require_brand_exists(conn, brand_id).await?;
+    if let Some(campaign) = &req.campaign_id {
+        if req.kind != BudgetKind::CouponValue {
+            return Err(DomainError::validation(
+                "campaign_id scopes coupon_value budgets only: a campaign issues coupons",
+            ));
+        }
+        let funding: Option<(String,)> =
+            sqlx::query_as("SELECT funding_brand FROM campaigns WHERE id = $1")
+                .bind(campaign)
+                .fetch_optional(&mut *conn)
+                .await?;
+        match funding {
+            None => return Err(DomainError::not_found("campaign", campaign)),
+            Some((funding,)) if funding != brand_id => {
+                return Err(DomainError::validation(format!(
+                    "campaign {campaign} is funded by {funding}, not {brand_id}"
+                )))
+            }
+            Some(_) => {}
+        }
+    }
     let (count,): (i64,) =
         sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM budgets WHERE brand_id = $1")
             .bind(brand_id)
@@ -232,8 +259,8 @@ pub async fn create(
     let id = new_id();
     sqlx::query(
         "INSERT INTO budgets (id, brand_id, kind, plugin, period, amount, alert_percent, active,
-            label, created_by, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $10)",
+            label, created_by, created_at, updated_at, campaign_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $10, $11)",
     )
     .bind(&id)
     .bind(brand_id)
@@ -245,6 +272,7 @@ pub async fn create(
     .bind(&req.label)
     .bind(actor)
     .bind(now_ms)
+    .bind(req.campaign_id.as_deref())
     .execute(&mut *conn)
     .await?;
     Ok(id)
@@ -285,6 +313,7 @@ type BudgetRow = (
     String,
     String,
     Option<String>,
+    Option<String>,
     String,
     i64,
     i64,
@@ -293,7 +322,7 @@ type BudgetRow = (
 );
 
 const BUDGET_COLUMNS: &str =
-    "id, brand_id, kind, plugin, period, amount, alert_percent, active, label";
+    "id, brand_id, kind, plugin, campaign_id, period, amount, alert_percent, active, label";
 
 /// A brand's budgets with their usage in the current period (one budget when `only` is set).
 pub async fn list(
@@ -312,7 +341,9 @@ pub async fn list(
     .fetch_all(&mut *conn)
     .await?;
     let mut out = Vec::with_capacity(rows.len());
-    for (id, brand_id, kind, plugin, period, amount, alert_percent, active, label) in rows {
+    for (id, brand_id, kind, plugin, campaign_id, period, amount, alert_percent, active, label) in
+        rows
+    {
         let period = BudgetPeriod::parse(&period);
         let period_key = period.key(now_ms, utc_offset_minutes)?;
         let usage: Option<(i64, Option<i64>)> = sqlx::query_as(
@@ -328,6 +359,7 @@ pub async fn list(
             brand_id,
             kind: BudgetKind::parse(&kind),
             plugin,
+            campaign_id,
             period,
             amount,
             alert_percent,
@@ -368,7 +400,7 @@ pub struct InForce {
 /// plugin at most 32 of those that apply to it).
 pub const MAX_IN_FORCE: i64 = 256;
 
-/// Every active budget with what is left of it now, in one read (usage joined on the current
+/// Every active budget not scoped to a campaign with what is left of it now, in one read (usage joined on the current
 /// day's or month's key).
 pub async fn in_force(
     conn: &mut AnyConnection,
@@ -383,7 +415,8 @@ pub async fn in_force(
          FROM budgets b
          LEFT JOIN budget_usage u ON u.budget_id = b.id
               AND u.period_key = CASE WHEN b.period = 'day' THEN $1 ELSE $2 END
-         WHERE b.active = 1 ORDER BY b.brand_id, b.created_at, b.id LIMIT $3",
+         WHERE b.active = 1 AND b.campaign_id IS NULL
+         ORDER BY b.brand_id, b.created_at, b.id LIMIT $3",
     )
     .bind(&day)
     .bind(&month)
@@ -425,7 +458,8 @@ pub enum Grant {
 }
 
 /// Reserves up to `wanted` from every active budget of `brand_id` of `kind` that applies to
-/// `plugin` (unscoped budgets apply to every plugin), in the caller's transaction. The grant is
+/// `plugin` and `campaign` (unscoped budgets apply to every plugin and every issue; a
+/// campaign's budget only to that campaign's issues), in the caller's transaction. The grant is
 /// `wanted` clipped to the smallest remaining amount (0 when one is used up, or when `grant` is
 /// [`Grant::Whole`] and it does not all fit); no budget: all of it.
 #[allow(clippy::too_many_arguments)]
@@ -435,6 +469,7 @@ pub async fn reserve(
     brand_id: &str,
     kind: BudgetKind,
     plugin: Option<&str>,
+    campaign: Option<&str>,
     wanted: i64,
     grant: Grant,
     utc_offset_minutes: i64,
@@ -449,11 +484,13 @@ pub async fn reserve(
     let budgets: Vec<(String, String, i64, i64)> = sqlx::query_as(
         "SELECT id, period, amount, alert_percent FROM budgets
          WHERE brand_id = $1 AND kind = $2 AND active = 1 AND (plugin IS NULL OR plugin = $3)
+           AND (campaign_id IS NULL OR campaign_id = $4)
          ORDER BY id",
     )
     .bind(brand_id)
     .bind(kind.as_str())
     .bind(plugin.unwrap_or(""))
+    .bind(campaign.unwrap_or(""))
     .fetch_all(&mut *conn)
     .await?;
     if budgets.is_empty() {

@@ -1234,6 +1234,7 @@ pub async fn redeem(
         &perk.funding_brand,
         crate::ledger::budgets::BudgetKind::PerkValue,
         Some(plugin_name),
+        None,
         perk.value_cents,
         crate::ledger::budgets::Grant::Whole,
         state.settings.points.utc_offset_minutes,

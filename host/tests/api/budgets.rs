@@ -333,6 +333,102 @@ both_backends!(
 );
 
 both_backends!(
+    a_campaigns_own_budget_stops_that_campaign_only,
+    |app| async move {
+        create_brand(&app, "cafe").await;
+        create_brand(&app, "bakery").await;
+        let office = create_key(&app, "brand", Some("cafe"), None).await;
+        crate::counter::support::sql_coupon_template(&app, "latte-free", "cafe", "cafe", 30, 500)
+            .await;
+        crate::counter::support::import_members(&app, 0, 5, &["spring"]).await;
+        let mut ids = Vec::new();
+        for title in ["Spring latte", "Spring latte, second wave"] {
+            let (status, campaign) = app
+                .post(
+                    "/campaigns",
+                    &app.admin_key,
+                    &idem(),
+                    &json!({ "title": title, "template_id": "latte-free", "cap": 5,
+                         "segment": { "tags": ["spring"] } }),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{campaign}");
+            ids.push(campaign["id"].as_str().expect("id").to_owned());
+        }
+        // 10.00 for the first campaign only: two 5.00 coupons.
+        let scoped = budget(
+            &app,
+            &office,
+            "cafe",
+            json!({ "kind": "coupon_value", "period": "month", "amount": 1_000,
+                "campaign_id": ids[0] }),
+        )
+        .await;
+        assert_eq!(scoped["campaign_id"], ids[0].as_str(), "{scoped}");
+        // A campaign budget caps coupons only, of a campaign the brand funds, that exists.
+        for (body, code) in [
+            (
+                json!({ "kind": "perk_value", "period": "month", "amount": 1,
+                    "campaign_id": ids[0] }),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                json!({ "kind": "coupon_value", "period": "month", "amount": 1,
+                    "campaign_id": "no-such-campaign" }),
+                StatusCode::NOT_FOUND,
+            ),
+        ] {
+            let (status, problem) = app
+                .post("/brands/cafe/budgets", &office, &idem(), &body)
+                .await;
+            assert_eq!(status, code, "{problem}");
+        }
+        let bakery = create_key(&app, "brand", Some("bakery"), None).await;
+        let (status, problem) = app
+            .post(
+                "/brands/bakery/budgets",
+                &bakery,
+                &idem(),
+                &json!({ "kind": "coupon_value", "period": "month", "amount": 1,
+                    "campaign_id": ids[1] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+
+        let issue = |id: String| {
+            let app = &app;
+            async move {
+                let (status, report) = app
+                    .post(
+                        &format!("/campaigns/{id}/issue"),
+                        &app.admin_key,
+                        &idem(),
+                        &json!({}),
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{report}");
+                report
+            }
+        };
+        let first = issue(ids[0].clone()).await;
+        assert_eq!(first["issued_now"], 2, "{first}");
+        assert_eq!(first["budget_exhausted"], true, "{first}");
+        let second = issue(ids[1].clone()).await;
+        assert_eq!(
+            second["issued_now"], 5,
+            "the other campaign is not capped: {second}"
+        );
+        assert_eq!(second["budget_exhausted"], false, "{second}");
+        let list = budgets(&app, &office, "cafe").await;
+        assert_eq!(
+            (&list[0]["used"], &list[0]["remaining"]),
+            (&json!(1_000), &json!(0))
+        );
+        app.stop().await;
+    }
+);
+
+both_backends!(
     the_command_line_sets_lists_and_changes_budgets,
     |app| async move {
         create_brand(&app, "coffee").await;

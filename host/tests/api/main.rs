@@ -27,3 +27,4 @@ mod settlement;
 mod settlement_parked;
 mod stored_value;
 mod tiers;
+mod wit_versions;

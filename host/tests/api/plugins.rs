@@ -425,7 +425,10 @@ both_backends!(
         .fetch_one(app.state.store.read())
         .await
         .expect("count");
-        assert_eq!(n, 6, "four Rust, one JavaScript and one Python example");
+        assert_eq!(
+            n, 7,
+            "five Rust (one of them on WIT 0.2.0), one JavaScript and one Python example"
+        );
         // The coffee chain's next version waits for review, and its dry run replays the two
         // sample coffee purchases.
         let (_, listed) = app.get("/plugins", &app.admin_key).await;
@@ -489,10 +492,16 @@ both_backends!(
             .filter_map(|p| p["id"].as_str())
             .collect();
         ids.sort_unstable();
-        // The popcorn comes from the Python plugin: the member dined at the restaurant.
+        // The popcorn comes from the Python plugin: the member dined at the restaurant. The
+        // lounge pass comes from the 0.2.0 plugin, which reads the member's Mall Plus card.
         assert_eq!(
             ids,
-            ["cinema-ticket-half", "parking-2h", "popcorn-after-dinner"],
+            [
+                "cinema-ticket-half",
+                "lounge-pass",
+                "parking-2h",
+                "popcorn-after-dinner"
+            ],
             "{perks}"
         );
         // The JavaScript plugin triples restaurant points on a (local) Saturday: T0 is a
@@ -571,7 +580,7 @@ both_backends!(
             .fetch_one(app.state.store.read())
             .await
             .expect("count");
-        assert_eq!(n, 7, "the six examples and the version under review, once");
+        assert_eq!(n, 8, "the seven examples and the version under review, once");
         app.stop().await;
     }
 );

@@ -83,7 +83,10 @@ both_backends!(
 
         // One request, both versions: free parking because the card's floor makes Ann gold
         // (0.1.0 sees only the tier), the lounge because of the card's benefit (0.2.0).
-        assert_eq!(perk_ids(&app, &ann).await, vec!["lounge-pass", "parking-2h"]);
+        assert_eq!(
+            perk_ids(&app, &ann).await,
+            vec!["lounge-pass", "parking-2h"]
+        );
 
         // Redeemed, each receipt records what its version was given.
         for (path, key) in [
@@ -124,7 +127,10 @@ both_backends!(
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{budget}");
-        assert_eq!(perk_ids(&app, &ann).await, vec!["lounge-pass", "parking-2h"]);
+        assert_eq!(
+            perk_ids(&app, &ann).await,
+            vec!["lounge-pass", "parking-2h"]
+        );
         let (status, body) = app
             .post(
                 &format!("/members/{ann}/perks/club-lounge/lounge-pass/redeem"),
@@ -136,8 +142,14 @@ both_backends!(
         assert_eq!(status, StatusCode::CREATED, "800 of 1,300 fits: {body}");
         let new = newest_input(&app, "club-lounge", "redeem-perk").await;
         assert_eq!(new["invocation"]["budgets"][0]["remaining"], 1_300, "{new}");
-        assert_eq!(new["invocation"]["budgets"][0]["kind"], "perk-value", "{new}");
-        assert_eq!(new["invocation"]["budgets"][0]["plugin"], "club-lounge", "{new}");
+        assert_eq!(
+            new["invocation"]["budgets"][0]["kind"], "perk-value",
+            "{new}"
+        );
+        assert_eq!(
+            new["invocation"]["budgets"][0]["plugin"], "club-lounge",
+            "{new}"
+        );
         // 500 left: not listed, and refused by the plugin itself.
         assert_eq!(perk_ids(&app, &ann).await, vec!["parking-2h"]);
         let (status, body) = app

@@ -34,6 +34,9 @@ pub enum BudgetsCommand {
         /// Only this plugin's issues (default: all of the brand's).
         #[arg(long)]
         plugin: Option<String>,
+        /// Only this campaign's coupons (`coupon_value` only; default: every issue).
+        #[arg(long)]
+        campaign: Option<String>,
         /// Alert threshold, percent.
         #[arg(long, default_value_t = 80)]
         alert_percent: i64,
@@ -80,6 +83,7 @@ async fn dispatch(
             period,
             amount,
             plugin,
+            campaign,
             alert_percent,
             label,
         } => {
@@ -91,6 +95,7 @@ async fn dispatch(
                     .map_err(|_| anyhow::anyhow!("unknown period {period:?}"))?,
                 amount,
                 plugin,
+                campaign_id: campaign,
                 alert_percent,
                 label,
             };
