@@ -580,7 +580,10 @@ both_backends!(
             .fetch_one(app.state.store.read())
             .await
             .expect("count");
-        assert_eq!(n, 8, "the seven examples and the version under review, once");
+        assert_eq!(
+            n, 8,
+            "the seven examples and the version under review, once"
+        );
         app.stop().await;
     }
 );
