@@ -25,7 +25,9 @@
 //! # Layout
 //! - [`manifest`]: `plugin.toml` parsing and validation against the platform maxima.
 //! - [`model`]: version-independent domain types the host builds and receives.
-//! - `bindings`: one `bindgen!` module per frozen WIT version (`v0_1_0`), adapted to the model.
+//! - `bindings`: one `bindgen!` module per frozen WIT version (`v0_1_0`, `v0_2_0`) over shared
+//!   code (`bindings/common.rs`), adapted to the model; `Projection` gives each version only what
+//!   it knows.
 //! - [`runtime`]: the [`Runtime`] (one engine, caches, breakers) and loading.
 //! - `engine`: engine settings, pooling allocator, epoch ticker, linkers, instance slots.
 //! - [`cache`]: precompiled artifacts on disk and linked components in memory.
