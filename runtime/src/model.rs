@@ -3,10 +3,10 @@
 //! These mirror the records of the newest supported WIT package (`coalition:plugin@0.2.0` today);
 //! each binding module converts them to and from its own generated types, so the host never sees
 //! a generated type and components built against older WIT versions keep working. What a
-//! version does not know is projected away before the call ([`HookArgs::project`]
-//! (crate::HookArgs)): a 0.1.0 component is never given, and its receipt never records, a
-//! stored-value balance, pending points, a membership or budgets. Units follow
-//! the WIT: money in cents, points in points, time in Unix milliseconds UTC.
+//! version does not know is projected away before the call (`bindings::Projection`): a 0.1.0
+//! component is never given, and its receipt never records, a stored-value balance, pending
+//! points, a membership or budgets. Units follow the WIT: money in cents, points in points, time
+//! in Unix milliseconds UTC.
 //!
 //! The serde form is also the canonical serialization hashed into receipts, so field order and
 //! names here are part of the receipt format: add fields at the end, never rename.
