@@ -150,6 +150,8 @@ impl MembershipConfig {
 /// How long one paid period lasts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+// Its own schema name: settlement has a `Period` schema (a settlement period) too.
+#[schema(as = PlanPeriod)]
 pub enum Period {
     /// 30 days.
     Month,
