@@ -66,6 +66,8 @@ const VIEW_ROWS: i64 = 50;
 pub struct ActiveCard {
     /// The plan the card was bought on.
     pub plan_id: String,
+    /// The plan's owning brand (it receives the fee).
+    pub brand_id: String,
     /// The plan's benefit flags (short kebab-case strings, e.g. `free-delivery`).
     pub benefits: Vec<String>,
     /// Multiplier on the base earn of purchases, percent (100 = ×1, up to 500).
@@ -82,8 +84,9 @@ pub async fn active_card(
     member_id: &str,
     now_ms: i64,
 ) -> DomainResult<Option<ActiveCard>> {
-    let row: Option<(String, String, i64, Option<String>, i64)> = sqlx::query_as(
-        "SELECT p.id, p.benefits, p.points_multiplier_percent, p.tier_floor, c.expires_at
+    let row: Option<(String, String, String, i64, Option<String>, i64)> = sqlx::query_as(
+        "SELECT p.id, p.brand_id, p.benefits, p.points_multiplier_percent, p.tier_floor,
+                c.expires_at
          FROM membership_cards c JOIN membership_plans p ON p.id = c.plan_id
          WHERE c.member_id = $1 AND c.status = 'active' AND c.expires_at > $2",
     )
@@ -91,11 +94,12 @@ pub async fn active_card(
     .bind(now_ms)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((plan_id, benefits, multiplier, tier_floor, expires_at_ms)) = row else {
+    let Some((plan_id, brand_id, benefits, multiplier, tier_floor, expires_at_ms)) = row else {
         return Ok(None);
     };
     Ok(Some(ActiveCard {
         plan_id,
+        brand_id,
         benefits: parse_benefits(&benefits)?,
         points_multiplier_percent: u32::try_from(multiplier).map_err(DomainError::internal)?,
         tier_floor,

@@ -46,7 +46,8 @@ const SPEND_SQL: &str = "SELECT brand_id, CAST(SUM(s7) AS BIGINT), CAST(SUM(s30)
            WHERE member_id = $1 AND created_at > $3 AND created_at <= $4) x
      GROUP BY brand_id ORDER BY brand_id LIMIT $5";
 
-/// The context of `member_id` at `now_ms`, and whether the member is blocked: four reads, six with a paid card (its plan's brand, and the ladder when it has a tier floor).
+/// The context of `member_id` at `now_ms`, and whether the member is blocked: four reads, five
+/// with a paid card whose plan has a tier floor (the ladder).
 pub async fn member_context(
     conn: &mut AnyConnection,
     tiers_config: &TiersConfig,
@@ -131,11 +132,6 @@ pub async fn member_context(
     let (tier, tier_rank, membership) = match card {
         None => (tier, tier_rank, None),
         Some(card) => {
-            let (brand,): (String,) =
-                sqlx::query_as("SELECT brand_id FROM membership_plans WHERE id = $1")
-                    .bind(&card.plan_id)
-                    .fetch_one(&mut *conn)
-                    .await?;
             let (mut tier, mut tier_rank) = (tier, tier_rank);
             if let Some(floor) = &card.tier_floor {
                 let ladder = tiers::load_ladder(&mut *conn, tiers_config).await?;
@@ -148,7 +144,7 @@ pub async fn member_context(
             }
             let membership = Membership {
                 plan: card.plan_id,
-                brand,
+                brand: card.brand_id,
                 benefits: card.benefits,
                 points_multiplier_percent: card.points_multiplier_percent,
                 tier_floor: card.tier_floor,
