@@ -11,6 +11,10 @@
 //! - [`campaigns`]: coupon campaigns issued to a segment under a hard cap.
 //! - [`membership`]: the paid membership card: plans, cards, fees, renewals, cancellation.
 //! - [`purchases`]: recording purchases and refunds at brand counters (earn and pay with points).
+//! - [`stages`]: member lifecycle stages (welcome … churned), their rules, history, churn risk.
+//! - [`referrals`]: referral programmes, invite codes, rewards on a first purchase, claw-backs.
+//! - [`rfm`]: recency, frequency and monetary quintiles of members, in SQL.
+//! - [`webhooks`]: brands' webhook subscriptions and the event outbox ([`webhooks::record`]).
 
 pub mod access;
 pub mod brands;
@@ -20,5 +24,9 @@ pub mod members;
 pub mod membership;
 pub mod pass;
 pub mod purchases;
+pub mod referrals;
+pub mod rfm;
 pub mod risk;
+pub mod stages;
 pub mod tiers;
+pub mod webhooks;

@@ -25,6 +25,10 @@
 //!   - [`domain::pass`]: the signed offline member pass.
 //!   - [`domain::campaigns`]: coupon campaigns to a segment under a hard cap.
 //!   - [`domain::purchases`]: pricing, recording, reading and refunding purchases.
+//!   - [`domain::webhooks`]: brands' webhook subscriptions and the event outbox they read.
+//!   - [`domain::stages`]: member lifecycle stages, their rules, history and churn risk.
+//!   - [`domain::referrals`]: referral programmes, invite codes, rewards and claw-backs.
+//!   - [`domain::rfm`]: RFM quintiles of members, computed in SQL.
 //! - [`plugins`]: the plugin host on `coalition-runtime`: [`plugins::registry`],
 //!   [`plugins::context`], [`plugins::receipts`], [`plugins::lifecycle`], [`plugins::signing`],
 //!   [`plugins::dryrun`], [`plugins::sync`].
@@ -35,7 +39,10 @@
 //!   - [`workflows::offline`]: syncing purchases a counter took offline.
 //!   - [`workflows::settlement`]: settle job, periods, statements, reconciliation, parking.
 //!   - [`workflows::jobs`]: background jobs (expiry, hold timeouts, tier evaluation).
+//!   - [`workflows::journeys`]: lifecycle journeys: triggers, actions, capped idempotent runs.
 //!   - [`workflows::overview`]: the programme in numbers (activity, repurchase, liability).
+//!   - [`workflows::kpis`]: KPIs by day, week or month, JSON and CSV.
+//!   - [`workflows::webhooks`]: delivering webhooks: signing, retries, dead letters, SSRF guard.
 //! - [`interfaces`]: how people and machines reach the workflows.
 //!   - [`interfaces::config`]: the whole configuration file and its environment overrides.
 //!   - [`interfaces::api`]: the HTTP API: state, authentication, idempotency, problem+json, one

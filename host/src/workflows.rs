@@ -9,14 +9,20 @@
 //! - [`offline`]: syncing purchases a counter took while offline.
 //! - [`settlement`]: the settle job, periods, statements, reconciliation, parked events.
 //! - [`jobs`]: background jobs (points expiry, hold timeouts, monthly tier evaluation).
+//! - [`kpis`]: key figures over a date range by day, week or month, coalition-wide or per brand.
+//! - [`journeys`]: lifecycle journeys: triggers, audiences, actions, capped idempotent runs.
+//! - [`webhooks`]: the webhook delivery worker (signing, retries, dead letters, SSRF guard).
 
 pub mod checkout;
 pub mod jobs;
+pub mod journeys;
+pub mod kpis;
 pub mod offline;
 pub mod overview;
 pub mod perks;
 pub mod purchase;
 pub mod settlement;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -62,6 +68,8 @@ pub struct Settings {
     pub risk: crate::domain::risk::RiskConfig,
     /// Background job intervals.
     pub jobs: jobs::JobsConfig,
+    /// Webhook delivery: worker, timeouts, retries, the SSRF development switch.
+    pub webhooks: webhooks::WebhooksConfig,
 }
 
 impl Services {

@@ -23,7 +23,9 @@ from coalition_client.api.campaigns import campaigns_create, campaigns_get  # no
 from coalition_client.api.coupons import coupon_templates_list  # noqa: E402
 from coalition_client.api.health import health_live  # noqa: E402
 from coalition_client.api.jobs import jobs_holds  # noqa: E402
+from coalition_client.api.journeys import journeys_list  # noqa: E402
 from coalition_client.api.keys import keys_list  # noqa: E402
+from coalition_client.api.kpis import kpis_get  # noqa: E402
 from coalition_client.api.members import members_export, members_list  # noqa: E402
 from coalition_client.api.membership import membership_get, membership_plans_list  # noqa: E402
 from coalition_client.api.offline import offline_conflicts_list  # noqa: E402
@@ -39,14 +41,18 @@ from coalition_client.api.plugins import plugin_receipts, plugin_stats, plugins_
 from coalition_client.api.points import points_get  # noqa: E402
 from coalition_client.api.programme import programme_overview  # noqa: E402
 from coalition_client.api.purchases import purchases_get  # noqa: E402
+from coalition_client.api.referrals import referral_member_get, referral_programmes_list  # noqa: E402
 from coalition_client.api.risk import blacklist_list, verification_create, verification_get  # noqa: E402
+from coalition_client.api.segments import segments_rfm  # noqa: E402
 from coalition_client.api.settlement import settlement_periods_list  # noqa: E402
+from coalition_client.api.stages import stages_member_get, stages_rules_get  # noqa: E402
 from coalition_client.api.stored_value import (  # noqa: E402
     stored_value_get,
     stored_value_liability,
     stored_value_topup,
 )
 from coalition_client.api.tiers import tiers_get  # noqa: E402
+from coalition_client.api.webhooks import webhooks_deliveries, webhooks_list  # noqa: E402
 from coalition_client.models import (  # noqa: E402
     AuditVerification,
     CampaignView,
@@ -198,6 +204,15 @@ def main():
     sv = call("stored-value", "GET /members/{id}/stored-value", stored_value_get, saver, expect=StoredValueView)
     assert sv.balance_cents == topped.balance_after_cents, (sv, topped)
     call("stored-value", "GET /stored-value/liability", stored_value_liability, expect=LiabilityReport)
+    call("stages", "GET /stages/rules", stages_rules_get)
+    call("stages", "GET /members/{id}/stage", stages_member_get, member)
+    call("journeys", "GET /journeys", journeys_list)
+    call("webhooks", "GET /webhooks", webhooks_list)
+    call("webhooks", "GET /webhooks/deliveries", webhooks_deliveries)
+    call("referrals", "GET /referrals/programmes", referral_programmes_list)
+    call("referrals", "GET /members/{id}/referrals", referral_member_get, member)
+    call("kpis", "GET /kpis", kpis_get)
+    call("segments", "GET /segments/rfm", segments_rfm)
     call("membership", "GET /membership/plans", membership_plans_list)
     card = call("membership", "GET /members/{id}/membership", membership_get, saver, expect=MembershipView)
     assert card.member_id == saver and card.benefits == [], card

@@ -2,11 +2,14 @@
 
 pub mod budgets;
 pub mod jobs;
+pub mod journeys;
 pub mod membership;
 pub mod pass;
 pub mod plugin;
+pub mod referrals;
 pub mod settlement;
 pub mod stored_value;
+pub mod webhooks;
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -68,6 +71,12 @@ pub enum Command {
     /// The paid membership card: plans, sell, cancel, a member's card, renewals, revenue.
     #[command(subcommand)]
     Membership(crate::app::cli::membership::MembershipCommand),
+    /// Webhooks: subscriptions, the delivery log, replay, one delivery pass.
+    #[command(subcommand)]
+    Webhooks(crate::app::cli::webhooks::WebhooksCommand),
+    /// Referral programmes, invite codes, a member's referrals, a programme's figures.
+    #[command(subcommand)]
+    Referrals(crate::app::cli::referrals::ReferralsCommand),
 }
 
 /// `coalition members …`
@@ -234,6 +243,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Membership(command) => {
                 crate::app::cli::membership::run_command(config, command).await
             }
+            Command::Journeys(command) => journeys::run_command(config, command).await,
+            Command::Webhooks(command) => {
+                crate::app::cli::webhooks::run_command(config, command).await
+            }
+            Command::Referrals(command) => {
+                crate::app::cli::referrals::run_command(config, command).await
+            }
         }
     });
     // Stopping does not wait for work that is only worth finishing while serving (a plugin
@@ -243,8 +259,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     outcome
 }
 
-async fn serve(config: Config, demo: bool, plugins_dir: Option<PathBuf>) -> anyhow::Result<()> {
+async fn serve(mut config: Config, demo: bool, plugins_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let listen = config.listen;
+    if demo {
+        // The demo's webhook receiver listens on 127.0.0.1 (see `demo::seed_with_plugins`).
+        config.webhooks.allow_private_targets = true;
+    }
     let state = crate::app::server::build_state(config, Arc::new(SystemClock)).await?;
     if demo {
         crate::app::demo::seed_with_plugins(&state, plugins_dir.as_deref()).await?;

@@ -204,6 +204,7 @@ pub const DEMO_PLUGINS: [&str; 7] = [
 pub async fn seed_with_plugins(state: &AppState, plugins_dir: Option<&Path>) -> anyhow::Result<()> {
     let first_start = !has_brands(state).await?;
     seed(state).await?;
+    start_webhook_receiver(state).await?;
     let Some(dir) = plugins_dir else {
         println!("demo: no --plugins-dir given; running without plugins");
         print_console(state);
@@ -215,6 +216,7 @@ pub async fn seed_with_plugins(state: &AppState, plugins_dir: Option<&Path>) -> 
         seed_stored_value(state).await?;
         seed_membership(state).await?;
         seed_budget(state).await?;
+        seed_journeys(state).await?;
         seed_review(state, dir).await?;
     }
     if let Ok(keys) = read_keys(&state.config.data_dir.join(KEYS_FILE)) {
@@ -248,6 +250,88 @@ fn print_console(state: &AppState) {
         println!("demo:   as member {} with {}", member.name, member.key);
     }
     println!("demo:   (every key is in {})", path.display());
+}
+
+/// Events the demo's webhook receiver keeps (the latest), so its page stays small.
+const DEMO_RECEIVER_KEEPS: usize = 50;
+/// The path the demo's receiver listens on; the demo's earlier subscriptions are recognised by
+/// it and deleted at each start (their receiver died with the process).
+const DEMO_HOOK_PATH: &str = "/demo-hook";
+
+/// Starts an in-process webhook receiver on 127.0.0.1 (a random port) that logs every delivery
+/// and keeps the latest [`DEMO_RECEIVER_KEEPS`] (`GET` its URL to see them), and subscribes the
+/// coffee brand to every event type there. `coalition serve --demo` allows private targets so
+/// the worker may reach it.
+async fn start_webhook_receiver(state: &AppState) -> anyhow::Result<()> {
+    use crate::domain::webhooks::{self, EventType};
+    use std::sync::{Arc, Mutex};
+    let brand = "coffee";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("while binding the demo webhook receiver")?;
+    let url = format!("http://{}{DEMO_HOOK_PATH}", listener.local_addr()?);
+    let kept: Arc<Mutex<std::collections::VecDeque<serde_json::Value>>> = Arc::default();
+    let on_post = kept.clone();
+    let app = axum::Router::new().route(
+        DEMO_HOOK_PATH,
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let kept = on_post.clone();
+            async move {
+                let event: serde_json::Value =
+                    serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+                let id = headers
+                    .get("coalition-webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info!(id, event_type = %event["type"], brand = %event["brand_id"],
+                    "demo webhook receiver: event received");
+                if let Ok(mut kept) = kept.lock() {
+                    if kept.len() >= DEMO_RECEIVER_KEEPS {
+                        kept.pop_front();
+                    }
+                    kept.push_back(event);
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        })
+        .get(move || {
+            let kept = kept.clone();
+            async move {
+                let events: Vec<serde_json::Value> = kept
+                    .lock()
+                    .map(|k| k.iter().cloned().collect())
+                    .unwrap_or_default();
+                axum::Json(events)
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::warn!(%err, "the demo webhook receiver stopped");
+        }
+    });
+    let now_ms = state.now_ms();
+    let mut tx = state.store.begin().await?;
+    let old: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM webhook_subscriptions WHERE brand_id = $1 AND active = 1 AND url LIKE $2",
+    )
+    .bind(brand)
+    .bind(format!("http://127.0.0.1:%{DEMO_HOOK_PATH}"))
+    .fetch_all(&mut *tx)
+    .await?;
+    for (id,) in old {
+        webhooks::unsubscribe(&mut tx, &id, None, now_ms)
+            .await
+            .map_err(|err| anyhow::anyhow!("{err}"))?;
+    }
+    match webhooks::subscribe(&mut tx, brand, &url, &EventType::ALL, i64::MAX, now_ms).await {
+        Ok(_) => tx.commit().await?,
+        // Not the demo's database: nothing to subscribe.
+        Err(err) if err.code == "unknown_brand" => return Ok(()),
+        Err(err) => return Err(anyhow::anyhow!("{err}")),
+    }
+    println!("demo: webhooks of {brand} (every event type) go to {url} (GET it to see the latest)");
+    Ok(())
 }
 
 async fn has_brands(state: &AppState) -> anyhow::Result<bool> {
@@ -581,6 +665,110 @@ async fn seed_membership(state: &AppState) -> anyhow::Result<()> {
         plan.title,
         money(plan.fee_cents),
         sold.card.expires_at_ms,
+    );
+    Ok(())
+}
+
+/// Journeys (docs/ENGAGEMENT.md): a welcome journey (a coffee coupon for members who joined in
+/// the last 30 days) and a silent-member journey (200 points funded by the coffee chain for
+/// members who fell silent), with a member who joined 45 days ago and never bought; the stage
+/// job and one run of the journeys make their effects show.
+async fn seed_journeys(state: &AppState) -> anyhow::Result<()> {
+    use crate::domain::stages::Stage;
+    use crate::workflows::journeys::{self, Action, Audience, NewJourney, Status, Trigger};
+    let fail = |err: crate::foundation::error::DomainError| anyhow::anyhow!("{err}");
+    let now = state.now_ms();
+    let mut tx = state.store.begin().await?;
+    let dormant = NewMember::validate(
+        "+8613800138099",
+        "Zhou Jie",
+        None,
+        None,
+        &[],
+        now - 45 * crate::foundation::clock::DAY_MS,
+    )
+    .map_err(|err| anyhow::anyhow!("demo member: {err}"))?;
+    let dormant_id = crate::domain::members::insert(
+        &mut tx,
+        &dormant,
+        None,
+        now - 45 * crate::foundation::clock::DAY_MS,
+    )
+    .await
+    .map_err(fail)?;
+    let template = crate::domain::coupons::TemplateRequest {
+        id: "coffee-welcome".to_owned(),
+        title: "Welcome: 10% off a coffee".to_owned(),
+        funding_brand: "coffee".to_owned(),
+        honouring_brand: "coffee".to_owned(),
+        plugin: "coupon-logic".to_owned(),
+        params: [
+            ("kind", "percent-off-category"),
+            ("category", "coffee"),
+            ("percent-bp", "1000"),
+            ("cap-cents", "300"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        exclusive: false,
+        validity_days: 30,
+        value_cents: 300,
+    };
+    crate::domain::coupons::create_template(&mut tx, &template, now)
+        .await
+        .map_err(fail)?;
+    let mut ids = Vec::new();
+    for (title, trigger, action) in [
+        (
+            "Welcome coupon",
+            Trigger::Joined { within_days: 30 },
+            Action::IssueCoupon {
+                template_id: "coffee-welcome".to_owned(),
+            },
+        ),
+        (
+            "Wake up silent members",
+            Trigger::StageChanged { to: Stage::Silent },
+            Action::GrantPoints {
+                funding_brand_id: "coffee".to_owned(),
+                points: 200,
+            },
+        ),
+    ] {
+        let req = NewJourney {
+            title: title.to_owned(),
+            trigger,
+            audience: Audience::default(),
+            actions: vec![action],
+            per_member_cap: None,
+            total_cap: Some(1_000),
+            starts_at_ms: None,
+            ends_at_ms: None,
+            status: Some(Status::Active),
+        };
+        let audience = journeys::validate(&req).map_err(fail)?;
+        let journey = journeys::create(&mut tx, &req, &audience, Some("coffee"), "demo", now)
+            .await
+            .map_err(fail)?;
+        ids.push(journey.id);
+    }
+    tx.commit().await?;
+    crate::domain::stages::run(&state.store, now, None)
+        .await
+        .map_err(fail)?;
+    let report = journeys::run(state, None, now, None, |_, _| {})
+        .await
+        .map_err(fail)?;
+    let touched: Vec<String> = report
+        .journeys
+        .iter()
+        .map(|l| format!("{} touched {}", l.journey_id, l.touched))
+        .collect();
+    println!(
+        "demo: journeys: welcome coupon and silent-member points ({}); {dormant_id} (joined 45 \
+         days ago, never bought) is silent and got 200 points from coffee (GET /journeys)",
+        touched.join(", ")
     );
     Ok(())
 }

@@ -74,6 +74,7 @@ pub async fn run_with_metrics_listener(
         jobs_stopped.clone(),
     );
     let jobs = crate::workflows::jobs::spawn(state.services.clone(), jobs_stopped.clone());
+    let webhooks = crate::workflows::webhooks::spawn(state.services.clone(), jobs_stopped.clone());
     // Uploads a stopped node left mid-validation are validated again, in the background.
     match crate::plugins::lifecycle::resume_validations(&state.store, &state.plugins, &state.clock)
         .await
@@ -107,6 +108,7 @@ pub async fn run_with_metrics_listener(
         .await
         .context("while serving HTTP");
     let _ = jobs.await;
+    let _ = webhooks.await;
     let _ = plugin_sync.await;
     if let Some(metrics_server) = metrics_server {
         if let Ok(Err(err)) = metrics_server.await {

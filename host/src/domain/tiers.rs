@@ -602,6 +602,23 @@ async fn apply_evaluation_change(
         // A purchase moved the member since the batch was read; leave it for the next run.
         return Ok(false);
     }
+    // The brand the member joined at hears of a change no purchase caused.
+    let joined: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT joined_brand_id FROM members WHERE id = $1")
+            .bind(member_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some((Some(brand),)) = joined {
+        crate::domain::webhooks::record(
+            &mut tx,
+            &brand,
+            crate::domain::webhooks::EventType::TierChanged,
+            Some(member_id),
+            serde_json::json!({ "from": from, "to": to, "reason": "evaluation",
+                "evaluation_id": evaluation_id, "changed_at_ms": now_ms }),
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(true)
 }

@@ -14,7 +14,9 @@ pub mod coupons;
 pub mod health;
 pub mod idempotency;
 pub mod jobs;
+pub mod journeys;
 pub mod keys;
+pub mod kpis;
 pub mod lifecycle;
 pub mod members;
 pub mod membership;
@@ -26,12 +28,16 @@ pub mod points;
 pub mod problem;
 pub mod programme;
 pub mod purchases;
+pub mod referrals;
 pub mod risk;
+pub mod segments;
 pub mod settle_precedence;
 pub mod settlement;
+pub mod stages;
 pub mod stored_value;
 pub mod tiers;
 pub mod unread_body;
+pub mod webhooks;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -187,6 +193,12 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(stored_value::router())
         .merge(budgets::router())
         .merge(membership::router())
+        .merge(stages::router())
+        .merge(journeys::router())
+        .merge(webhooks::router())
+        .merge(referrals::router())
+        .merge(kpis::router())
+        .merge(segments::router())
 }
 
 /// The OpenAPI document of the whole API, with the parts common to every operation

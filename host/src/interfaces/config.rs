@@ -48,6 +48,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The web console: sessions and cookies.
     pub console: crate::interfaces::console::ConsoleConfig,
+    /// Webhooks: the delivery worker, timeouts, retries and `allow_private_targets` (development
+    /// only: lets webhooks reach loopback and private addresses).
+    pub webhooks: crate::workflows::webhooks::WebhooksConfig,
 }
 
 impl Config {
@@ -62,6 +65,7 @@ impl Config {
         self.membership.validate()?;
         self.plugins.validate()?;
         self.console.validate()?;
+        self.webhooks.validate()?;
         self.jobs.validate()
     }
 
@@ -77,6 +81,7 @@ impl Config {
             pass: self.pass.clone(),
             risk: self.risk.clone(),
             jobs: self.jobs.clone(),
+            webhooks: self.webhooks.clone(),
         }
     }
 }
@@ -188,6 +193,7 @@ impl Default for Config {
             membership: crate::domain::membership::MembershipConfig::default(),
             metrics: MetricsConfig::default(),
             console: crate::interfaces::console::ConsoleConfig::default(),
+            webhooks: crate::workflows::webhooks::WebhooksConfig::default(),
         }
     }
 }

@@ -543,7 +543,22 @@ async fn conclude(
     if let Some(name) = serving_changed {
         super::sync::changed(conn, backend, name).await?;
     }
-    reloaded(conn, id).await
+    let version = reloaded(conn, id).await?;
+    // Every brand the plugin serves hears of its version's new status.
+    for brand in &version.brands {
+        crate::domain::webhooks::record(
+            conn,
+            brand,
+            crate::domain::webhooks::EventType::PluginVersionStatus,
+            None,
+            serde_json::json!({
+                "version_id": version.id, "plugin": version.name, "version": version.version,
+                "status": version.status, "action": action, "changed_at_ms": now_ms,
+            }),
+        )
+        .await?;
+    }
+    Ok(version)
 }
 
 /// Locks and loads a version.

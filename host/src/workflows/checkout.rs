@@ -948,6 +948,33 @@ pub async fn complete(
             now_ms,
         )
         .await?;
+        // The honouring brand hears of it with its purchase; a funding brand that is another
+        // hears of the coupon and its value only (the order is the honouring brand's record).
+        let honoured = serde_json::json!({
+            "template_id": template, "discount_cents": discount, "funding_brand": funding,
+            "honouring_brand": brand_id, "created_at_ms": now_ms,
+        });
+        let mut own = honoured.clone();
+        own["purchase_id"] = purchase_id.into();
+        own["code"] = code.as_str().into();
+        crate::domain::webhooks::record(
+            conn,
+            brand_id,
+            crate::domain::webhooks::EventType::CouponHonoured,
+            Some(&claimed.member_id),
+            own,
+        )
+        .await?;
+        if funding.as_str() != brand_id {
+            crate::domain::webhooks::record(
+                conn,
+                funding,
+                crate::domain::webhooks::EventType::CouponHonoured,
+                Some(&claimed.member_id),
+                honoured,
+            )
+            .await?;
+        }
     }
     sqlx::query("UPDATE checkouts SET status = 'completed', purchase_id = $1 WHERE id = $2")
         .bind(purchase_id)

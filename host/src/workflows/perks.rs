@@ -1335,6 +1335,26 @@ pub async fn redeem(
         now_ms,
     )
     .await?;
+    // The honouring brand hears of it, and the funding brand when it is another.
+    let mut told = vec![perk.honouring_brand.as_str()];
+    if perk.funding_brand != perk.honouring_brand {
+        told.push(perk.funding_brand.as_str());
+    }
+    for brand in told {
+        crate::domain::webhooks::record(
+            conn,
+            brand,
+            crate::domain::webhooks::EventType::Redemption,
+            Some(member_id),
+            serde_json::json!({
+                "redemption_id": redemption_id, "plugin": plugin_name, "perk_id": perk_id,
+                "funding_brand": perk.funding_brand, "honouring_brand": perk.honouring_brand,
+                "points": perk.cost_points, "value_cents": perk.value_cents,
+                "created_at_ms": now_ms,
+            }),
+        )
+        .await?;
+    }
     metrics::counter!("perk_redemptions_total", "plugin" => plugin_name.to_owned()).increment(1);
     Ok(RedemptionView {
         id: redemption_id,

@@ -152,7 +152,11 @@ struct World {
     campaign_id: String,
     budget_id: String,
     plan_id: String,
+    journey_id: String,
     card_member: String,
+    webhook_subscription: String,
+    webhook_deletable: String,
+    webhook_delivery: String,
     pass_token: String,
     signing_key_id: String,
     signing_secret: String,
@@ -173,6 +177,7 @@ const HOME: &str = "parking";
 const PERK_PLUGIN: &str = "parking-perk";
 const PERK_ID: &str = "parking-2h";
 const PERIOD: &str = "2026-03";
+const REFERRAL_PROGRAMME: &str = "matrix-friends";
 const TAG: &str = "vip";
 
 async fn ok(app: &TestApp, method: Method, path: &str, key: &str, body: Value) -> Value {
@@ -462,6 +467,28 @@ impl World {
         )
         .await;
         let ladder = ok(app, Method::GET, "/tiers", &admin, json!({})).await["tiers"].clone();
+        let journey_id = id_of(
+            &ok(
+                app,
+                Method::POST,
+                "/journeys",
+                &brand_key,
+                json!({ "title": "Welcome", "trigger": { "kind": "joined", "within_days": 30 },
+                        "actions": [{ "kind": "webhook", "brand_id": HOME }] }),
+            )
+            .await,
+        );
+        // A referral programme the home brand funds (its figures are the home brand's).
+        ok(
+            app,
+            Method::POST,
+            "/referrals/programmes",
+            &admin,
+            json!({ "id": REFERRAL_PROGRAMME, "title": "Friends", "referrer_points": 100,
+                    "invitee_points": 50, "funding_brand": HOME,
+                    "cap_per_referrer_per_month": 5 }),
+        )
+        .await;
         let plan_id = "matrix-plus".to_owned();
         ok(
             app,
@@ -492,6 +519,42 @@ impl World {
             json!({ "purchase_id": "MX-1", "plan_id": plan_id, "payment": "cash" }),
         )
         .await;
+        // Two webhook subscriptions of the home brand (one to delete, one to rotate and replay
+        // on) and a dead-lettered delivery, written with the event in one transaction so the
+        // worker never attempts it.
+        let mut webhook_subs = Vec::new();
+        for _ in 0..2 {
+            let created = ok(
+                app,
+                Method::POST,
+                "/webhooks",
+                &brand_key,
+                json!({ "url": "http://8.8.8.8/matrix-hook", "event_types": ["tier-changed"] }),
+            )
+            .await;
+            webhook_subs.push(id_of(&created["subscription"]));
+        }
+        let mut tx = app.state.store.begin().await.expect("tx");
+        coalition::domain::webhooks::record(
+            &mut tx,
+            HOME,
+            coalition::domain::webhooks::EventType::TierChanged,
+            Some(&member),
+            json!({ "from": "bronze", "to": "silver" }),
+        )
+        .await
+        .expect("record");
+        sqlx::query("UPDATE webhook_deliveries SET status = 'dead'")
+            .execute(&mut *tx)
+            .await
+            .expect("dead letter");
+        tx.commit().await.expect("commit");
+        let (webhook_delivery,): (String,) =
+            sqlx::query_as("SELECT id FROM webhook_deliveries WHERE subscription_id = $1")
+                .bind(&webhook_subs[0])
+                .fetch_one(app.state.store.read())
+                .await
+                .expect("delivery");
         World {
             admin,
             member,
@@ -522,7 +585,11 @@ impl World {
             campaign_id,
             budget_id,
             plan_id,
+            journey_id,
             card_member,
+            webhook_subscription: webhook_subs[0].clone(),
+            webhook_deletable: webhook_subs[1].clone(),
+            webhook_delivery,
             pass_token,
             signing_key_id,
             signing_secret,
@@ -548,6 +615,7 @@ impl World {
             ("member_id", p) if p.ends_with("/block") => &self.blockable,
             ("member_id", p) if p.ends_with("/membership/cancel") => &self.card_member,
             ("plan_id", _) => &self.plan_id,
+            ("programme_id", _) => REFERRAL_PROGRAMME,
             ("member_id", _) => &self.member,
             ("checkout_id", _) => &self.checkout_id,
             ("code", p) if p.starts_with("/brands/") => &self.counter_coupon,
@@ -555,6 +623,10 @@ impl World {
             ("order_id", p) if p.ends_with("/refunds") => &self.refund_order_id,
             ("order_id", _) => &self.order_id,
             ("campaign_id", _) => &self.campaign_id,
+            ("subscription_id", p) if p.ends_with("/rotate-secret") => &self.webhook_subscription,
+            ("subscription_id", _) => &self.webhook_deletable,
+            ("delivery_id", _) => &self.webhook_delivery,
+            ("journey_id", _) => &self.journey_id,
             ("budget_id", _) => &self.budget_id,
             ("template_id", _) => &self.template_id,
             ("hold_id", p) if p.ends_with("/capture") => &self.hold_capture,
@@ -628,6 +700,8 @@ impl World {
             self.spare_key_id.as_str(),
             self.version_id.as_str(),
             self.receipt_id.as_str(),
+            self.webhook_subscription.as_str(),
+            self.webhook_delivery.as_str(),
         ];
         // The home brand's own records about the member: its orders, holds, coupons and
         // redemptions (another brand sees the member's postings, not these ids).
@@ -790,6 +864,60 @@ fn case(w: &World, method: &str, path: &str) -> Option<Case> {
             Admin,
         ),
         ("GET", "/membership/revenue") => Case::allow(&[OtherBrand], OWN_ONLY, Admin),
+
+        ("POST", "/referrals/programmes") => Case::deny(Admin).json(json!({
+            "id": format!("rp-{}", &fresh[..12]), "title": "Friends", "referrer_points": 100,
+            "invitee_points": 50, "cap_per_referrer_per_month": 5 })),
+        ("GET", "/referrals/programmes") => Case::allow(
+            &[OtherBrand],
+            "referral programmes are the coalition's offer, listed to every brand",
+            Admin,
+        ),
+        ("GET", "/referrals/programmes/{programme_id}/stats") => Case::deny(Brand),
+        ("POST", "/members/{member_id}/invite-code") => Case::deny(Member),
+        ("POST", "/members/{member_id}/referral") => Case::deny(Member)
+            .json(json!({ "code": "ZZZZZZZZZZ" }))
+            .no_control("the seeded member has bought already; tests/api/referrals.rs attaches"),
+        ("GET", "/members/{member_id}/referrals") => {
+            Case::allow(&[OtherCounter, OtherBrand], SHARED_MEMBER, Member)
+        }
+        ("GET", "/kpis") | ("GET", "/segments/rfm") => {
+            Case::allow(&[OtherBrand], OWN_ONLY, Admin)
+        }
+
+        ("POST", "/webhooks") => Case::deny(Brand).json(json!({
+            "brand_id": HOME, "url": "http://8.8.8.8/matrix-hook",
+            "event_types": ["tier-changed"] })),
+        ("GET", "/webhooks") | ("GET", "/webhooks/deliveries") => {
+            Case::allow(&[OtherBrand], OWN_ONLY, Brand)
+        }
+        ("DELETE", "/webhooks/{subscription_id}")
+        | ("POST", "/webhooks/{subscription_id}/rotate-secret")
+        | ("POST", "/webhooks/deliveries/{delivery_id}/replay") => Case::deny(Brand),
+        ("POST", "/jobs/webhook-deliveries") => Case::deny(Admin),
+        ("GET", "/stages/rules") => Case::allow(
+            &[OtherBrand],
+            "the stage rules are the coalition's, the same for every brand",
+            Admin,
+        ),
+        ("PUT", "/stages/rules") => Case::deny(Admin).json(json!({
+            "welcome_days": 30, "stable_min_purchases": 3, "silent_after_days": 30,
+            "churned_after_days": 90 })),
+        ("GET", "/stages/counts") | ("GET", "/stages/churn-risk") => Case::deny(Admin),
+        ("GET", "/members/{member_id}/stage") => {
+            Case::allow(&[OtherCounter, OtherBrand], SHARED_MEMBER, Member)
+        }
+        ("POST", "/jobs/member-stages") | ("POST", "/jobs/journeys") => Case::deny(Admin),
+        ("POST", "/journeys") => Case::deny(Brand).json(json!({
+            "title": "Welcome", "trigger": { "kind": "joined", "within_days": 30 },
+            "actions": [{ "kind": "webhook", "brand_id": HOME }] })),
+        ("GET", "/journeys") => Case::allow(&[OtherBrand], OWN_ONLY, Admin),
+        ("GET", "/journeys/{journey_id}") | ("POST", "/journeys/{journey_id}/dry-run") => {
+            Case::deny(Brand)
+        }
+        ("PATCH", "/journeys/{journey_id}") => {
+            Case::deny(Brand).json(json!({ "status": "paused" }))
+        }
         ("POST", "/members/{member_id}/membership") => Case::deny(Counter).json(json!({
             "purchase_id": format!("MB-{fresh}"), "plan_id": w.plan_id, "payment": "cash",
             "brand_id": HOME })),

@@ -31,6 +31,8 @@ pub enum JobName {
     Pending,
     /// Renewal notices of paid membership cards about to expire.
     MembershipRenewals,
+    /// One pass of the webhook delivery worker (every due delivery attempted once).
+    WebhookDeliveries,
 }
 
 /// Runs `coalition jobs run`.
@@ -62,6 +64,18 @@ pub async fn run_command(config: Config, command: JobsCommand) -> anyhow::Result
     if matches!(job, JobName::All | JobName::MembershipRenewals) {
         let r = jobs::membership_renewals(&state).await.map_err(fail)?;
         report.insert("membership_renewals".into(), serde_json::to_value(r)?);
+    }
+    if matches!(job, JobName::All | JobName::WebhookDeliveries) {
+        let r = crate::workflows::webhooks::run_once(&state)
+            .await
+            .map_err(fail)?;
+        report.insert("webhook_deliveries".into(), serde_json::to_value(r)?);
+    }
+    if matches!(job, JobName::All | JobName::MemberStages) {
+        let r = crate::domain::stages::run(&state.store, now, None)
+            .await
+            .map_err(fail)?;
+        report.insert("member_stages".into(), serde_json::to_value(r)?);
     }
     if matches!(job, JobName::All | JobName::Tiers) {
         let r = crate::domain::tiers::run_scheduled(

@@ -294,6 +294,30 @@ pub async fn record_purchase(
         )
         .await?
     };
+    crate::domain::webhooks::record(
+        conn,
+        brand_id,
+        crate::domain::webhooks::EventType::Purchase,
+        Some(&req.member_id),
+        serde_json::json!({
+            "purchase_id": purchase_id, "order_id": req.order_id,
+            "total_cents": priced.total_cents, "cash_cents": priced.cash_cents,
+            "points_spent": priced.points_spent, "points_earned": earned,
+            "points_pending": pending_until.is_some(), "created_at_ms": now_ms,
+        }),
+    )
+    .await?;
+    if let Some(change) = &tier_change {
+        crate::domain::webhooks::record(
+            conn,
+            brand_id,
+            crate::domain::webhooks::EventType::TierChanged,
+            Some(&req.member_id),
+            serde_json::json!({ "from": change.from, "to": change.to, "reason": change.reason,
+                "purchase_id": purchase_id, "changed_at_ms": change.at_ms }),
+        )
+        .await?;
+    }
     Ok(PurchaseView {
         id: purchase_id,
         brand_id: brand_id.to_owned(),

@@ -396,6 +396,20 @@ pub async fn refund_purchase(
         coupons_voided: Vec::new(),
         perk_points_restored: 0,
     };
+    crate::domain::webhooks::record(
+        conn,
+        brand_id,
+        crate::domain::webhooks::EventType::Refund,
+        Some(&view.member_id),
+        serde_json::json!({
+            "refund_id": view.refund_id, "order_id": view.order_id, "purchase_id": purchase_id,
+            "cash_refund_cents": view.cash_refund_cents,
+            "stored_value_refund_cents": view.stored_value_refund_cents,
+            "points_restored": view.points_restored, "points_reversed": view.points_reversed,
+            "created_at_ms": now_ms,
+        }),
+    )
+    .await?;
     Ok((view, purchase_id))
 }
 

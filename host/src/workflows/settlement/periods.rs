@@ -627,6 +627,22 @@ pub async fn close(
         now,
     )
     .await?;
+    // Each party hears of its own statement only (a party that is no brand has no
+    // subscriptions, so nothing is written for it).
+    for s in computed.statements.values() {
+        crate::domain::webhooks::record(
+            &mut tx,
+            &s.party,
+            crate::domain::webhooks::EventType::SettlementPeriodClosed,
+            None,
+            serde_json::json!({
+                "period_id": id, "net_cents": s.net_cents, "gross_owed_cents": s.gross_owed_cents,
+                "gross_due_cents": s.gross_due_cents, "commission_cents": s.commission_cents,
+                "line_count": s.line_count, "closed_at_ms": now,
+            }),
+        )
+        .await?;
+    }
     sqlx::query(
         "UPDATE settlement_periods SET status = 'closed', closed_at = $2, closed_by = $3,
             line_count = $4, total_cents = $5, held_carried = $6, audit_seq = $7
