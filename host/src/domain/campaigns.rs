@@ -47,8 +47,9 @@ pub const MAX_CAP: i64 = 10_000_000;
 pub const SOURCE_KIND: &str = "campaign";
 
 /// Who a campaign targets: active, non-blacklisted members whose tier is one of `tiers` (any
-/// tier when empty) and who have at least one of `tags` (any tags when empty). At least one of
-/// the two must be given.
+/// tier when empty), who have at least one of `tags` (any tags when empty) and whose RFM
+/// scores are within `rfm` (any when absent; see [`crate::domain::rfm`]). At least one of the
+/// three must be given.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Segment {
@@ -58,6 +59,9 @@ pub struct Segment {
     /// Tags, e.g. `["skincare-enthusiast"]` (normalised like member tags).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// RFM score ranges (coalition-wide scores at issue time), e.g. `{"recency_min": 4}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rfm: Option<crate::domain::rfm::RfmRange>,
 }
 
 /// Body of `POST /campaigns`.
@@ -156,10 +160,13 @@ pub fn validate(req: &NewCampaign) -> DomainResult<Segment> {
             ));
         }
     }
-    if req.segment.tiers.is_empty() && req.segment.tags.is_empty() {
+    if req.segment.tiers.is_empty() && req.segment.tags.is_empty() && req.segment.rfm.is_none() {
         return Err(DomainError::validation(
-            "a segment needs at least one tier or tag",
+            "a segment needs at least one tier, tag or RFM range",
         ));
+    }
+    if let Some(rfm) = &req.segment.rfm {
+        rfm.validate()?;
     }
     if req.segment.tiers.len() > MAX_SEGMENT_TIERS || req.segment.tags.len() > MAX_SEGMENT_TAGS {
         return Err(DomainError::validation(format!(
@@ -180,7 +187,11 @@ pub fn validate(req: &NewCampaign) -> DomainResult<Segment> {
         .collect();
     tiers.sort();
     tiers.dedup();
-    Ok(Segment { tiers, tags })
+    Ok(Segment {
+        tiers,
+        tags,
+        rfm: req.segment.rfm.clone(),
+    })
 }
 
 /// The `WHERE` condition (on members `m`) of a segment, with its parameters numbered from
@@ -213,6 +224,9 @@ fn segment_sql(segment: &Segment, first: usize) -> (String, Vec<String>) {
         sql.push_str(&format!(
             " AND EXISTS (SELECT 1 FROM member_tags t WHERE t.member_id = m.id AND t.tag IN ({p}))"
         ));
+    }
+    if let Some(rfm) = &segment.rfm {
+        sql.push_str(&format!(" AND {}", rfm.member_condition()));
     }
     (sql, binds)
 }
@@ -594,6 +608,7 @@ mod tests {
             Segment {
                 tiers: vec![],
                 tags: vec!["Skin Care".to_owned(), "skin-care".to_owned()],
+                rfm: None,
             },
             10,
         ))
@@ -602,6 +617,7 @@ mod tests {
         let tiers = Segment {
             tiers: vec!["gold".to_owned()],
             tags: vec![],
+            rfm: None,
         };
         assert!(validate(&req(tiers.clone(), 0)).is_err());
         assert!(validate(&req(tiers, MAX_CAP + 1)).is_err());
@@ -613,6 +629,7 @@ mod tests {
             &Segment {
                 tiers: vec!["gold".to_owned()],
                 tags: vec!["a".to_owned(), "b".to_owned()],
+                rfm: None,
             },
             5,
         );

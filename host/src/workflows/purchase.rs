@@ -153,6 +153,9 @@ pub async fn record(
     skipped.append(&mut view.skipped_decisions);
     plugins::AcceptedBonuses::store_skipped(conn, &view.id, &skipped).await?;
     view.skipped_decisions = skipped;
+    // A referral the invitee's first qualifying purchase decides, in the same transaction.
+    crate::domain::referrals::on_purchase(conn, backend, &state.settings.points, &view, now_ms)
+        .await?;
     Ok(view)
 }
 
@@ -182,5 +185,8 @@ pub async fn refund(
     .await?;
     view.coupons_voided = coupons.voided;
     view.perk_points_restored = coupons.perk_points_restored;
+    // A referral rewarded on this purchase is clawed back if it no longer qualifies.
+    crate::domain::referrals::on_refund(conn, backend, points, &purchase_id, &view.id, now_ms)
+        .await?;
     Ok(view)
 }
