@@ -71,6 +71,9 @@ pub enum Command {
     /// The paid membership card: plans, sell, cancel, a member's card, renewals, revenue.
     #[command(subcommand)]
     Membership(crate::app::cli::membership::MembershipCommand),
+    /// Lifecycle journeys: run them now (with progress), or dry-run one.
+    #[command(subcommand)]
+    Journeys(journeys::JourneysCommand),
     /// Webhooks: subscriptions, the delivery log, replay, one delivery pass.
     #[command(subcommand)]
     Webhooks(crate::app::cli::webhooks::WebhooksCommand),

@@ -33,6 +33,8 @@ pub enum JobName {
     MembershipRenewals,
     /// One pass of the webhook delivery worker (every due delivery attempted once).
     WebhookDeliveries,
+    /// Every member's lifecycle stage (changes recorded once, with their webhook events).
+    MemberStages,
 }
 
 /// Runs `coalition jobs run`.
