@@ -241,8 +241,7 @@ pub fn generate_secret() -> String {
 
 type SubscriptionRow = (String, String, String, String, i64, i64, i64);
 
-const SUBSCRIPTION_COLUMNS: &str =
-    "id, brand_id, url, event_types, active, created_at, updated_at";
+const SUBSCRIPTION_COLUMNS: &str = "id, brand_id, url, event_types, active, created_at, updated_at";
 
 fn subscription_view(row: SubscriptionRow) -> SubscriptionView {
     let (id, brand_id, url, types, active, created_at_ms, updated_at_ms) = row;
@@ -412,14 +411,12 @@ pub async fn rotate_secret(
         ));
     }
     let secret = generate_secret();
-    sqlx::query(
-        "UPDATE webhook_subscriptions SET secret = $2, updated_at = $3 WHERE id = $1",
-    )
-    .bind(id)
-    .bind(&secret)
-    .bind(now_ms)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query("UPDATE webhook_subscriptions SET secret = $2, updated_at = $3 WHERE id = $1")
+        .bind(id)
+        .bind(&secret)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
     Ok(SubscriptionWithSecret {
         subscription: subscription(&mut *conn, id, scope).await?,
         secret,
@@ -575,12 +572,14 @@ async fn delivery_view(conn: &mut AnyConnection, row: DeliveryRow) -> DomainResu
         last_error,
         log: log
             .into_iter()
-            .map(|(attempt, status_code, error, attempted_at_ms)| AttemptView {
-                attempt,
-                status_code,
-                error,
-                attempted_at_ms,
-            })
+            .map(
+                |(attempt, status_code, error, attempted_at_ms)| AttemptView {
+                    attempt,
+                    status_code,
+                    error,
+                    attempted_at_ms,
+                },
+            )
             .collect(),
     })
 }

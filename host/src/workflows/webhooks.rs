@@ -729,7 +729,12 @@ mod tests {
             let ip: IpAddr = bad.parse().expect(bad);
             assert!(is_forbidden_ip(ip), "{bad} should be forbidden");
         }
-        for good in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for good in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             let ip: IpAddr = good.parse().expect(good);
             assert!(!is_forbidden_ip(ip), "{good} should be allowed");
         }

@@ -378,147 +378,150 @@ webhook_test!(
     }
 );
 
-webhook_test!(a_brand_sees_and_changes_only_its_own_subscriptions, |app| async move {
-    create_brand(&app, "cafe").await;
-    create_brand(&app, "tea").await;
-    let cafe = create_key(&app, "brand", Some("cafe"), None).await;
-    let tea = create_key(&app, "brand", Some("tea"), None).await;
-    let counter = create_key(&app, "counter", Some("cafe"), None).await;
-    let receiver = Receiver::start(0).await;
-    let (status, created) = subscribe(
-        &app,
-        &cafe,
-        json!({ "url": receiver.url, "event_types": ["purchase"] }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let sub = created["subscription"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let member = member_id(&app, "+8613800138002", "Cy").await;
-    purchase(&app, &counter, "cafe", &member, "C-1").await;
-    let delivery = wait_for("a delivery", || {
-        let app = &app;
-        let cafe = cafe.clone();
-        async move {
-            deliveries(app, &cafe, "?status=delivered")
-                .await
-                .first()
-                .cloned()
-        }
-    })
-    .await;
-    let delivery_id = delivery["id"].as_str().expect("id").to_owned();
-
-    // Another brand sees none of it and cannot change it.
-    let (status, list) = app.get("/webhooks", &tea).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(list, json!([]));
-    let (status, _) = app.get("/webhooks?brand_id=cafe", &tea).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    assert!(deliveries(&app, &tea, "").await.is_empty());
-    assert!(deliveries(&app, &tea, &format!("?subscription={sub}"))
-        .await
-        .is_empty());
-    for (method, path) in [
-        (Method::DELETE, format!("/webhooks/{sub}")),
-        (Method::POST, format!("/webhooks/{sub}/rotate-secret")),
-        (
-            Method::POST,
-            format!("/webhooks/deliveries/{delivery_id}/replay"),
-        ),
-    ] {
-        let (status, body) = app
-            .call(method.clone(), &path, Some(&tea), Some(&idem()), None)
-            .await;
-        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
-    }
-    // A brand key subscribes its own brand only; counters cannot manage webhooks.
-    let (status, body) = subscribe(
-        &app,
-        &tea,
-        json!({ "brand_id": "cafe", "url": receiver.url, "event_types": ["purchase"] }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, _) = app.get("/webhooks", &counter).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    // An admin names the brand, and sees every brand's subscriptions.
-    let (status, body) = subscribe(
-        &app,
-        &app.admin_key,
-        json!({ "url": receiver.url, "event_types": ["purchase"] }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let (status, body) = subscribe(
-        &app,
-        &app.admin_key,
-        json!({ "brand_id": "tea", "url": receiver.url, "event_types": ["refund"] }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (_, all) = app.get("/webhooks", &app.admin_key).await;
-    assert_eq!(all.as_array().map(Vec::len), Some(2));
-    // Bad input is a problem, not a panic.
-    for body in [
-        json!({ "url": receiver.url, "event_types": [] }),
-        json!({ "url": receiver.url, "event_types": ["nope"] }),
-        json!({ "url": "not a url", "event_types": ["purchase"] }),
-    ] {
-        let (status, problem) = subscribe(&app, &cafe, body).await;
-        assert!(
-            status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY,
-            "{status} {problem}"
-        );
-    }
-
-    // The owner rotates the secret: the next event is signed with the new one.
-    let (status, rotated) = app
-        .call(
-            Method::POST,
-            &format!("/webhooks/{sub}/rotate-secret"),
-            Some(&cafe),
-            Some(&idem()),
-            None,
+webhook_test!(
+    a_brand_sees_and_changes_only_its_own_subscriptions,
+    |app| async move {
+        create_brand(&app, "cafe").await;
+        create_brand(&app, "tea").await;
+        let cafe = create_key(&app, "brand", Some("cafe"), None).await;
+        let tea = create_key(&app, "brand", Some("tea"), None).await;
+        let counter = create_key(&app, "counter", Some("cafe"), None).await;
+        let receiver = Receiver::start(0).await;
+        let (status, created) = subscribe(
+            &app,
+            &cafe,
+            json!({ "url": receiver.url, "event_types": ["purchase"] }),
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{rotated}");
-    let new_secret = rotated["secret"].as_str().expect("secret").to_owned();
-    assert_ne!(Some(new_secret.as_str()), created["secret"].as_str());
-    purchase(&app, &counter, "cafe", &member, "C-2").await;
-    let second = wait_for("the second delivery", || {
-        let receiver = receiver.clone();
-        async move { receiver.accepted().get(1).cloned() }
-    })
-    .await;
-    assert_eq!(
-        second.signature,
-        expected_signature(&new_secret, &second.timestamp, &second.body)
-    );
-    // Deleted: no more events.
-    let (status, deleted) = app
-        .call(
-            Method::DELETE,
-            &format!("/webhooks/{sub}"),
-            Some(&cafe),
-            Some(&idem()),
-            None,
-        )
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let sub = created["subscription"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let member = member_id(&app, "+8613800138002", "Cy").await;
+        purchase(&app, &counter, "cafe", &member, "C-1").await;
+        let delivery = wait_for("a delivery", || {
+            let app = &app;
+            let cafe = cafe.clone();
+            async move {
+                deliveries(app, &cafe, "?status=delivered")
+                    .await
+                    .first()
+                    .cloned()
+            }
+        })
         .await;
-    assert_eq!(status, StatusCode::OK, "{deleted}");
-    assert_eq!(deleted["active"], false);
-    purchase(&app, &counter, "cafe", &member, "C-3").await;
-    let (count,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM webhook_deliveries WHERE subscription_id = $1")
-            .bind(&sub)
-            .fetch_one(app.state.store.read())
+        let delivery_id = delivery["id"].as_str().expect("id").to_owned();
+
+        // Another brand sees none of it and cannot change it.
+        let (status, list) = app.get("/webhooks", &tea).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(list, json!([]));
+        let (status, _) = app.get("/webhooks?brand_id=cafe", &tea).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(deliveries(&app, &tea, "").await.is_empty());
+        assert!(deliveries(&app, &tea, &format!("?subscription={sub}"))
             .await
-            .expect("count");
-    assert_eq!(count, 2);
-    app.stop().await;
-});
+            .is_empty());
+        for (method, path) in [
+            (Method::DELETE, format!("/webhooks/{sub}")),
+            (Method::POST, format!("/webhooks/{sub}/rotate-secret")),
+            (
+                Method::POST,
+                format!("/webhooks/deliveries/{delivery_id}/replay"),
+            ),
+        ] {
+            let (status, body) = app
+                .call(method.clone(), &path, Some(&tea), Some(&idem()), None)
+                .await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
+        }
+        // A brand key subscribes its own brand only; counters cannot manage webhooks.
+        let (status, body) = subscribe(
+            &app,
+            &tea,
+            json!({ "brand_id": "cafe", "url": receiver.url, "event_types": ["purchase"] }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let (status, _) = app.get("/webhooks", &counter).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // An admin names the brand, and sees every brand's subscriptions.
+        let (status, body) = subscribe(
+            &app,
+            &app.admin_key,
+            json!({ "url": receiver.url, "event_types": ["purchase"] }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let (status, body) = subscribe(
+            &app,
+            &app.admin_key,
+            json!({ "brand_id": "tea", "url": receiver.url, "event_types": ["refund"] }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (_, all) = app.get("/webhooks", &app.admin_key).await;
+        assert_eq!(all.as_array().map(Vec::len), Some(2));
+        // Bad input is a problem, not a panic.
+        for body in [
+            json!({ "url": receiver.url, "event_types": [] }),
+            json!({ "url": receiver.url, "event_types": ["nope"] }),
+            json!({ "url": "not a url", "event_types": ["purchase"] }),
+        ] {
+            let (status, problem) = subscribe(&app, &cafe, body).await;
+            assert!(
+                status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY,
+                "{status} {problem}"
+            );
+        }
+
+        // The owner rotates the secret: the next event is signed with the new one.
+        let (status, rotated) = app
+            .call(
+                Method::POST,
+                &format!("/webhooks/{sub}/rotate-secret"),
+                Some(&cafe),
+                Some(&idem()),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{rotated}");
+        let new_secret = rotated["secret"].as_str().expect("secret").to_owned();
+        assert_ne!(Some(new_secret.as_str()), created["secret"].as_str());
+        purchase(&app, &counter, "cafe", &member, "C-2").await;
+        let second = wait_for("the second delivery", || {
+            let receiver = receiver.clone();
+            async move { receiver.accepted().get(1).cloned() }
+        })
+        .await;
+        assert_eq!(
+            second.signature,
+            expected_signature(&new_secret, &second.timestamp, &second.body)
+        );
+        // Deleted: no more events.
+        let (status, deleted) = app
+            .call(
+                Method::DELETE,
+                &format!("/webhooks/{sub}"),
+                Some(&cafe),
+                Some(&idem()),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{deleted}");
+        assert_eq!(deleted["active"], false);
+        purchase(&app, &counter, "cafe", &member, "C-3").await;
+        let (count,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM webhook_deliveries WHERE subscription_id = $1")
+                .bind(&sub)
+                .fetch_one(app.state.store.read())
+                .await
+                .expect("count");
+        assert_eq!(count, 2);
+        app.stop().await;
+    }
+);
 
 mod ssrf {
     use super::*;
@@ -550,8 +553,12 @@ mod ssrf {
             "ftp://8.8.8.8/hook".to_owned(),
             "file:///etc/passwd".to_owned(),
         ] {
-            let (status, problem) =
-                subscribe(&app, &cafe, json!({ "url": url, "event_types": ["purchase"] })).await;
+            let (status, problem) = subscribe(
+                &app,
+                &cafe,
+                json!({ "url": url, "event_types": ["purchase"] }),
+            )
+            .await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {problem}");
             assert_eq!(problem["code"], "webhook_target_forbidden", "{url}");
         }
@@ -574,7 +581,12 @@ mod ssrf {
         let dead = wait_for("the refused delivery", || {
             let app = &app;
             let cafe = cafe.clone();
-            async move { deliveries(app, &cafe, "?status=dead").await.first().cloned() }
+            async move {
+                deliveries(app, &cafe, "?status=dead")
+                    .await
+                    .first()
+                    .cloned()
+            }
         })
         .await;
         assert!(

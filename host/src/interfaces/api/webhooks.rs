@@ -106,7 +106,10 @@ pub async fn webhooks_subscribe(
     if req.url.len() > webhooks::MAX_URL_LEN {
         return Err(DomainError::bad_request(
             "invalid_webhook_url",
-            format!("the URL is longer than {} characters", webhooks::MAX_URL_LEN),
+            format!(
+                "the URL is longer than {} characters",
+                webhooks::MAX_URL_LEN
+            ),
         ));
     }
     // Resolved before the transaction: a slow DNS answer must not hold the writer.
@@ -358,14 +361,7 @@ pub async fn jobs_webhook_deliveries(
         tx.rollback().await?;
     }
     let report = crate::workflows::webhooks::run_once(&state).await?;
-    match idempotency::begin_write(
-        &state,
-        &principal,
-        &key,
-        "jobs.webhook_deliveries",
-        &(),
-    )
-    .await?
+    match idempotency::begin_write(&state, &principal, &key, "jobs.webhook_deliveries", &()).await?
     {
         idempotency::Begun::Replay(response) => Ok(response),
         idempotency::Begun::Fresh(tx) => {
