@@ -29,7 +29,10 @@
 //!   spent`, absent when nothing was spent.
 //! - **Perk redemptions** by funding and honouring brand (a brand: pairs it is part of), from
 //!   the settlement outbox: count, points and face value.
-//! - Journey ROI is not computed yet.
+//! - **Journey ROI**: per journey (a brand: journeys it owns), the sales (in scope) of the
+//!   members it touched, at or after their first touch and inside the range, against what its
+//!   actions cost: the discounts of its redeemed coupons plus the face value of the points it
+//!   granted (their `points-issued` events); `roi_bp` as for campaigns.
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -49,6 +52,8 @@ pub const MAX_DAYS_BY_MONTH: i64 = 10 * 366;
 pub const DEFAULT_RANGE_DAYS: i64 = 30;
 /// Most campaigns listed (newest first): the ROI table of one page.
 pub const MAX_CAMPAIGNS: i64 = 100;
+/// Most journeys listed (newest first).
+pub const MAX_JOURNEYS: i64 = 100;
 /// Most (funding, honouring) brand pairs listed for perk redemptions.
 pub const MAX_PERK_PAIRS: i64 = 500;
 
@@ -123,6 +128,8 @@ pub struct Kpis {
     pub series: Vec<KpiBucket>,
     /// Campaign ROI.
     pub campaigns: Vec<CampaignRoi>,
+    /// Journey ROI.
+    pub journeys: Vec<JourneyRoi>,
     /// Perk redemptions by funding and honouring brand.
     pub perk_redemptions: Vec<PerkRedemptions>,
 }
@@ -207,6 +214,27 @@ pub struct CampaignRoi {
     /// Their total, cents.
     pub sales_cents: i64,
     /// `(sales − spent) × 10,000 ÷ spent`; absent when nothing was spent.
+    pub roi_bp: Option<i64>,
+}
+
+/// The return of one journey.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JourneyRoi {
+    /// The journey.
+    pub journey_id: String,
+    /// Its owning brand; absent = the platform's.
+    pub owner_brand: Option<String>,
+    /// Members it touched.
+    pub members_touched: i64,
+    /// Discounts given by its redeemed coupons, cents.
+    pub coupon_value_spent_cents: i64,
+    /// Face value of the points it granted, cents.
+    pub points_value_granted_cents: i64,
+    /// Touched members' purchases in the range, at or after their first touch.
+    pub orders: i64,
+    /// Their total, cents.
+    pub sales_cents: i64,
+    /// `(sales − cost) × 10,000 ÷ cost`; absent when nothing was spent.
     pub roi_bp: Option<i64>,
 }
 
@@ -511,6 +539,7 @@ pub async fn kpis(services: &Services, brand: Option<&str>, r: &KpiRange) -> Dom
         totals,
         series,
         campaigns: campaigns(pool, brand.as_deref(), from, to).await?,
+        journeys: journeys(pool, brand.as_deref(), from, to).await?,
         perk_redemptions: perks(pool, brand.as_deref(), from, to).await?,
     })
 }
@@ -562,6 +591,67 @@ async fn campaigns(
                     recipients,
                     redeemed,
                     coupon_value_spent_cents: spent,
+                    orders: s.map_or(0, |row| row.1),
+                    sales_cents,
+                }
+            },
+        )
+        .collect())
+}
+
+async fn journeys(
+    pool: &sqlx::AnyPool,
+    brand: Option<&str>,
+    from: i64,
+    to: i64,
+) -> DomainResult<Vec<JourneyRoi>> {
+    let brand = brand.map(str::to_owned);
+    let costs: Vec<(String, Option<String>, i64, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT j.id, j.owner_brand,
+            CAST((SELECT COUNT(DISTINCT t.member_id) FROM journey_touches t
+                  WHERE t.journey_id = j.id) AS BIGINT),
+            CAST((SELECT COALESCE(SUM(COALESCE(c.discount_cents, 0)), 0)
+                  FROM journey_touches t JOIN coupons c
+                    ON c.source_kind = 'journey' AND c.source_id = t.id
+                  WHERE t.journey_id = j.id AND c.status = 'redeemed') AS BIGINT),
+            CAST((SELECT COALESCE(SUM(e.value_cents), 0)
+                  FROM journey_touches t JOIN settle_events e
+                    ON e.subject_kind = 'journey' AND e.subject_id = t.id
+                  WHERE t.journey_id = j.id AND e.kind = 'points-issued') AS BIGINT)
+         FROM journeys j WHERE ($1 IS NULL OR j.owner_brand = $1)
+         ORDER BY j.created_at DESC, j.id LIMIT {MAX_JOURNEYS}"
+    ))
+    .bind(brand.clone())
+    .fetch_all(pool)
+    .await?;
+    let sales: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT f.journey_id, CAST(COUNT(*) AS BIGINT),
+                CAST(COALESCE(SUM(p.total_cents), 0) AS BIGINT)
+         FROM (SELECT journey_id, member_id, MIN(created_at) AS first_at FROM journey_touches
+               GROUP BY journey_id, member_id) f
+         JOIN purchases p ON p.member_id = f.member_id AND p.created_at >= f.first_at
+         WHERE p.created_at >= $1 AND p.created_at < $2 AND ($3 IS NULL OR p.brand_id = $3)
+         GROUP BY f.journey_id",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(brand)
+    .fetch_all(pool)
+    .await?;
+    Ok(costs
+        .into_iter()
+        .map(
+            |(journey_id, owner_brand, members_touched, coupons, points)| {
+                let s = sales.iter().find(|row| row.0 == journey_id);
+                let sales_cents = s.map_or(0, |row| row.2);
+                let cost = coupons + points;
+                JourneyRoi {
+                    roi_bp: (cost > 0).then(|| ratio_bp(sales_cents - cost, cost)),
+                    journey_id,
+                    owner_brand,
+                    members_touched,
+                    coupon_value_spent_cents: coupons,
+                    points_value_granted_cents: points,
                     orders: s.map_or(0, |row| row.1),
                     sales_cents,
                 }

@@ -360,3 +360,49 @@ both_backends!(rfm_quintiles_and_an_rfm_campaign, |app| async move {
     assert_eq!(roi["coupon_value_spent_cents"], 0);
     assert_eq!(roi["roi_bp"], Value::Null);
 });
+
+both_backends!(journey_roi_counts_sales_after_the_touch, |app| async move {
+    create_brand(&app, "cafe").await;
+    let till = create_key(&app, "counter", Some("cafe"), None).await;
+    let ann = member_id(&app, "+8613800000301", "Ann").await;
+    member_id(&app, "+8613800000302", "Bob").await;
+    // Ann's purchase before the journey does not count for it.
+    buy(&app, &till, "cafe", &ann, 9_900, 0).await;
+    app.clock.advance_ms(HOUR_MS);
+    let (status, journey) = app
+        .post(
+            "/journeys",
+            &app.admin_key,
+            &idem(),
+            &json!({ "title": "Welcome", "trigger": { "kind": "joined", "within_days": 30 },
+                "actions": [{ "kind": "grant_points", "funding_brand_id": "cafe",
+                    "points": 100 }],
+                "status": "active" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{journey}");
+    let (status, run) = app
+        .call(
+            reqwest::Method::POST,
+            "/jobs/journeys",
+            Some(&app.admin_key),
+            Some(&idem()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    app.clock.advance_ms(HOUR_MS);
+    buy(&app, &till, "cafe", &ann, 5_000, 0).await;
+    let (status, kpis) = app.get("/kpis", &app.admin_key).await;
+    assert_eq!(status, StatusCode::OK, "{kpis}");
+    let roi = &kpis["journeys"][0];
+    assert_eq!(roi["journey_id"], journey["id"], "{kpis}");
+    // Both touched, 100 points each at 100 points = 1.00: cost 2.00; sales after: 50.00;
+    // (5,000 − 200) × 10,000 ÷ 200 = 240,000 bp.
+    assert_eq!(roi["members_touched"], 2, "{roi}");
+    assert_eq!(roi["points_value_granted_cents"], 200);
+    assert_eq!(roi["coupon_value_spent_cents"], 0);
+    assert_eq!(roi["orders"], 1);
+    assert_eq!(roi["sales_cents"], 5_000);
+    assert_eq!(roi["roi_bp"], 240_000);
+});

@@ -41,7 +41,7 @@ pub struct KpiParams {
 
 /// Key figures of a date range — sales, member share of sales, active rate (30/90 days),
 /// repurchase rate, average order value, LTV, points issued, redeemed, expired and
-/// outstanding with breakage, campaign ROI, perk redemptions by funding and honouring brand —
+/// outstanding with breakage, campaign and journey ROI, perk redemptions by funding and honouring brand —
 /// with a series per day, week or month (admins: the coalition or any brand; a brand key: its
 /// own brand). As CSV (`format=csv` or `Accept: text/csv`): the series with the header
 /// `period,start_ms,orders,sales_cents,average_order_cents,active_members,points_issued,
