@@ -104,8 +104,9 @@ impl Trigger {
 }
 
 /// Who a journey may touch, on top of its trigger: active, non-blacklisted members whose tier
-/// is one of `tiers`, who have one of `tags` and whose stage is one of `stages` (each list
-/// ignored when empty).
+/// is one of `tiers`, who have one of `tags`, whose stage is one of `stages` (each list ignored
+/// when empty) and whose RFM scores are within `rfm` (the campaign segment's range, see
+/// [`crate::domain::rfm`]; any when absent).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = JourneyAudience)]
@@ -119,6 +120,9 @@ pub struct Audience {
     /// Lifecycle stages.
     #[serde(default)]
     pub stages: Vec<Stage>,
+    /// RFM score range (members who never bought have no score and never match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rfm: Option<crate::domain::rfm::RfmRange>,
 }
 
 /// What a journey does to a member it touches.
@@ -369,6 +373,9 @@ pub fn validate(req: &NewJourney) -> DomainResult<Audience> {
     let mut tiers: Vec<String> = a.tiers.iter().map(|t| t.trim().to_owned()).collect();
     tiers.sort();
     tiers.dedup();
+    if let Some(rfm) = &a.rfm {
+        rfm.validate()?;
+    }
     let mut stages = a.stages.clone();
     stages.sort_by_key(|s| s.as_str());
     stages.dedup();
@@ -376,6 +383,7 @@ pub fn validate(req: &NewJourney) -> DomainResult<Audience> {
         tiers,
         tags,
         stages,
+        rfm: a.rfm.clone(),
     })
 }
 
@@ -697,11 +705,11 @@ async fn candidates(
             "EXISTS (SELECT 1 FROM purchases p WHERE p.member_id = m.id)".to_owned(),
         ),
         Trigger::StageChanged { to } => {
-            joins.push_str(" JOIN member_stages s ON s.member_id = m.id");
+            joins.push_str(" JOIN member_stages ms ON ms.member_id = m.id");
             let to = q.text(to.as_str());
             (
-                "'stage:' || s.stage || ':' || CAST(s.since_at AS TEXT)".to_owned(),
-                format!("s.stage = {to}"),
+                "'stage:' || ms.stage || ':' || CAST(ms.since_at AS TEXT)".to_owned(),
+                format!("ms.stage = {to}"),
             )
         }
         Trigger::BirthdayMonth => {
@@ -770,6 +778,9 @@ async fn candidates(
              AND sa.stage IN ({}))",
             q.list(a.stages.iter().map(|s| s.as_str().to_owned()))
         ));
+    }
+    if let Some(rfm) = &a.rfm {
+        audience.push_str(&format!(" AND {}", rfm.member_condition()));
     }
     let limit_p = q.int(limit);
     let sql = format!(

@@ -261,6 +261,30 @@ both_backends!(caps_windows_and_bought_at_not_at, |app| async move {
     assert_eq!(view["counts"]["webhook"], 1, "{view}");
     assert_eq!(view["counts"]["grant_points"], 1, "{view}");
 
+    // An RFM audience (the campaign segment's range): of the two buyers, Y spent more.
+    let big = create(
+        &app,
+        &app.admin_key,
+        json!({ "title": "Big spenders", "trigger": { "kind": "first_purchase" },
+            "audience": { "rfm": { "monetary_min": 2 } },
+            "actions": [{ "kind": "webhook", "brand_id": "shop" }] }),
+    )
+    .await;
+    let dry = dry_run(&app, &app.admin_key, &big).await;
+    assert_eq!(dry["sample"], json!([y.clone()]), "{dry}");
+    assert_eq!(dry["runs_now"], false, "{dry}");
+    let resp = send_json(
+        &app,
+        Method::POST,
+        "/journeys",
+        &app.admin_key,
+        &json!({ "title": "Bad", "trigger": { "kind": "first_purchase" },
+            "audience": { "rfm": { "monetary_min": 6 } },
+            "actions": [{ "kind": "webhook", "brand_id": "shop" }] }),
+    )
+    .await;
+    assert_problem(&resp, StatusCode::BAD_REQUEST, "invalid_rfm_range");
+
     // A total cap of 2 over three joined members, however often it runs.
     let capped = create(
         &app,
