@@ -495,3 +495,46 @@ both_backends!(who_may_create_journeys_and_bad_input, |app| async move {
     assert_problem(&resp, StatusCode::NOT_FOUND, "not_found");
     app.stop().await;
 });
+
+/// Runs `coalition …` (the real binary) against the test's database; it runs on the wall
+/// clock, so the journey below does not depend on time.
+fn cli(app: &TestApp, args: &[&str]) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coalition"))
+        .env("COALITION_DATABASE_URL", app.state.config.database_url())
+        .env_remove("COALITION_CONFIG")
+        .args(args)
+        .output()
+        .expect("run coalition");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+both_backends!(the_command_line_runs_journeys_once, |app| async move {
+    create_brand(&app, "shop").await;
+    let counter = create_key(&app, "counter", Some("shop"), None).await;
+    let m = member_id(&app, "+8613800000041", "Cli").await;
+    purchase(&app, &counter, "shop", &m, 1_000).await;
+    let id = create(
+        &app,
+        &app.admin_key,
+        json!({ "title": "Thanks", "trigger": { "kind": "first_purchase" },
+            "actions": [{ "kind": "webhook", "brand_id": "shop" }], "status": "active" }),
+    )
+    .await;
+    let dry = cli(&app, &["journeys", "dry-run", &id]);
+    assert_eq!(dry["would_touch"], 1, "{dry}");
+    let first = cli(&app, &["journeys", "run", "--journey", &id]);
+    assert_eq!(first["journeys"][0]["touched"], 1, "{first}");
+    assert_eq!(first["journeys"][0]["finished"], true, "{first}");
+    let second = cli(&app, &["journeys", "run"]);
+    assert_eq!(second["journeys"][0]["touched"], 0, "{second}");
+    assert_eq!(journey(&app, &id).await["counts"]["webhook"], 1);
+    let stages = cli(&app, &["jobs", "run", "member-stages"]);
+    assert_eq!(stages["member_stages"]["finished"], true, "{stages}");
+    assert_eq!(stages["member_stages"]["members"], 1, "{stages}");
+    app.stop().await;
+});
