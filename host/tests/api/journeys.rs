@@ -538,3 +538,64 @@ both_backends!(the_command_line_runs_journeys_once, |app| async move {
     assert_eq!(stages["member_stages"]["members"], 1, "{stages}");
     app.stop().await;
 });
+
+both_backends!(birthday_and_near_next_tier_triggers, |app| async move {
+    create_brand(&app, "shop").await;
+    let counter = create_key(&app, "counter", Some("shop"), None).await;
+    let register = |phone: &'static str, birthday: &'static str| {
+        let app = &app;
+        async move {
+            let (status, body) = app
+                .post(
+                    "/members",
+                    &app.admin_key,
+                    &idem(),
+                    &json!({ "phone": phone, "name": "B", "birthday": birthday }),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            body["id"].as_str().expect("id").to_owned()
+        }
+    };
+    // The clock starts in March 2026.
+    let march = register("+8613800000051", "1990-03-17").await;
+    let may = register("+8613800000052", "1990-05-17").await;
+    let birthday = create(
+        &app,
+        &app.admin_key,
+        json!({ "title": "Happy birthday", "trigger": { "kind": "birthday_month" },
+            "actions": [{ "kind": "grant_points", "funding_brand_id": "shop", "points": 50 }],
+            "per_member_cap": 10, "status": "active" }),
+    )
+    .await;
+    let dry = dry_run(&app, &app.admin_key, &birthday).await;
+    assert_eq!(dry["sample"], json!([march.clone()]), "{dry}");
+    run_journeys(&app, Some(&birthday)).await;
+    run_journeys(&app, Some(&birthday)).await;
+    assert_eq!(available(&app, &march).await, 50);
+    assert_eq!(available(&app, &may).await, 0);
+
+    // Silver needs 2,000.00 of spend in the window: 1,900.00 is within 200.00 of it, 1,000.00
+    // is not.
+    purchase(&app, &counter, "shop", &march, 190_000).await;
+    purchase(&app, &counter, "shop", &may, 100_000).await;
+    let near = create(
+        &app,
+        &app.admin_key,
+        json!({ "title": "Almost silver",
+            "trigger": { "kind": "near_next_tier", "within_points": 20_000 },
+            "actions": [{ "kind": "webhook", "brand_id": "shop" }], "status": "active" }),
+    )
+    .await;
+    let dry = dry_run(&app, &app.admin_key, &near).await;
+    assert_eq!(dry["sample"], json!([march.clone()]), "{dry}");
+    assert_eq!(
+        run_journeys(&app, Some(&near)).await["journeys"][0]["touched"],
+        1
+    );
+    assert_eq!(
+        run_journeys(&app, Some(&near)).await["journeys"][0]["touched"],
+        0
+    );
+    app.stop().await;
+});
