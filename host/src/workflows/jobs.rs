@@ -40,6 +40,9 @@ pub struct JobsConfig {
     pub tiers_interval_ms: u64,
     /// How often points past their brand's return window are released.
     pub pending_interval_ms: u64,
+    /// How often members' lifecycle stages are computed and the active journeys run (stages
+    /// first, so a journey on a stage change sees it). Stages are days long: hourly is plenty.
+    pub engagement_interval_ms: u64,
 }
 
 impl Default for JobsConfig {
@@ -50,6 +53,7 @@ impl Default for JobsConfig {
             holds_interval_ms: 30 * 1000,
             tiers_interval_ms: 10 * 60 * 1000,
             pending_interval_ms: 60 * 1000,
+            engagement_interval_ms: 60 * 60 * 1000,
         }
     }
 }
@@ -62,6 +66,7 @@ impl JobsConfig {
             ("holds_interval_ms", self.holds_interval_ms),
             ("tiers_interval_ms", self.tiers_interval_ms),
             ("pending_interval_ms", self.pending_interval_ms),
+            ("engagement_interval_ms", self.engagement_interval_ms),
         ] {
             anyhow::ensure!(
                 ms >= MIN_INTERVAL_MS,
@@ -224,6 +229,7 @@ pub fn spawn(state: Services, mut shutdown: watch::Receiver<bool>) -> JoinHandle
         let mut tiers = every(jobs.tiers_interval_ms);
         let mut settle = every(state.settings.settlement.run_interval_ms);
         let mut pending = every(jobs.pending_interval_ms);
+        let mut engagement = every(jobs.engagement_interval_ms);
         loop {
             tokio::select! {
                 changed = shutdown.changed() => {
@@ -252,6 +258,14 @@ pub fn spawn(state: Services, mut shutdown: watch::Receiver<bool>) -> JoinHandle
                     // Renewal notices need no schedule of their own: they are due days ahead,
                     // and the pending-points interval is far shorter than a day.
                     log_outcome("membership-renewals", membership_renewals(&state).await);
+                }
+                _ = engagement.tick() => {
+                    let now = state.now_ms();
+                    let stages = crate::domain::stages::run(&state.store, now, None);
+                    log_outcome("member-stages", stages.await);
+                    let journeys =
+                        crate::workflows::journeys::run(&state, None, now, None, |_, _| {});
+                    log_outcome("journeys", journeys.await);
                 }
                 _ = settle.tick() => {
                     let outcome = crate::workflows::settlement::job::run(&state, state.now_ms()).await;
