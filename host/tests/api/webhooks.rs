@@ -798,3 +798,87 @@ fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+// ---------------------------------------------------------------------------------------------
+// The command line
+
+/// `coalition webhooks …` and `coalition jobs run webhook-deliveries` on a SQLite file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_subscribes_lists_and_shows_the_log() {
+    use coalition::foundation::store::{Store, StoreOptions};
+    use std::process::Command;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}", dir.path().join("cli.db").display());
+    let store = Store::open(&db, StoreOptions::default())
+        .await
+        .expect("open");
+    let mut tx = store.begin().await.expect("tx");
+    let brand: coalition::domain::brands::CreateBrand =
+        serde_json::from_value(json!({ "id": "cafe", "name": "Cafe" })).expect("brand");
+    coalition::domain::brands::create(&mut tx, &brand, crate::helpers::T0_MS)
+        .await
+        .expect("create brand");
+    tx.commit().await.expect("commit");
+    store.close().await;
+    let run = |args: &[&str], allow_private: bool| {
+        let output = Command::new(env!("CARGO_BIN_EXE_coalition"))
+            .args(args)
+            .env_remove("COALITION_CONFIG")
+            .env("COALITION_DATA_DIR", dir.path())
+            .env("COALITION_DATABASE_URL", &db)
+            .env("COALITION_LOG_FILTER", "warn")
+            .env(
+                "COALITION_WEBHOOKS__ALLOW_PRIVATE_TARGETS",
+                allow_private.to_string(),
+            )
+            .output()
+            .expect("run coalition");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let hook = "http://127.0.0.1:9/hook";
+    let subscribe = [
+        "webhooks",
+        "subscribe",
+        "--brand",
+        "cafe",
+        "--url",
+        hook,
+        "--event",
+        "purchase",
+        "--event",
+        "refund",
+    ];
+    let (ok, _, stderr) = run(&subscribe, false);
+    assert!(!ok, "a loopback target is refused by default");
+    assert!(stderr.contains("webhook_target_forbidden"), "{stderr}");
+    let (ok, stdout, stderr) = run(&subscribe, true);
+    assert!(ok, "{stderr}");
+    let created: Value = serde_json::from_str(stdout.trim()).expect("json");
+    assert!(created["secret"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("whsec_")));
+    assert_eq!(
+        created["subscription"]["event_types"],
+        json!(["purchase", "refund"])
+    );
+    let (ok, stdout, stderr) = run(&["webhooks", "list", "--brand", "cafe"], true);
+    assert!(ok, "{stderr}");
+    let list: Value = serde_json::from_str(stdout.trim()).expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert!(!stdout.contains("whsec_"), "the list carries no secret");
+    let (ok, stdout, stderr) = run(&["webhooks", "deliveries", "--status", "dead"], true);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), "[]");
+    let (ok, _, stderr) = run(&["webhooks", "replay", "nope"], true);
+    assert!(!ok);
+    assert!(stderr.contains("not_found"), "{stderr}");
+    let (ok, stdout, stderr) = run(&["jobs", "run", "webhook-deliveries"], true);
+    assert!(ok, "{stderr}");
+    let report: Value = serde_json::from_str(stdout.trim()).expect("json");
+    assert_eq!(report["webhook_deliveries"]["claimed"], 0, "{report}");
+}
