@@ -760,15 +760,22 @@ async fn seed_journeys(state: &AppState) -> anyhow::Result<()> {
     let report = journeys::run(state, None, now, None, |_, _| {})
         .await
         .map_err(fail)?;
-    let touched: Vec<String> = report
-        .journeys
-        .iter()
-        .map(|l| format!("{} touched {}", l.journey_id, l.touched))
-        .collect();
+    let touched = |id: &str| {
+        report
+            .journeys
+            .iter()
+            .filter(|l| l.journey_id == id)
+            .map(|l| l.touched)
+            .sum::<i64>()
+    };
+    let (welcome, silent) = match ids.as_slice() {
+        [welcome, silent] => (touched(welcome), touched(silent)),
+        _ => (0, 0),
+    };
     println!(
-        "demo: journeys: welcome coupon and silent-member points ({}); {dormant_id} (joined 45 \
-         days ago, never bought) is silent and got 200 points from coffee (GET /journeys)",
-        touched.join(", ")
+        "demo: journeys: the welcome journey gave {welcome} members a coffee coupon; the \
+         silent-member journey gave {silent} member(s) 200 points funded by coffee \
+         ({dormant_id} joined 45 days ago and never bought) (GET /journeys)"
     );
     Ok(())
 }
