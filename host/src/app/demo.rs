@@ -217,6 +217,7 @@ pub async fn seed_with_plugins(state: &AppState, plugins_dir: Option<&Path>) -> 
         seed_membership(state).await?;
         seed_budget(state).await?;
         seed_journeys(state).await?;
+        seed_referrals(state).await?;
         seed_review(state, dir).await?;
     }
     if let Ok(keys) = read_keys(&state.config.data_dir.join(KEYS_FILE)) {
@@ -666,6 +667,89 @@ async fn seed_membership(state: &AppState) -> anyhow::Result<()> {
         money(plan.fee_cents),
         sold.card.expires_at_ms,
     );
+    Ok(())
+}
+
+/// A referral programme the mall funds (500 points to the referrer, 200 to the invitee, on a
+/// first purchase of at least 50.00): the first member invites a new member, whose first
+/// purchase at the mall rewards both.
+async fn seed_referrals(state: &AppState) -> anyhow::Result<()> {
+    use crate::domain::referrals::{self, AttachRequest, ProgrammeRequest};
+    let fail = |err: crate::foundation::error::DomainError| anyhow::anyhow!("{err}");
+    let Some((phone, ..)) = MEMBERS.first() else {
+        return Ok(());
+    };
+    let now = state.now_ms();
+    let mut tx = state.store.begin().await?;
+    let (referrer,): (String,) = sqlx::query_as("SELECT id FROM members WHERE phone = $1")
+        .bind(*phone)
+        .fetch_one(&mut *tx)
+        .await?;
+    let programme = ProgrammeRequest {
+        id: "bring-a-friend".to_owned(),
+        title: "Bring a friend".to_owned(),
+        referrer_points: 500,
+        invitee_points: 200,
+        funding_brand: Some("mall".to_owned()),
+        min_purchase_cents: 5_000,
+        cap_per_referrer_per_month: 5,
+        starts_at_ms: None,
+        ends_at_ms: None,
+    };
+    referrals::create_programme(&mut tx, &programme, now)
+        .await
+        .map_err(fail)?;
+    let (code, _) = referrals::invite_code(&mut tx, &referrer, now)
+        .await
+        .map_err(fail)?;
+    let friend = NewMember::validate("+8613800138077", "Chen Jing", None, None, &[], now)
+        .map_err(|err| anyhow::anyhow!("demo member: {err}"))?;
+    let invitee = crate::domain::members::insert(&mut tx, &friend, None, now)
+        .await
+        .map_err(fail)?;
+    referrals::attach(
+        &mut tx,
+        &invitee,
+        &AttachRequest {
+            code: code.code.clone(),
+        },
+        now,
+    )
+    .await
+    .map_err(fail)?;
+    tx.commit().await?;
+    let req = crate::domain::purchases::PurchaseRequest {
+        order_id: "M-2002".to_owned(),
+        member_id: invitee.clone(),
+        lines: vec![crate::domain::purchases::LineRequest {
+            line_id: "1".to_owned(),
+            sku: "scarf".to_owned(),
+            category: "fashion".to_owned(),
+            quantity: 1,
+            unit_price_cents: 8_800,
+        }],
+        points_spent: 0,
+        stored_value_cents: 0,
+        checkout_id: None,
+    };
+    let accepted = crate::workflows::purchase::propose_bonuses(state, "mall", &req)
+        .await
+        .map_err(fail)?;
+    let mut tx = state.store.begin().await?;
+    crate::workflows::purchase::record(state, &mut tx, "mall", &req, &accepted)
+        .await
+        .map_err(fail)?;
+    tx.commit().await?;
+    let view = referrals::member_referrals(state.store.read(), &invitee)
+        .await
+        .map_err(fail)?;
+    if let Some(referral) = view.invited_by {
+        println!(
+            "demo: referral: {referrer} invited {invitee} with code {}; purchase M-2002 at the \
+             mall: {:?}, {} points to the referrer, {} to the invitee (funded by the mall)",
+            code.code, referral.status, referral.referrer_points, referral.invitee_points
+        );
+    }
     Ok(())
 }
 

@@ -543,8 +543,9 @@ both_backends!(
             .await
             .expect("count");
         assert_eq!(
-            n, 7,
-            "the five samples, the dinner paid partly with stored value and the Saturday dinner"
+            n, 8,
+            "the five samples, the dinner paid partly with stored value, the referred friend's \
+             first purchase and the Saturday dinner"
         );
         // The cinema's tickets earned points that wait out its 7-day return window (the clock
         // moved 5 days since the demo started).

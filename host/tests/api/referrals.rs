@@ -458,3 +458,27 @@ both_backends!(referral_bad_input_is_problem_json, |app| async move {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 });
+
+both_backends!(the_demo_shows_a_referral_rewarding_both, |app| async move {
+    coalition::app::demo::seed_with_plugins(
+        &app.state,
+        Some(&crate::fixtures::plugins_dir("coffee-bonus")),
+    )
+    .await
+    .expect("demo seed");
+    let (status, stats) = app
+        .get("/referrals/programmes/bring-a-friend/stats", &app.admin_key)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(stats["rewarded"], 1, "{stats}");
+    assert_eq!(stats["referrer_points"], 500);
+    assert_eq!(stats["invitee_points"], 200);
+    // The invitee: 88.00 at the mall earns 88, plus the 200 welcome.
+    let (invitee,): (String,) =
+        sqlx::query_as("SELECT id FROM members WHERE phone = '+8613800138077'")
+            .fetch_one(app.state.store.read())
+            .await
+            .expect("invitee");
+    let (balance, _) = points(&app, &invitee).await;
+    assert_eq!(balance, 288);
+});
