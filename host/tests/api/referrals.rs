@@ -482,3 +482,70 @@ both_backends!(the_demo_shows_a_referral_rewarding_both, |app| async move {
     let (balance, _) = points(&app, &invitee).await;
     assert_eq!(balance, 288);
 });
+
+/// Runs `coalition referrals …` (the real binary) against the test's database.
+fn cli(app: &TestApp, args: &[&str]) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coalition"))
+        .env("COALITION_DATABASE_URL", app.state.config.database_url())
+        .env_remove("COALITION_CONFIG")
+        .arg("referrals")
+        .args(args)
+        .output()
+        .expect("run coalition");
+    if !out.status.success() {
+        return json!({ "error": String::from_utf8_lossy(&out.stderr) });
+    }
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+both_backends!(
+    the_command_line_manages_programmes_and_codes,
+    |app| async move {
+        create_brand(&app, "mall").await;
+        let ann = member_id(&app, "+8613800000041", "Ann").await;
+        let made = cli(
+            &app,
+            &[
+                "create-programme",
+                "--id",
+                "friends",
+                "--title",
+                "Friends",
+                "--referrer-points",
+                "300",
+                "--invitee-points",
+                "100",
+                "--brand",
+                "mall",
+            ],
+        );
+        assert_eq!(made["id"], "friends", "{made}");
+        assert_eq!(made["funding_brand"], "mall");
+        let again = cli(
+            &app,
+            &[
+                "create-programme",
+                "--id",
+                "friends",
+                "--title",
+                "Friends",
+                "--referrer-points",
+                "300",
+                "--invitee-points",
+                "100",
+            ],
+        );
+        assert!(
+            again["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("already exists")),
+            "{again}"
+        );
+        let code = cli(&app, &["code", &ann]);
+        assert_eq!(cli(&app, &["code", &ann])["code"], code["code"], "{code}");
+        assert_eq!(cli(&app, &["show", &ann])["code"], code["code"]);
+        assert_eq!(cli(&app, &["deactivate", "friends"])["active"], false);
+        assert_eq!(cli(&app, &["programmes"])[0]["active"], false);
+        assert_eq!(cli(&app, &["stats", "friends"])["attached"], 0);
+    }
+);
