@@ -43,6 +43,7 @@ const CURSOR_JOB: &str = "member-stages";
 /// A lifecycle stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = LifecycleStage)]
 pub enum Stage {
     /// Joined recently, no purchase yet.
     Welcome,
