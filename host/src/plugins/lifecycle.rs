@@ -544,7 +544,18 @@ async fn conclude(
         super::sync::changed(conn, backend, name).await?;
     }
     let version = reloaded(conn, id).await?;
-    // Every brand the plugin serves hears of its version's new status.
+    announce_status(conn, &version, action, now_ms).await?;
+    Ok(version)
+}
+
+/// Every brand the plugin serves hears of its version's new status (a webhook event, in the
+/// transaction of the change).
+async fn announce_status(
+    conn: &mut AnyConnection,
+    version: &InstalledVersion,
+    action: &str,
+    now_ms: i64,
+) -> DomainResult<()> {
     for brand in &version.brands {
         crate::domain::webhooks::record(
             conn,
@@ -558,7 +569,7 @@ async fn conclude(
         )
         .await?;
     }
-    Ok(version)
+    Ok(())
 }
 
 /// Locks and loads a version.
@@ -743,6 +754,8 @@ pub async fn validate(
         now_ms,
     )
     .await?;
+    let validated = reloaded(&mut tx, id).await?;
+    announce_status(&mut tx, &validated, action, now_ms).await?;
     tx.commit().await?;
     registry::get(store.read(), id)
         .await?

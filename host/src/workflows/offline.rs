@@ -491,6 +491,33 @@ async fn redeem_coupon(
             now_ms,
         )
         .await?;
+        // As online: the honouring brand hears of it with its purchase, another funding brand
+        // of the coupon and its value only.
+        let honoured = serde_json::json!({
+            "template_id": template_id, "discount_cents": value_cents, "funding_brand": funding,
+            "honouring_brand": brand_id, "offline": true, "created_at_ms": taken_at_ms,
+        });
+        let mut own = honoured.clone();
+        own["purchase_id"] = purchase_id.into();
+        own["code"] = code.into();
+        crate::domain::webhooks::record(
+            conn,
+            brand_id,
+            crate::domain::webhooks::EventType::CouponHonoured,
+            Some(member_id),
+            own,
+        )
+        .await?;
+        if funding != brand_id {
+            crate::domain::webhooks::record(
+                conn,
+                &funding,
+                crate::domain::webhooks::EventType::CouponHonoured,
+                Some(member_id),
+                honoured,
+            )
+            .await?;
+        }
         // Offline redemptions count towards the member's and device's frequency limits.
         crate::domain::risk::record_redemption(
             conn,
