@@ -882,3 +882,60 @@ async fn the_cli_subscribes_lists_and_shows_the_log() {
     let report: Value = serde_json::from_str(stdout.trim()).expect("json");
     assert_eq!(report["webhook_deliveries"]["claimed"], 0, "{report}");
 }
+
+webhook_test!(
+    a_perk_redemption_reaches_the_honouring_and_the_funding_brand,
+    |app| async move {
+        for brand in ["parking", "mall"] {
+            create_brand(&app, brand).await;
+        }
+        crate::fixtures::install_plugin(&app, "parking-perk", json!({ "min_tier_rank": 0 })).await;
+        let counter = create_key(&app, "counter", Some("parking"), None).await;
+        let mut receivers = Vec::new();
+        for brand in ["parking", "mall"] {
+            let key = create_key(&app, "brand", Some(brand), None).await;
+            let receiver = Receiver::start(0).await;
+            let (status, body) = subscribe(
+                &app,
+                &key,
+                json!({ "url": receiver.url, "event_types": ["redemption"] }),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            receivers.push(receiver);
+        }
+        let member = member_id(&app, "+8613800138004", "Eve").await;
+        let (status, body) = app
+            .post(
+                "/brands/parking/purchases",
+                &counter,
+                &idem(),
+                &json!({ "order_id": "P-1", "member_id": member, "lines": [
+                    { "line_id": "1", "sku": "day", "category": "parking", "quantity": 1,
+                      "unit_price_cents": 20_000 } ] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, redeemed) = app
+            .post(
+                &format!("/members/{member}/perks/parking-perk/parking-2h/redeem"),
+                &counter,
+                &idem(),
+                &json!({}),
+            )
+            .await;
+        assert!(status.is_success(), "{status} {redeemed}");
+        for receiver in &receivers {
+            let got = wait_for("the redemption event", || {
+                let receiver = receiver.clone();
+                async move { receiver.accepted().first().cloned() }
+            })
+            .await;
+            let event: Value = serde_json::from_slice(&got.body).expect("json");
+            assert_eq!(event["type"], "redemption", "{event}");
+            assert_eq!(event["data"]["redemption_id"], redeemed["id"], "{event}");
+            assert_eq!(event["data"]["honouring_brand"], "parking");
+        }
+        app.stop().await;
+    }
+);
