@@ -9,6 +9,7 @@ mod brands;
 mod budgets;
 mod cli;
 mod connections;
+mod demo_kpis;
 mod counter;
 mod health;
 mod journeys;
