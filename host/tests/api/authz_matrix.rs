@@ -881,9 +881,7 @@ fn case(w: &World, method: &str, path: &str) -> Option<Case> {
         ("GET", "/members/{member_id}/referrals") => {
             Case::allow(&[OtherCounter, OtherBrand], SHARED_MEMBER, Member)
         }
-        ("GET", "/kpis") | ("GET", "/segments/rfm") => {
-            Case::allow(&[OtherBrand], OWN_ONLY, Admin)
-        }
+        ("GET", "/kpis") | ("GET", "/segments/rfm") => Case::allow(&[OtherBrand], OWN_ONLY, Admin),
 
         ("POST", "/webhooks") => Case::deny(Brand).json(json!({
             "brand_id": HOME, "url": "http://8.8.8.8/matrix-hook",
