@@ -1380,7 +1380,17 @@ mod a_compile_out_of_time_keeps_its_version_number {
             .await;
         assert_eq!(status, StatusCode::OK, "{again}");
         assert_eq!(again["id"], id.as_str());
-        assert_eq!(again["status_code"], "compile_timeout", "{again}");
+        // The first compile goes on after its budget ran out and may have left its artifact
+        // on disk by now: loading that can fit in 1 ms, so either outcome is right here (which
+        // one depends on timing, so the test does not choose).
+        let outcome = (again["status"].as_str(), again["status_code"].as_str());
+        assert!(
+            matches!(
+                outcome,
+                (Some("rejected"), Some("compile_timeout")) | (Some("validated"), None)
+            ),
+            "{again}"
+        );
         let (_, audit) = app.get("/audit?limit=500", &app.admin_key).await;
         let actions: Vec<&str> = audit["items"]
             .as_array()

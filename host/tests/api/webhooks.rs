@@ -644,12 +644,26 @@ webhook_test!(the_delivery_job_runs_one_pass, |app| async move {
 /// down: every purchase it acknowledged reaches the receiver once the host is restarted and
 /// the receiver is up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_receiver_down_during_kill_9_gets_every_committed_event_after_restart() {
+async fn a_receiver_down_during_kill_9_gets_every_committed_event_after_restart_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}", dir.path().join("crash.db").display());
+    kill_9_while_the_receiver_is_down(&dir, &db).await;
+}
+
+/// The same on PostgreSQL (a database of its own, dropped at the end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receiver_down_during_kill_9_gets_every_committed_event_after_restart_postgres() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = format!("coalition_k9_{}", uuid::Uuid::new_v4().simple());
+    crate::helpers::create_pg_database(&name).await;
+    kill_9_while_the_receiver_is_down(&dir, &crate::helpers::pg_url(&name)).await;
+    crate::helpers::drop_pg_database(&name).await;
+}
+
+async fn kill_9_while_the_receiver_is_down(dir: &tempfile::TempDir, db: &str) {
     use std::process::{Command, Stdio};
 
     const PURCHASES: usize = 12;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = format!("sqlite://{}", dir.path().join("crash.db").display());
     // A port for the receiver, free now; nothing listens on it until after the kill.
     let hook_port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -667,7 +681,7 @@ async fn a_receiver_down_during_kill_9_gets_every_committed_event_after_restart(
             .args(["serve", "--demo", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .env("COALITION_DATA_DIR", dir.path())
-            .env("COALITION_DATABASE_URL", &db)
+            .env("COALITION_DATABASE_URL", db)
             .env_remove("COALITION_PLUGINS_DIR")
             .env("COALITION_LOG_FILTER", "warn")
             .env("COALITION_LIMITS__REQUEST_TIMEOUT_MS", "120000")
