@@ -51,6 +51,12 @@ const MIN_POLL_INTERVAL_MS: u64 = 10;
 const MAX_TIMEOUT_MS: u64 = 120_000;
 /// Most attempts per retry budget a configuration may ask for.
 const MAX_MAX_ATTEMPTS: i64 = 50;
+/// Longest retention of delivered events: ten years of delivery log is more than any audit of
+/// a receiver needs, and a bound keeps `retention_days × DAY_MS` far from overflow.
+pub const MAX_RETENTION_DAYS: i64 = 3_650;
+/// Delivered deliveries purged per worker pass: the purge runs beside the deliveries, so a
+/// backlog of old rows is worked off in small transactions rather than one long one.
+const PURGE_BATCH: i64 = 200;
 
 /// The `[webhooks]` configuration section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,6 +80,9 @@ pub struct WebhooksConfig {
     pub retry_max_ms: i64,
     /// Active subscriptions per brand.
     pub max_subscriptions_per_brand: i64,
+    /// Days a delivered event stays in the delivery log (with its attempts) before the worker
+    /// purges it. Pending and dead deliveries are kept until they are delivered (a replay).
+    pub retention_days: i64,
 }
 
 impl Default for WebhooksConfig {
@@ -87,6 +96,7 @@ impl Default for WebhooksConfig {
             retry_base_ms: 30_000,
             retry_max_ms: 6 * 60 * 60 * 1000,
             max_subscriptions_per_brand: 20,
+            retention_days: 30,
         }
     }
 }
@@ -113,6 +123,10 @@ impl WebhooksConfig {
         anyhow::ensure!(
             self.max_subscriptions_per_brand >= 1,
             "webhooks.max_subscriptions_per_brand must be at least 1"
+        );
+        anyhow::ensure!(
+            (1..=MAX_RETENTION_DAYS).contains(&self.retention_days),
+            "webhooks.retention_days must be 1..={MAX_RETENTION_DAYS}"
         );
         Ok(())
     }
@@ -323,6 +337,9 @@ pub struct DeliveryReport {
     pub retried: i64,
     /// Failed for the last time of their budget (dead-lettered), or their subscription is gone.
     pub dead: i64,
+    /// Delivered deliveries older than `retention_days` removed from the log, with their
+    /// attempts (and their event, once no delivery of it is left).
+    pub purged: i64,
 }
 
 /// A claimed delivery, with what it takes to send it.
@@ -403,7 +420,64 @@ pub async fn run_once(services: &Services) -> DomainResult<DeliveryReport> {
             None => report.dead += 1,
         }
     }
+    report.purged = purge(services, now).await?;
     Ok(report)
+}
+
+/// Removes up to [`PURGE_BATCH`] deliveries delivered more than `retention_days` before
+/// `now_ms`, their attempts, and their events once no delivery of them is left. A delivery
+/// replayed meanwhile (no longer `delivered`) is left alone.
+async fn purge(services: &Services, now_ms: i64) -> DomainResult<i64> {
+    let days = services.settings.webhooks.retention_days;
+    let cutoff = now_ms.saturating_sub(days.saturating_mul(crate::foundation::clock::DAY_MS));
+    let old: Vec<(String, String)> = sqlx::query_as(
+        "SELECT id, event_id FROM webhook_deliveries
+         WHERE status = 'delivered' AND delivered_at < $1
+         ORDER BY delivered_at, id LIMIT $2",
+    )
+    .bind(cutoff)
+    .bind(PURGE_BATCH)
+    .fetch_all(services.store.read())
+    .await?;
+    if old.is_empty() {
+        return Ok(0);
+    }
+    let mut purged = 0;
+    let mut tx = services.store.begin().await?;
+    for (id, event_id) in &old {
+        // A no-op update that locks the row (PostgreSQL) and says whether it is still
+        // delivered: a replay cannot slip in between this and the deletes.
+        let still_delivered = sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'delivered'
+             WHERE id = $1 AND status = 'delivered'",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if still_delivered == 0 {
+            continue;
+        }
+        sqlx::query("DELETE FROM webhook_attempts WHERE delivery_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        purged +=
+            sqlx::query("DELETE FROM webhook_deliveries WHERE id = $1 AND status = 'delivered'")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        sqlx::query(
+            "DELETE FROM webhook_events WHERE id = $1
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries WHERE event_id = $1)",
+        )
+        .bind(event_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(i64::try_from(purged).unwrap_or(i64::MAX))
 }
 
 async fn load_claimed(services: &Services, id: &str) -> DomainResult<Claimed> {

@@ -637,6 +637,154 @@ webhook_test!(the_delivery_job_runs_one_pass, |app| async move {
     app.stop().await;
 });
 
+webhook_test!(
+    delivered_events_leave_the_log_after_the_retention_and_dead_ones_stay,
+    |app| async move {
+        create_brand(&app, "cafe").await;
+        let cafe = create_key(&app, "brand", Some("cafe"), None).await;
+        let counter = create_key(&app, "counter", Some("cafe"), None).await;
+        let up = Receiver::start(0).await;
+        let down = Receiver::start(0).await;
+        down.failing.store(true, Ordering::SeqCst);
+        for receiver in [&up, &down] {
+            let (status, created) = subscribe(
+                &app,
+                &cafe,
+                json!({ "url": receiver.url, "event_types": ["purchase"] }),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{created}");
+        }
+        let member = member_id(&app, "+8613800138002", "Cleo").await;
+        // One event, two deliveries: one delivered, one dead-lettered.
+        purchase(&app, &counter, "cafe", &member, "C-1").await;
+        let delivered = wait_for("the delivered one", || {
+            let app = &app;
+            let cafe = cafe.clone();
+            async move {
+                deliveries(app, &cafe, "?status=delivered")
+                    .await
+                    .first()
+                    .cloned()
+            }
+        })
+        .await;
+        let dead = wait_for("the dead one", || {
+            let app = &app;
+            let cafe = cafe.clone();
+            async move {
+                deliveries(app, &cafe, "?status=dead")
+                    .await
+                    .first()
+                    .cloned()
+            }
+        })
+        .await;
+        assert_eq!(delivered["event_id"], dead["event_id"]);
+        let run_job = || async {
+            let (status, report) = app
+                .call(
+                    Method::POST,
+                    "/jobs/webhook-deliveries",
+                    Some(&app.admin_key),
+                    Some(&idem()),
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{report}");
+            assert!(report["purged"].is_i64(), "{report}");
+        };
+        // 29 days on, inside the 30-day retention: a pass keeps it.
+        app.clock.advance_ms(29 * 86_400_000);
+        run_job().await;
+        assert_eq!(deliveries(&app, &cafe, "?status=delivered").await.len(), 1);
+        // Past it: the next pass (the job's or the worker's) purges the delivered one and its
+        // attempts; the dead one stays, and so does the event it still needs.
+        app.clock.advance_ms(2 * 86_400_000);
+        run_job().await;
+        assert!(deliveries(&app, &cafe, "?status=delivered")
+            .await
+            .is_empty());
+        let left = deliveries(&app, &cafe, "").await;
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[0]["id"], dead["id"]);
+        let count = |sql: &'static str, id: String| {
+            let app = &app;
+            async move {
+                let (n,): (i64,) = sqlx::query_as(sql)
+                    .bind(id)
+                    .fetch_one(app.state.store.read())
+                    .await
+                    .expect("count");
+                n
+            }
+        };
+        let delivered_id = delivered["id"].as_str().expect("id").to_owned();
+        let event_id = dead["event_id"].as_str().expect("event").to_owned();
+        assert_eq!(
+            count(
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM webhook_attempts WHERE delivery_id = $1",
+                delivered_id
+            )
+            .await,
+            0
+        );
+        assert_eq!(
+            count(
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM webhook_events WHERE id = $1",
+                event_id.clone()
+            )
+            .await,
+            1
+        );
+        // The dead one is still replayable, with the same event.
+        down.failing.store(false, Ordering::SeqCst);
+        let (status, body) = app
+            .call(
+                Method::POST,
+                &format!(
+                    "/webhooks/deliveries/{}/replay",
+                    dead["id"].as_str().unwrap_or("")
+                ),
+                Some(&cafe),
+                Some(&idem()),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let got = wait_for("the replay", || {
+            let down = down.clone();
+            async move { down.accepted().first().cloned() }
+        })
+        .await;
+        assert_eq!(got.id, event_id);
+        // Once it is delivered and old too, the event goes with it.
+        wait_for("the replay to be logged as delivered", || {
+            let app = &app;
+            let cafe = cafe.clone();
+            async move {
+                deliveries(app, &cafe, "?status=delivered")
+                    .await
+                    .first()
+                    .cloned()
+            }
+        })
+        .await;
+        app.clock.advance_ms(31 * 86_400_000);
+        run_job().await;
+        assert!(deliveries(&app, &cafe, "").await.is_empty());
+        assert_eq!(
+            count(
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM webhook_events WHERE id = $1",
+                event_id
+            )
+            .await,
+            0
+        );
+        app.stop().await;
+    }
+);
+
 // ---------------------------------------------------------------------------------------------
 // kill -9
 
