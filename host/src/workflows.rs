@@ -16,6 +16,7 @@
 pub mod checkout;
 pub mod jobs;
 pub mod journeys;
+pub mod kpi_rollups;
 pub mod kpis;
 pub mod offline;
 pub mod overview;

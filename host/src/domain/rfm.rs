@@ -35,6 +35,64 @@ pub fn scores_sql(purchase_filter: &str) -> String {
     )
 }
 
+/// The same scores per brand, as a SQL subquery with columns `brand_id, member_id, r, f, m`:
+/// each brand's members ranked among that brand's buyers only.
+fn scores_by_brand_sql(purchase_filter: &str) -> String {
+    format!(
+        "SELECT brand_id, member_id,
+            CAST(NTILE(5) OVER (PARTITION BY brand_id ORDER BY last_at, member_id) AS BIGINT)
+                AS r,
+            CAST(NTILE(5) OVER (PARTITION BY brand_id ORDER BY orders, member_id) AS BIGINT)
+                AS f,
+            CAST(NTILE(5) OVER (PARTITION BY brand_id ORDER BY spend_cents, member_id)
+                AS BIGINT) AS m
+         FROM (SELECT brand_id, member_id, CAST(MAX(created_at) AS BIGINT) AS last_at,
+                      CAST(COUNT(*) AS BIGINT) AS orders,
+                      CAST(COALESCE(SUM(total_cents), 0) AS BIGINT) AS spend_cents
+               FROM purchases {purchase_filter} GROUP BY brand_id, member_id) per_member"
+    )
+}
+
+/// Recomputes the snapshot of the distribution — coalition-wide and per brand — over the
+/// purchases before `as_of_ms`, replacing the previous one. The KPI roll-up job calls it
+/// whenever it closes days, so the distribution page reads at most 125 rows a scope instead
+/// of ranking every buyer.
+pub async fn refresh_snapshot(
+    conn: &mut sqlx::AnyConnection,
+    as_of_ms: i64,
+    now_ms: i64,
+) -> DomainResult<()> {
+    sqlx::query("DELETE FROM rfm_snapshot_cells")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&format!(
+        "INSERT INTO rfm_snapshot_cells (brand_id, r, f, m, members)
+         SELECT '', r, f, m, CAST(COUNT(*) AS BIGINT) FROM ({}) s GROUP BY r, f, m",
+        scores_sql("WHERE created_at < $1")
+    ))
+    .bind(as_of_ms)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(&format!(
+        "INSERT INTO rfm_snapshot_cells (brand_id, r, f, m, members)
+         SELECT brand_id, r, f, m, CAST(COUNT(*) AS BIGINT) FROM ({}) s
+         GROUP BY brand_id, r, f, m",
+        scores_by_brand_sql("WHERE created_at < $1")
+    ))
+    .bind(as_of_ms)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM rfm_snapshot_state")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("INSERT INTO rfm_snapshot_state (id, as_of_ms, computed_at) VALUES (1, $1, $2)")
+        .bind(as_of_ms)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// A range of RFM scores a campaign targets: each bound 1..=5, omitted = open.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -106,6 +164,11 @@ impl RfmRange {
 pub struct RfmDistribution {
     /// The brand the scores are limited to; absent = the coalition.
     pub brand_id: Option<String>,
+    /// The distribution's purchases are those before this instant (Unix ms): the snapshot the
+    /// KPI roll-up job takes when it closes days. Absent: ranked live over every purchase to
+    /// date (no snapshot yet, or a page of members was asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of_ms: Option<i64>,
     /// Members scored (those who bought).
     pub members: i64,
     /// Members per recency score 1..=5.
@@ -164,16 +227,37 @@ pub async fn distribution(
     page: Option<(Option<&str>, i64)>,
 ) -> DomainResult<RfmDistribution> {
     let filter = "WHERE ($1 IS NULL OR brand_id = $1)";
-    let cells: Vec<(i64, i64, i64, i64)> = sqlx::query_as(&format!(
-        "SELECT r, f, m, CAST(COUNT(*) AS BIGINT) FROM ({}) s GROUP BY r, f, m
-         ORDER BY r, f, m",
-        scores_sql(filter)
-    ))
-    .bind(brand.map(str::to_owned))
-    .fetch_all(pool)
-    .await?;
+    let snapshot: Option<(i64,)> = if page.is_none() {
+        sqlx::query_as("SELECT as_of_ms FROM rfm_snapshot_state WHERE id = 1")
+            .fetch_optional(pool)
+            .await?
+    } else {
+        None
+    };
+    let cells: Vec<(i64, i64, i64, i64)> = match snapshot {
+        Some(_) => {
+            sqlx::query_as(
+                "SELECT r, f, m, members FROM rfm_snapshot_cells WHERE brand_id = $1
+                 ORDER BY r, f, m",
+            )
+            .bind(brand.unwrap_or(""))
+            .fetch_all(pool)
+            .await?
+        }
+        None => {
+            sqlx::query_as(&format!(
+                "SELECT r, f, m, CAST(COUNT(*) AS BIGINT) FROM ({}) s GROUP BY r, f, m
+                 ORDER BY r, f, m",
+                scores_sql(filter)
+            ))
+            .bind(brand.map(str::to_owned))
+            .fetch_all(pool)
+            .await?
+        }
+    };
     let mut out = RfmDistribution {
         brand_id: brand.map(str::to_owned),
+        as_of_ms: snapshot.map(|(at,)| at),
         ..RfmDistribution::default()
     };
     for (r, f, m, n) in cells {

@@ -266,6 +266,9 @@ pub fn spawn(state: Services, mut shutdown: watch::Receiver<bool>) -> JoinHandle
                     let journeys =
                         crate::workflows::journeys::run(&state, None, now, None, |_, _| {});
                     log_outcome("journeys", journeys.await);
+                    let offset = state.settings.points.utc_offset_minutes;
+                    let rollups = crate::workflows::kpi_rollups::run(&state.store, offset, now, None);
+                    log_outcome("kpi-rollups", rollups.await);
                 }
                 _ = settle.tick() => {
                     let outcome = crate::workflows::settlement::job::run(&state, state.now_ms()).await;

@@ -1,5 +1,9 @@
 //! Key figures over a date range, per day, week or month, coalition-wide or for one brand,
-//! each computed by SQL aggregates (no row of a member or a purchase is loaded here).
+//! from per-day records: SQL aggregates of each day's purchases and points postings, with the
+//! day's buyers as compressed member sets, rolled up once a day is closed
+//! ([`crate::workflows::kpi_rollups`]) and read from the purchases and postings until then.
+//! Distinct counts (active members, buyers, repeat buyers, a brand's members) are exact
+//! unions and intersections of those sets.
 //!
 //! Dates are the programme's local calendar days (`[points] utc_offset_minutes`), `from` and
 //! `to` both included; weeks start on Monday (a bucket is labelled by its Monday, and the first
@@ -39,14 +43,14 @@ use utoipa::ToSchema;
 
 use crate::foundation::clock::{local_month_start_ms, DAY_MS};
 use crate::foundation::error::{DomainError, DomainResult};
-use crate::workflows::Services;
+use crate::workflows::{kpi_rollups, Services};
+use roaring::RoaringBitmap;
 
 /// Longest range at day granularity: a year of daily rows.
 pub const MAX_DAYS_BY_DAY: i64 = 366;
 /// Longest range at week granularity: five years of weekly rows (~262).
 pub const MAX_DAYS_BY_WEEK: i64 = 5 * 366;
-/// Longest range at month granularity: ten years of monthly rows (the month buckets are one
-/// SQL `CASE` branch each).
+/// Longest range at month granularity: ten years of monthly rows.
 pub const MAX_DAYS_BY_MONTH: i64 = 10 * 366;
 /// Default range when `from` is omitted: the 30 days ending with `to`.
 pub const DEFAULT_RANGE_DAYS: i64 = 30;
@@ -373,80 +377,102 @@ fn bucket_days(r: &KpiRange, offset_ms: i64) -> DomainResult<Vec<i64>> {
     Ok(starts)
 }
 
-/// A SQL expression mapping `column` (Unix ms) to its bucket's start day (local days since
-/// 1970). Only integers computed here are spliced in, never input.
-fn bucket_sql(column: &str, starts: &[i64], offset_ms: i64) -> String {
-    if starts.len() < 2 {
-        return format!("{}", starts.first().copied().unwrap_or(0));
-    }
-    let mut sql = String::from("CASE");
-    for pair in starts.windows(2).rev() {
-        sql.push_str(&format!(
-            " WHEN {column} >= {} THEN {}",
-            pair[1] * DAY_MS - offset_ms,
-            pair[1]
-        ));
-    }
-    sql.push_str(&format!(" ELSE {} END", starts[0]));
-    sql
+/// Per-bucket sums of the series while the days are folded in.
+#[derive(Default)]
+struct BucketSums {
+    orders: i64,
+    sales_cents: i64,
+    points_issued: i64,
+    points_redeemed: i64,
+    points_expired: i64,
+    active: RoaringBitmap,
 }
 
-/// The figures of a validated range for `brand` (or the coalition).
+/// The figures of a validated range for `brand` (or the coalition). Sales, points and every
+/// distinct count come from per-day records (`kpi_rollups`): rolled-up rows for closed days,
+/// the purchases and postings themselves for the others.
 pub async fn kpis(services: &Services, brand: Option<&str>, r: &KpiRange) -> DomainResult<Kpis> {
     let pool = services.store.read();
-    let offset_ms = services.settings.points.utc_offset_minutes * 60_000;
+    let offset_minutes = services.settings.points.utc_offset_minutes;
+    let offset_ms = offset_minutes * 60_000;
     let starts = bucket_days(r, offset_ms)?;
     let brand = brand.map(str::to_owned);
     let (from, to) = (r.from_ms, r.to_ms);
-    let bucket = bucket_sql("created_at", &starts, offset_ms);
+    let from_day = kpi_rollups::day_of(from, offset_minutes);
+    let to_day = kpi_rollups::day_of(to, offset_minutes);
+    // The active rates look back 90 days from the end, which may start before the range.
+    let window_start = from_day.min(to_day - 90);
 
-    let sales: Vec<(i64, i64, i64, i64)> = sqlx::query_as(&format!(
-        "SELECT b, CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(total_cents), 0) AS BIGINT),
-                CAST(COUNT(DISTINCT member_id) AS BIGINT)
-         FROM (SELECT {bucket} AS b, total_cents, member_id FROM purchases
-               WHERE created_at >= $1 AND created_at < $2 AND ($3 IS NULL OR brand_id = $3)) t
-         GROUP BY b"
-    ))
-    .bind(from)
-    .bind(to)
-    .bind(brand.clone())
-    .fetch_all(pool)
+    let mut buckets: Vec<BucketSums> = starts.iter().map(|_| BucketSums::default()).collect();
+    let (mut bought_once, mut bought_twice) = (RoaringBitmap::new(), RoaringBitmap::new());
+    let (mut active_30d, mut active_90d) = (RoaringBitmap::new(), RoaringBitmap::new());
+    let mut ever = RoaringBitmap::new();
+    let mut spend_to_date = 0i64;
+    let mut unnumbered = kpi_rollups::Unnumbered::new();
+    kpi_rollups::each_day(
+        pool,
+        brand.as_deref(),
+        window_start,
+        to_day,
+        offset_minutes,
+        true,
+        &mut unnumbered,
+        |d| {
+            spend_to_date += d.sales_cents;
+            if d.day >= to_day - 90 {
+                active_90d |= &d.buyers;
+            }
+            if d.day >= to_day - 30 {
+                active_30d |= &d.buyers;
+            }
+            if d.day >= from_day {
+                // Bought twice in the range: twice on one day, or on this day and before.
+                bought_twice |= &d.repeat_buyers;
+                bought_twice |= &bought_once & &d.buyers;
+                bought_once |= &d.buyers;
+                let at = starts.partition_point(|&s| s <= d.day).saturating_sub(1);
+                let b = &mut buckets[at];
+                b.orders += d.orders;
+                b.sales_cents += d.sales_cents;
+                b.points_issued += d.points_issued;
+                b.points_redeemed += d.points_redeemed;
+                b.points_expired += d.points_expired;
+                b.active |= &d.buyers;
+            }
+            if brand.is_some() {
+                ever |= &d.buyers;
+            }
+        },
+    )
     .await?;
-    let points: Vec<(i64, i64, i64, i64)> = sqlx::query_as(&format!(
-        "SELECT b,
-            CAST(COALESCE(SUM(CASE WHEN account IN ('issuance', 'adjustment') THEN -amount
-                 ELSE 0 END), 0) AS BIGINT),
-            CAST(COALESCE(SUM(CASE WHEN account = 'redemption' THEN amount ELSE 0 END), 0)
-                 AS BIGINT),
-            CAST(COALESCE(SUM(CASE WHEN account = 'expiry' THEN amount ELSE 0 END), 0) AS BIGINT)
-         FROM (SELECT {bucket} AS b, account, amount FROM ledger_postings
-               WHERE account IN ('issuance', 'adjustment', 'redemption', 'expiry')
-                 AND created_at >= $1 AND created_at < $2 AND ($3 IS NULL OR brand_id = $3)) t
-         GROUP BY b"
-    ))
-    .bind(from)
-    .bind(to)
-    .bind(brand.clone())
-    .fetch_all(pool)
+    // Everything before the window: spend to date, and a brand's members (its buyers ever).
+    kpi_rollups::each_day(
+        pool,
+        brand.as_deref(),
+        0,
+        window_start,
+        offset_minutes,
+        brand.is_some(),
+        &mut unnumbered,
+        |d| {
+            spend_to_date += d.sales_cents;
+            ever |= &d.buyers;
+        },
+    )
     .await?;
     let series: Vec<KpiBucket> = starts
         .iter()
-        .map(|&day| {
-            let s = sales.iter().find(|row| row.0 == day);
-            let p = points.iter().find(|row| row.0 == day);
-            let orders = s.map_or(0, |row| row.1);
-            let sales_cents = s.map_or(0, |row| row.2);
-            KpiBucket {
-                period: date_of_epoch_day(day),
-                start_ms: day * DAY_MS - offset_ms,
-                orders,
-                sales_cents,
-                average_order_cents: per(sales_cents, orders),
-                active_members: s.map_or(0, |row| row.3),
-                points_issued: p.map_or(0, |row| row.1),
-                points_redeemed: p.map_or(0, |row| row.2),
-                points_expired: p.map_or(0, |row| row.3),
-            }
+        .zip(&buckets)
+        .map(|(&day, b)| KpiBucket {
+            period: date_of_epoch_day(day),
+            start_ms: day * DAY_MS - offset_ms,
+            orders: b.orders,
+            sales_cents: b.sales_cents,
+            average_order_cents: per(b.sales_cents, b.orders),
+            active_members: b.active.len() as i64,
+            points_issued: b.points_issued,
+            points_redeemed: b.points_redeemed,
+            points_expired: b.points_expired,
         })
         .collect();
 
@@ -460,73 +486,72 @@ pub async fn kpis(services: &Services, brand: Option<&str>, r: &KpiRange) -> Dom
     };
     totals.average_order_cents = per(totals.sales_cents, totals.orders);
     totals.breakage_bp = ratio_bp(totals.points_expired, totals.points_issued);
-    let (all_sales,): (i64,) = sqlx::query_as(
-        "SELECT CAST(COALESCE(SUM(total_cents), 0) AS BIGINT) FROM purchases
-         WHERE created_at >= $1 AND created_at < $2",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_one(pool)
-    .await?;
+    let all_sales = match &brand {
+        None => totals.sales_cents,
+        Some(_) => {
+            let mut all = 0;
+            let mut none = kpi_rollups::Unnumbered::new();
+            kpi_rollups::each_day(
+                pool,
+                None,
+                from_day,
+                to_day,
+                offset_minutes,
+                false,
+                &mut none,
+                |d| all += d.sales_cents,
+            )
+            .await?;
+            all
+        }
+    };
     totals.member_share_of_sales_bp = ratio_bp(totals.sales_cents, all_sales);
-    let (buyers, repeaters): (i64, i64) = sqlx::query_as(
-        "SELECT CAST(COUNT(*) AS BIGINT),
-                CAST(COALESCE(SUM(CASE WHEN n >= 2 THEN 1 ELSE 0 END), 0) AS BIGINT)
-         FROM (SELECT member_id, COUNT(*) AS n FROM purchases
-               WHERE created_at >= $1 AND created_at < $2 AND ($3 IS NULL OR brand_id = $3)
-               GROUP BY member_id) per_member",
-    )
-    .bind(from)
-    .bind(to)
-    .bind(brand.clone())
-    .fetch_one(pool)
-    .await?;
-    totals.buyers = buyers;
-    totals.repurchase_rate_bp = ratio_bp(repeaters, buyers);
-    let (members,): (i64,) = match &brand {
+    totals.buyers = bought_once.len() as i64;
+    totals.repurchase_rate_bp = ratio_bp(bought_twice.len() as i64, totals.buyers);
+    let members = match &brand {
         None => {
-            sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM members WHERE created_at < $1")
-                .bind(to)
-                .fetch_one(pool)
-                .await?
+            let (members,): (i64,) = sqlx::query_as(
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM members WHERE created_at < $1",
+            )
+            .bind(to)
+            .fetch_one(pool)
+            .await?;
+            members
+        }
+        Some(_) => ever.len() as i64,
+    };
+    totals.members = members;
+    totals.active_30d = active_30d.len() as i64;
+    totals.active_90d = active_90d.len() as i64;
+    totals.active_rate_30d_bp = ratio_bp(totals.active_30d, members);
+    totals.active_rate_90d_bp = ratio_bp(totals.active_90d, members);
+    totals.ltv_cents = per(spend_to_date, members);
+    // Coalition-wide, the wallets hold the sum of every lot's remaining points (the ledger's
+    // invariant), so a million wallets are read instead of every lot, less the lots past
+    // their expiry that the expiry job has not posted yet (few: it runs hourly). One
+    // statement, one snapshot. A brand's share is in its lots (an index covers them).
+    let (outstanding,): (i64,) = match &brand {
+        None => {
+            sqlx::query_as(
+                "SELECT CAST((SELECT COALESCE(SUM(balance), 0) FROM point_wallets)
+                     - (SELECT COALESCE(SUM(remaining), 0) FROM point_lots
+                        WHERE remaining > 0 AND expires_at <= $1) AS BIGINT)",
+            )
+            .bind(services.now_ms())
+            .fetch_one(pool)
+            .await?
         }
         Some(b) => {
             sqlx::query_as(
-                "SELECT CAST(COUNT(DISTINCT member_id) AS BIGINT) FROM purchases
-                 WHERE brand_id = $1 AND created_at < $2",
+                "SELECT CAST(COALESCE(SUM(remaining), 0) AS BIGINT) FROM point_lots
+                 WHERE brand_id = $2 AND remaining > 0 AND expires_at > $1",
             )
+            .bind(services.now_ms())
             .bind(b)
-            .bind(to)
             .fetch_one(pool)
             .await?
         }
     };
-    totals.members = members;
-    let (active_30d, active_90d, spend_to_date): (i64, i64, i64) = sqlx::query_as(
-        "SELECT CAST(COUNT(DISTINCT CASE WHEN created_at >= $2 THEN member_id END) AS BIGINT),
-                CAST(COUNT(DISTINCT CASE WHEN created_at >= $3 THEN member_id END) AS BIGINT),
-                CAST(COALESCE(SUM(total_cents), 0) AS BIGINT)
-         FROM purchases WHERE created_at < $1 AND ($4 IS NULL OR brand_id = $4)",
-    )
-    .bind(to)
-    .bind(to - 30 * DAY_MS)
-    .bind(to - 90 * DAY_MS)
-    .bind(brand.clone())
-    .fetch_one(pool)
-    .await?;
-    totals.active_30d = active_30d;
-    totals.active_90d = active_90d;
-    totals.active_rate_30d_bp = ratio_bp(active_30d, members);
-    totals.active_rate_90d_bp = ratio_bp(active_90d, members);
-    totals.ltv_cents = per(spend_to_date, members);
-    let (outstanding,): (i64,) = sqlx::query_as(
-        "SELECT CAST(COALESCE(SUM(remaining), 0) AS BIGINT) FROM point_lots
-         WHERE remaining > 0 AND expires_at > $1 AND ($2 IS NULL OR brand_id = $2)",
-    )
-    .bind(services.now_ms())
-    .bind(brand.clone())
-    .fetch_one(pool)
-    .await?;
     totals.points_outstanding = outstanding;
 
     Ok(Kpis {

@@ -905,7 +905,9 @@ fn case(w: &World, method: &str, path: &str) -> Option<Case> {
         ("GET", "/members/{member_id}/stage") => {
             Case::allow(&[OtherCounter, OtherBrand], SHARED_MEMBER, Member)
         }
-        ("POST", "/jobs/member-stages") | ("POST", "/jobs/journeys") => Case::deny(Admin),
+        ("POST", "/jobs/member-stages")
+        | ("POST", "/jobs/journeys")
+        | ("POST", "/jobs/kpi-rollups") => Case::deny(Admin),
         ("POST", "/journeys") => Case::deny(Brand).json(json!({
             "title": "Welcome", "trigger": { "kind": "joined", "within_days": 30 },
             "actions": [{ "kind": "webhook", "brand_id": HOME }] })),

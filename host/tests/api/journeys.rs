@@ -536,6 +536,19 @@ both_backends!(the_command_line_runs_journeys_once, |app| async move {
     let stages = cli(&app, &["jobs", "run", "member-stages"]);
     assert_eq!(stages["member_stages"]["finished"], true, "{stages}");
     assert_eq!(stages["member_stages"]["members"], 1, "{stages}");
+    // The command runs on the system clock: every day from the purchase's (the test clock's
+    // 2026-03-02) to yesterday is closed, in passes until none is left.
+    let rollups = cli(&app, &["jobs", "run", "kpi-rollups"]);
+    let closed = rollups["kpi_rollups"]["days_closed"]
+        .as_i64()
+        .expect("days");
+    assert!(closed >= 2, "{rollups}");
+    assert_eq!(rollups["kpi_rollups"]["more"], false, "{rollups}");
+    let again = cli(&app, &["jobs", "run", "kpi-rollups"]);
+    assert_eq!(
+        again["kpi_rollups"]["closed_before_day"],
+        rollups["kpi_rollups"]["closed_before_day"]
+    );
     app.stop().await;
 });
 

@@ -67,6 +67,116 @@ fn series(body: &Value, field: &str) -> Vec<i64> {
 
 both_backends!(kpis_match_hand_computed_figures, |app| async move {
     fixture(&app).await;
+    check_hand_computed(&app).await;
+});
+
+async fn run_rollups(app: &TestApp) -> Value {
+    let (status, report) = app
+        .post("/jobs/kpi-rollups", &app.admin_key, &idem(), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    report
+}
+
+// 2026-03-02, 03-03 and 03-04 as days since 1970.
+const DAY1: i64 = 20_514;
+
+// The same figures when the roll-up job has closed some of the days (the range is then read
+// from rolled-up rows and from the purchases themselves), and when it has closed all of them:
+// buyers, repeat buyers and members counted across the closed and open days must not count
+// anyone twice.
+both_backends!(kpis_are_the_same_from_rolled_up_days, |app| async move {
+    fixture(&app).await;
+    // Now 03-04 10:00: 03-02 and 03-03 have ended, 03-04 has not.
+    let report = run_rollups(&app).await;
+    assert_eq!(report["days_closed"], 2, "{report}");
+    assert_eq!(report["closed_before_day"], DAY1 + 2, "{report}");
+    assert_eq!(report["more"], false);
+    check_hand_computed(&app).await;
+    // The RFM distribution is now the snapshot of the closed days: Ann and Bob, not yet the
+    // purchases of 03-04; a page of members is still ranked live.
+    let (status, snap) = app.get("/segments/rfm", &app.admin_key).await;
+    assert_eq!(status, StatusCode::OK, "{snap}");
+    assert_eq!(snap["as_of_ms"], (DAY1 + 2) * DAY_MS, "{snap}");
+    assert_eq!(snap["members"], 2);
+    let (_, live) = app.get("/segments/rfm?members=true", &app.admin_key).await;
+    assert_eq!(live.get("as_of_ms"), None, "{live}");
+    assert_eq!(live["members"], 2);
+    // Nothing more to close until the day and the grace have passed.
+    let again = run_rollups(&app).await;
+    assert_eq!(again["days_closed"], 0, "{again}");
+    app.clock.advance_ms(14 * HOUR_MS);
+    // 03-05 00:00: 03-04 ended, but not 15 minutes ago.
+    assert_eq!(run_rollups(&app).await["days_closed"], 0);
+    app.clock.advance_ms(HOUR_MS);
+    let report = run_rollups(&app).await;
+    assert_eq!(report["days_closed"], 1, "{report}");
+    assert_eq!(report["closed_before_day"], DAY1 + 3);
+    check_hand_computed(&app).await;
+    // Purchases on the open day join the rolled-up ones: Dan, whom the job never numbered,
+    // is a buyer, a repeat buyer and an active member, once.
+    let cafe = create_key(&app, "counter", Some("cafe"), None).await;
+    let dan = member_id(&app, "+8613800000104", "Dan").await;
+    buy(&app, &cafe, "cafe", &dan, 4_000, 0).await;
+    buy(&app, &cafe, "cafe", &dan, 1_000, 0).await;
+    let (status, all) = app
+        .get("/kpis?from=2026-03-02&to=2026-03-05", &app.admin_key)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    let t = &all["totals"];
+    assert_eq!(t["orders"], 8, "{t}");
+    assert_eq!(t["buyers"], 3);
+    assert_eq!(t["repurchase_rate_bp"], 10_000);
+    assert_eq!(t["active_30d"], 3);
+    assert_eq!(series(&all, "active_members"), [2, 1, 2, 1]);
+    let (status, cafe_figures) = app
+        .get(
+            "/kpis?from=2026-03-02&to=2026-03-05&brand=cafe",
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cafe_figures}");
+    // The cafe's members: Ann, Bob and now Dan; Ann and Dan bought twice there.
+    assert_eq!(cafe_figures["totals"]["members"], 3);
+    assert_eq!(cafe_figures["totals"]["repurchase_rate_bp"], 6_666);
+    // Closing that day too changes nothing.
+    app.clock.advance_ms(DAY_MS);
+    assert_eq!(run_rollups(&app).await["days_closed"], 1);
+    let (_, rolled) = app
+        .get("/kpis?from=2026-03-02&to=2026-03-05", &app.admin_key)
+        .await;
+    assert_eq!(rolled["totals"], all["totals"]);
+    assert_eq!(rolled["series"], all["series"]);
+    let (_, rolled_cafe) = app
+        .get(
+            "/kpis?from=2026-03-02&to=2026-03-05&brand=cafe",
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(rolled_cafe["totals"], cafe_figures["totals"]);
+    // With every purchase in closed days, the snapshot ranks exactly as the live ranking,
+    // coalition-wide and per brand.
+    for scope in ["", "?brand=cafe", "?brand=shoe"] {
+        let (_, snap) = app
+            .get(&format!("/segments/rfm{scope}"), &app.admin_key)
+            .await;
+        assert_eq!(snap["as_of_ms"], (DAY1 + 4) * DAY_MS, "{snap}");
+        let sep = if scope.is_empty() { "?" } else { "&" };
+        let (_, live) = app
+            .get(
+                &format!("/segments/rfm{scope}{sep}members=true"),
+                &app.admin_key,
+            )
+            .await;
+        for field in ["members", "recency", "frequency", "monetary", "cells"] {
+            assert_eq!(snap[field], live[field], "{scope} {field}");
+        }
+    }
+    let (_, all_rfm) = app.get("/segments/rfm", &app.admin_key).await;
+    assert_eq!(all_rfm["members"], 3);
+});
+
+async fn check_hand_computed(app: &TestApp) {
     let (status, all) = app.get(&format!("/kpis?{RANGE}"), &app.admin_key).await;
     assert_eq!(status, StatusCode::OK, "{all}");
     let t = &all["totals"];
@@ -196,7 +306,7 @@ both_backends!(kpis_match_hand_computed_figures, |app| async move {
             }
         }
     }
-});
+}
 
 both_backends!(kpis_are_scoped_and_bounded, |app| async move {
     create_brand(&app, "cafe").await;

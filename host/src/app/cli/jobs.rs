@@ -35,6 +35,8 @@ pub enum JobName {
     WebhookDeliveries,
     /// Every member's lifecycle stage (changes recorded once, with their webhook events).
     MemberStages,
+    /// The daily KPI roll-ups: every local day that has ended is closed.
+    KpiRollups,
 }
 
 /// Runs `coalition jobs run`.
@@ -78,6 +80,23 @@ pub async fn run_command(config: Config, command: JobsCommand) -> anyhow::Result
             .await
             .map_err(fail)?;
         report.insert("member_stages".into(), serde_json::to_value(r)?);
+    }
+    if matches!(job, JobName::All | JobName::KpiRollups) {
+        let offset = state.settings.points.utc_offset_minutes;
+        let mut days = 0;
+        let r = loop {
+            let r = crate::workflows::kpi_rollups::run(&state.store, offset, now, None)
+                .await
+                .map_err(fail)?;
+            days += r.days_closed;
+            if !r.more {
+                break crate::workflows::kpi_rollups::RollupReport {
+                    days_closed: days,
+                    ..r
+                };
+            }
+        };
+        report.insert("kpi_rollups".into(), serde_json::to_value(r)?);
     }
     if matches!(job, JobName::All | JobName::Tiers) {
         let r = crate::domain::tiers::run_scheduled(
