@@ -511,7 +511,7 @@ async fn setup(url: String, http: &reqwest::Client, fresh: bool) -> Env {
     let (base, admin) = (&env.base, &env.admin);
     let resp = http
         .post(format!("{base}/coupon-templates"))
-        .bearer_auth(&admin)
+        .bearer_auth(admin)
         .header("Idempotency-Key", "tpl")
         .json(&json!({
             "id": "cinema-ticket-half", "title": "Half-price cinema ticket",
@@ -527,7 +527,7 @@ async fn setup(url: String, http: &reqwest::Client, fresh: bool) -> Env {
         .put(format!(
             "{base}/perks/cinema-dinner/cinema-ticket-half/inventory"
         ))
-        .bearer_auth(&admin)
+        .bearer_auth(admin)
         .header("Idempotency-Key", "inv")
         .json(&json!({ "funding_brand": "restaurant", "total_stock": 1_000_000 }))
         .send()

@@ -339,6 +339,9 @@ const POINT_SUMS: &str =
      CAST(COALESCE(SUM(CASE WHEN account = 'redemption' THEN amount ELSE 0 END), 0) AS BIGINT),
      CAST(COALESCE(SUM(CASE WHEN account = 'expiry' THEN amount ELSE 0 END), 0) AS BIGINT)";
 
+/// A `kpi_days` row: day, orders, sales, points issued, redeemed and expired, the two sets.
+type StoredDay = (i64, i64, i64, i64, i64, i64, String, String);
+
 /// Calls `each` with the records of the local days `from_day..to_day` (ends excluded) that
 /// had anything, oldest first, for `brand` (or the coalition): closed days from their rows,
 /// the others from the purchases and postings. Without `buyers`, the records' sets are empty
@@ -367,7 +370,7 @@ pub async fn each_day(
     };
     let mut day = from_day;
     while day < until {
-        let rows: Vec<(i64, i64, i64, i64, i64, i64, String, String)> = sqlx::query_as(&format!(
+        let rows: Vec<StoredDay> = sqlx::query_as(&format!(
             "SELECT day, orders, sales_cents, points_issued, points_redeemed, points_expired,
                     {sets}
              FROM kpi_days WHERE brand_id = $1 AND day >= $2 AND day < $3
@@ -523,15 +526,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buyer_sets_round_trip_through_text() {
+    fn buyer_sets_round_trip_through_text() -> DomainResult<()> {
         let mut set = RoaringBitmap::new();
         set.extend([1u32, 2, 70_000, u32::MAX - 3]);
-        assert_eq!(decode(&encode(&set).unwrap()).unwrap(), set);
+        assert_eq!(decode(&encode(&set)?)?, set);
         assert_eq!(
-            decode(&encode(&RoaringBitmap::new()).unwrap()).unwrap(),
+            decode(&encode(&RoaringBitmap::new())?)?,
             RoaringBitmap::new()
         );
         assert!(decode("not base64!").is_err());
+        Ok(())
     }
 
     #[test]
