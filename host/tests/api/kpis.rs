@@ -231,7 +231,7 @@ async fn check_hand_computed(app: &TestApp) {
     assert_eq!(week["series"][1]["period"], "2026-03-02");
 
     // The cafe's own figures, for its brand key (no brand named: forced to its own).
-    let cafe_office = create_key(&app, "brand", Some("cafe"), None).await;
+    let cafe_office = create_key(app, "brand", Some("cafe"), None).await;
     let (status, cafe) = app.get(&format!("/kpis?{RANGE}"), &cafe_office).await;
     assert_eq!(status, StatusCode::OK, "{cafe}");
     assert_eq!(cafe["brand_id"], "cafe");
