@@ -3,6 +3,8 @@
 //! own short transactions, and the idempotency key then records its report: a concurrent retry
 //! with the same key does no harm and gets one of the reports.
 
+use std::time::{Duration, Instant};
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -16,6 +18,7 @@ use crate::interfaces::api::idempotency::{self, Claim, IdempotencyKey};
 use crate::interfaces::api::problem::Problem;
 use crate::interfaces::api::AppState;
 use crate::workflows::jobs::{self, ExpiryReport, HoldTimeoutReport};
+use crate::workflows::kpi_rollups::{self, RollupReport};
 
 /// Routes of this resource.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -24,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs_pending_points))
         .routes(routes!(jobs_membership_renewals))
         .routes(routes!(jobs_holds))
+        .routes(routes!(jobs_kpi_rollups))
 }
 
 async fn record<T: serde::Serialize>(
@@ -117,4 +121,31 @@ pub async fn jobs_holds(
     principal.require_admin()?;
     let report = jobs::run_hold_timeouts(&state.store, state.now_ms()).await?;
     record(&state, &principal, &key, "jobs.holds", report).await
+}
+
+/// Roll up the key figures of every local day that has ended (admins): each day closed once,
+/// in its own transaction, oldest first; a call that runs out of time answers `more: true`
+/// and the next resumes. The background jobs run this hourly; figures never depend on it,
+/// only the KPI page's speed does.
+#[utoipa::path(post, path = "/jobs/kpi-rollups", tag = "jobs",
+    params(("Idempotency-Key" = String, Header, description = "Unique per run")),
+    responses(
+        (status = 200, body = RollupReport),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn jobs_kpi_rollups(
+    State(state): State<AppState>,
+    principal: Principal,
+    key: IdempotencyKey,
+) -> DomainResult<Response> {
+    principal.require_admin()?;
+    let budget = Duration::from_millis(state.config.limits.request_timeout_ms / 2);
+    let report = kpi_rollups::run(
+        &state.store,
+        state.settings.points.utc_offset_minutes,
+        state.now_ms(),
+        Some(Instant::now() + budget),
+    )
+    .await?;
+    record(&state, &principal, &key, "jobs.kpi_rollups", report).await
 }

@@ -1,10 +1,8 @@
 //! Key figures over a date range, as JSON or CSV (see [`crate::workflows::kpis`] for every
 //! definition).
 
-use std::time::{Duration, Instant};
-
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -13,58 +11,13 @@ use utoipa_axum::routes;
 
 use crate::domain::access::Principal;
 use crate::foundation::error::{DomainError, DomainResult};
-use crate::interfaces::api::idempotency::{self, finish_write, Claim, IdempotencyKey};
 use crate::interfaces::api::problem::{ApiJson, ApiQuery, Problem};
 use crate::interfaces::api::AppState;
-use crate::workflows::kpi_rollups::{self, RollupReport};
 use crate::workflows::kpis::{self, Kpis};
 
 /// Routes of this resource.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(kpis_get))
-        .routes(routes!(jobs_kpi_rollups))
-}
-
-/// Roll up the key figures of every local day that has ended (admins): each day closed once,
-/// in its own transaction, oldest first; a call that runs out of time answers `more: true`
-/// and the next resumes. The background jobs run this hourly; figures never depend on it,
-/// only the KPI page's speed does.
-#[utoipa::path(post, path = "/jobs/kpi-rollups", tag = "jobs",
-    params(("Idempotency-Key" = String, Header, description = "Unique per run")),
-    responses(
-        (status = 200, body = RollupReport),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-    ))]
-pub async fn jobs_kpi_rollups(
-    State(state): State<AppState>,
-    principal: Principal,
-    key: IdempotencyKey,
-) -> DomainResult<Response> {
-    principal.require_admin()?;
-    let budget = Duration::from_millis(state.config.limits.request_timeout_ms / 2);
-    let report = kpi_rollups::run(
-        &state.store,
-        state.settings.points.utc_offset_minutes,
-        state.now_ms(),
-        Some(Instant::now() + budget),
-    )
-    .await?;
-    // The job is idempotent by construction; the key records its report (as `/jobs/…` do).
-    let hash = idempotency::request_hash("jobs.kpi_rollups", &());
-    let mut tx = state.store.begin().await?;
-    if let Claim::Replay { status, body } = idempotency::claim(
-        &mut tx,
-        &principal.idempotency_scope(),
-        &key.0,
-        &hash,
-        state.now_ms(),
-    )
-    .await?
-    {
-        return Ok(idempotency::replay_response(status, body));
-    }
-    finish_write(tx, &principal, &key, StatusCode::OK, report).await
+    OpenApiRouter::new().routes(routes!(kpis_get))
 }
 
 /// Which figures.
