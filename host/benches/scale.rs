@@ -1388,13 +1388,17 @@ async fn bench(urls: [String; 2], k: Knobs) {
         sizes.push((size, took, postings, purchases, bytes));
     }
 
-    println!(
-        "\nPostgreSQL, {} brands, {} concurrent clients, {} requests per operation, size and \
-         round\n",
-        BRANDS.len(),
-        k.clients,
-        k.requests
-    );
+    if k.rounds > 0 {
+        println!(
+            "\nPostgreSQL, {} brands, {} concurrent clients, {} requests per operation, size \
+             and round\n",
+            BRANDS.len(),
+            k.clients,
+            k.requests
+        );
+    } else {
+        println!("\nPostgreSQL, {} brands\n", BRANDS.len());
+    }
     println!(
         "| members | purchases | generation (s, untimed setup) | postings at the end | database size (GiB) |"
     );
