@@ -63,6 +63,16 @@ fn utc_offset(minutes: i64) -> DomainResult<time::UtcOffset> {
     time::UtcOffset::from_whole_seconds(seconds).map_err(DomainError::internal)
 }
 
+/// The local day (days since 1970-01-01 at the offset) an instant falls in.
+pub fn local_day(at_ms: i64, utc_offset_minutes: i64) -> i64 {
+    (at_ms + utc_offset_minutes * 60_000).div_euclid(DAY_MS)
+}
+
+/// The first instant of a local day.
+pub fn local_day_start_ms(day: i64, utc_offset_minutes: i64) -> i64 {
+    day * DAY_MS - utc_offset_minutes * 60_000
+}
+
 /// The local (year, month 1..=12) of an instant.
 pub fn local_year_month(at_ms: i64, utc_offset_minutes: i64) -> DomainResult<(i32, u8)> {
     let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)

@@ -25,7 +25,7 @@ use roaring::RoaringBitmap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::foundation::clock::DAY_MS;
+use crate::foundation::clock::{local_day, local_day_start_ms, DAY_MS};
 use crate::foundation::error::{DomainError, DomainResult};
 use crate::foundation::store::Store;
 
@@ -91,15 +91,6 @@ fn member_no(no: i64) -> DomainResult<u32> {
     u32::try_from(no).map_err(|_| DomainError::internal(anyhow::anyhow!("member number {no}")))
 }
 
-/// The local day `ms` falls in.
-pub fn day_of(ms: i64, offset_minutes: i64) -> i64 {
-    (ms + offset_minutes * 60_000).div_euclid(DAY_MS)
-}
-
-fn day_start_ms(day: i64, offset_minutes: i64) -> i64 {
-    day * DAY_MS - offset_minutes * 60_000
-}
-
 /// The first day not rolled up at `offset_minutes`, or `None` when nothing is (no state, or a
 /// state for another offset).
 pub async fn closed_before(pool: &sqlx::AnyPool, offset_minutes: i64) -> DomainResult<Option<i64>> {
@@ -122,7 +113,7 @@ pub async fn run(
     now_ms: i64,
     deadline: Option<std::time::Instant>,
 ) -> DomainResult<RollupReport> {
-    let closable = day_of(now_ms - ROLLUP_GRACE_MS, offset_minutes);
+    let closable = local_day(now_ms - ROLLUP_GRACE_MS, offset_minutes);
     let mut report = RollupReport::default();
     let mut next = match closed_before(store.read(), offset_minutes).await? {
         Some(day) => day,
@@ -151,8 +142,12 @@ pub async fn run(
     report.closed_before_day = Some(next);
     if report.days_closed > 0 {
         let mut tx = store.begin().await?;
-        crate::domain::rfm::refresh_snapshot(&mut tx, day_start_ms(next, offset_minutes), now_ms)
-            .await?;
+        crate::domain::rfm::refresh_snapshot(
+            &mut tx,
+            local_day_start_ms(next, offset_minutes),
+            now_ms,
+        )
+        .await?;
         tx.commit().await?;
     }
     Ok(report)
@@ -181,7 +176,7 @@ async fn start_over(
         .into_iter()
         .flatten()
         .min()
-        .map_or(closable, |ms| day_of(ms, offset_minutes).min(closable));
+        .map_or(closable, |ms| local_day(ms, offset_minutes).min(closable));
     sqlx::query("DELETE FROM kpi_days")
         .execute(&mut *tx)
         .await?;
@@ -210,8 +205,8 @@ async fn close_day(
     now_ms: i64,
 ) -> DomainResult<Option<i64>> {
     let (start, end) = (
-        day_start_ms(day, offset_minutes),
-        day_start_ms(day + 1, offset_minutes),
+        local_day_start_ms(day, offset_minutes),
+        local_day_start_ms(day + 1, offset_minutes),
     );
     let mut tx = store.begin().await?;
     // Claim the day first: a concurrent pass blocks here (or fails its guard) instead of
@@ -342,183 +337,185 @@ const POINT_SUMS: &str =
 /// A `kpi_days` row: day, orders, sales, points issued, redeemed and expired, the two sets.
 type StoredDay = (i64, i64, i64, i64, i64, i64, String, String);
 
-/// Calls `each` with the records of the local days `from_day..to_day` (ends excluded) that
-/// had anything, oldest first, for `brand` (or the coalition): closed days from their rows,
-/// the others from the purchases and postings. Without `buyers`, the records' sets are empty
-/// and cost nothing to read. `unnumbered` gives the members the job has not numbered yet
-/// their stand-in numbers: pass the same map to every call whose sets are combined.
-#[allow(clippy::too_many_arguments)]
-pub async fn each_day(
-    pool: &sqlx::AnyPool,
-    brand: Option<&str>,
-    from_day: i64,
-    to_day: i64,
+/// Reads per-day records for one page: the roll-up state is read once, so every call of the
+/// page splits closed and open days at the same day, and members the job has not numbered
+/// yet keep one stand-in number across the calls (counting down from `u32::MAX`, which the
+/// job's numbers, counting up from 1, never reach).
+pub struct DayReader<'a> {
+    pool: &'a sqlx::AnyPool,
     offset_minutes: i64,
-    buyers: bool,
-    unnumbered: &mut Unnumbered,
-    mut each: impl FnMut(DayRecord),
-) -> DomainResult<()> {
-    let closed = closed_before(pool, offset_minutes)
-        .await?
-        .unwrap_or(from_day);
-    let scope = brand.unwrap_or(COALITION);
-    let until = to_day.min(closed);
-    let (sets, chunk) = if buyers {
-        ("buyers, repeat_buyers", LOAD_CHUNK_ROWS)
-    } else {
-        ("'', ''", LOAD_CHUNK_ROWS_WITHOUT_SETS)
-    };
-    let mut day = from_day;
-    while day < until {
-        let rows: Vec<StoredDay> = sqlx::query_as(&format!(
-            "SELECT day, orders, sales_cents, points_issued, points_redeemed, points_expired,
-                    {sets}
-             FROM kpi_days WHERE brand_id = $1 AND day >= $2 AND day < $3
-             ORDER BY day LIMIT {chunk}"
-        ))
-        .bind(scope)
-        .bind(day)
-        .bind(until)
-        .fetch_all(pool)
-        .await?;
-        day = match rows.last() {
-            Some(last) if rows.len() as i64 == chunk => last.0 + 1,
-            _ => until,
-        };
-        for (d, orders, sales_cents, issued, redeemed, expired, once, twice) in rows {
-            each(DayRecord {
-                day: d,
-                orders,
-                sales_cents,
-                points_issued: issued,
-                points_redeemed: redeemed,
-                points_expired: expired,
-                buyers: if buyers {
-                    decode(&once)?
-                } else {
-                    RoaringBitmap::new()
-                },
-                repeat_buyers: if buyers {
-                    decode(&twice)?
-                } else {
-                    RoaringBitmap::new()
-                },
-            });
-        }
-    }
-    let open_from = from_day.max(closed);
-    if open_from < to_day {
-        let records = open_days(
-            pool,
-            brand,
-            open_from,
-            to_day,
-            offset_minutes,
-            buyers,
-            unnumbered,
-        )
-        .await?;
-        for record in records {
-            each(record);
-        }
-    }
-    Ok(())
+    /// The first day not rolled up, if any is.
+    closed: Option<i64>,
+    unnumbered: HashMap<String, u32>,
 }
 
-/// Stand-in numbers of the members the roll-up job has not numbered yet: they count down from
-/// `u32::MAX`, which the job's numbers (counting up from 1) never reach.
-pub type Unnumbered = HashMap<String, u32>;
+impl<'a> DayReader<'a> {
+    /// A reader at `offset_minutes`, with the roll-up state as it is now.
+    pub async fn new(pool: &'a sqlx::AnyPool, offset_minutes: i64) -> DomainResult<Self> {
+        Ok(Self {
+            pool,
+            offset_minutes,
+            closed: closed_before(pool, offset_minutes).await?,
+            unnumbered: HashMap::new(),
+        })
+    }
 
-/// The records of days not rolled up, from the purchases and postings.
-async fn open_days(
-    pool: &sqlx::AnyPool,
-    brand: Option<&str>,
-    from_day: i64,
-    to_day: i64,
-    offset_minutes: i64,
-    buyers: bool,
-    unnumbered: &mut Unnumbered,
-) -> DomainResult<Vec<DayRecord>> {
-    let (start, end) = (
-        day_start_ms(from_day, offset_minutes),
-        day_start_ms(to_day, offset_minutes),
-    );
-    let offset_ms = offset_minutes * 60_000;
-    let day_sql = format!("CAST((created_at + {offset_ms}) / {DAY_MS} AS BIGINT)");
-    let mut records: std::collections::BTreeMap<i64, DayRecord> = Default::default();
-    if buyers {
-        let rows: Vec<(i64, String, Option<i64>, i64, i64)> = sqlx::query_as(&format!(
-            "SELECT d, member_id, no, CAST(COUNT(*) AS BIGINT),
+    /// Calls `each` with the records of the local days `from_day..to_day` (end excluded) that
+    /// had anything, oldest first, for `brand` (or the coalition): closed days from their rows,
+    /// the others from the purchases and postings. Without `buyers`, the records' sets are
+    /// empty and cost nothing to read.
+    pub async fn each_day(
+        &mut self,
+        brand: Option<&str>,
+        from_day: i64,
+        to_day: i64,
+        buyers: bool,
+        mut each: impl FnMut(DayRecord),
+    ) -> DomainResult<()> {
+        let closed = self.closed.unwrap_or(from_day);
+        let scope = brand.unwrap_or(COALITION);
+        let until = to_day.min(closed);
+        let (sets, chunk) = if buyers {
+            ("buyers, repeat_buyers", LOAD_CHUNK_ROWS)
+        } else {
+            ("'', ''", LOAD_CHUNK_ROWS_WITHOUT_SETS)
+        };
+        let set = |text: &str| {
+            if buyers {
+                decode(text)
+            } else {
+                Ok(RoaringBitmap::new())
+            }
+        };
+        let mut day = from_day;
+        while day < until {
+            let rows: Vec<StoredDay> = sqlx::query_as(&format!(
+                "SELECT day, orders, sales_cents, points_issued, points_redeemed, points_expired,
+                        {sets}
+                 FROM kpi_days WHERE brand_id = $1 AND day >= $2 AND day < $3
+                 ORDER BY day LIMIT {chunk}"
+            ))
+            .bind(scope)
+            .bind(day)
+            .bind(until)
+            .fetch_all(self.pool)
+            .await?;
+            day = match rows.last() {
+                Some(last) if rows.len() as i64 == chunk => last.0 + 1,
+                _ => until,
+            };
+            for (d, orders, sales_cents, issued, redeemed, expired, once, twice) in rows {
+                each(DayRecord {
+                    day: d,
+                    orders,
+                    sales_cents,
+                    points_issued: issued,
+                    points_redeemed: redeemed,
+                    points_expired: expired,
+                    buyers: set(&once)?,
+                    repeat_buyers: set(&twice)?,
+                });
+            }
+        }
+        let open_from = from_day.max(closed);
+        if open_from < to_day {
+            for record in self.open_days(brand, open_from, to_day, buyers).await? {
+                each(record);
+            }
+        }
+        Ok(())
+    }
+
+    /// The records of days not rolled up, from the purchases and postings.
+    async fn open_days(
+        &mut self,
+        brand: Option<&str>,
+        from_day: i64,
+        to_day: i64,
+        buyers: bool,
+    ) -> DomainResult<Vec<DayRecord>> {
+        let (pool, offset_minutes) = (self.pool, self.offset_minutes);
+        let (start, end) = (
+            local_day_start_ms(from_day, offset_minutes),
+            local_day_start_ms(to_day, offset_minutes),
+        );
+        let offset_ms = offset_minutes * 60_000;
+        let day_sql = format!("CAST((created_at + {offset_ms}) / {DAY_MS} AS BIGINT)");
+        let mut records: std::collections::BTreeMap<i64, DayRecord> = Default::default();
+        if buyers {
+            let rows: Vec<(i64, String, Option<i64>, i64, i64)> = sqlx::query_as(&format!(
+                "SELECT d, member_id, no, CAST(COUNT(*) AS BIGINT),
                     CAST(COALESCE(SUM(total_cents), 0) AS BIGINT)
              FROM (SELECT {} AS d, p.member_id, n.no, p.total_cents
                    FROM purchases p LEFT JOIN kpi_member_numbers n ON n.member_id = p.member_id
                    WHERE p.created_at >= $1 AND p.created_at < $2
                      AND ($3 IS NULL OR p.brand_id = $3)) t
              GROUP BY d, member_id, no",
-            day_sql.replace("created_at", "p.created_at")
-        ))
-        .bind(start)
-        .bind(end)
-        .bind(brand)
-        .fetch_all(pool)
-        .await?;
-        for (d, member, no, orders, sales) in rows {
-            let no = match no {
-                Some(no) => member_no(no)?,
-                None => {
-                    let next = u32::MAX - unnumbered.len() as u32;
-                    *unnumbered.entry(member).or_insert(next)
+                day_sql.replace("created_at", "p.created_at")
+            ))
+            .bind(start)
+            .bind(end)
+            .bind(brand)
+            .fetch_all(pool)
+            .await?;
+            for (d, member, no, orders, sales) in rows {
+                let no = match no {
+                    Some(no) => member_no(no)?,
+                    None => {
+                        let next = u32::MAX - self.unnumbered.len() as u32;
+                        *self.unnumbered.entry(member).or_insert(next)
+                    }
+                };
+                let r = records.entry(d).or_default();
+                r.day = d;
+                r.orders += orders;
+                r.sales_cents += sales;
+                r.buyers.insert(no);
+                if orders >= 2 {
+                    r.repeat_buyers.insert(no);
                 }
-            };
-            let r = records.entry(d).or_default();
-            r.day = d;
-            r.orders += orders;
-            r.sales_cents += sales;
-            r.buyers.insert(no);
-            if orders >= 2 {
-                r.repeat_buyers.insert(no);
             }
-        }
-    } else {
-        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(&format!(
-            "SELECT d, CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(total_cents), 0) AS BIGINT)
+        } else {
+            let rows: Vec<(i64, i64, i64)> = sqlx::query_as(&format!(
+                "SELECT d, CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(total_cents), 0) AS BIGINT)
              FROM (SELECT {day_sql} AS d, total_cents FROM purchases
                    WHERE created_at >= $1 AND created_at < $2
                      AND ($3 IS NULL OR brand_id = $3)) t
              GROUP BY d"
+            ))
+            .bind(start)
+            .bind(end)
+            .bind(brand)
+            .fetch_all(pool)
+            .await?;
+            for (d, orders, sales) in rows {
+                let r = records.entry(d).or_default();
+                r.day = d;
+                r.orders = orders;
+                r.sales_cents = sales;
+            }
+        }
+        let points: Vec<(i64, i64, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT d, {POINT_SUMS}
+         FROM (SELECT {day_sql} AS d, account, amount FROM ledger_postings
+               WHERE account IN ('issuance', 'adjustment', 'redemption', 'expiry')
+                 AND created_at >= $1 AND created_at < $2 AND ($3 IS NULL OR brand_id = $3)) t
+         GROUP BY d"
         ))
         .bind(start)
         .bind(end)
         .bind(brand)
         .fetch_all(pool)
         .await?;
-        for (d, orders, sales) in rows {
+        for (d, issued, redeemed, expired) in points {
             let r = records.entry(d).or_default();
             r.day = d;
-            r.orders = orders;
-            r.sales_cents = sales;
+            r.points_issued = issued;
+            r.points_redeemed = redeemed;
+            r.points_expired = expired;
         }
+        Ok(records.into_values().collect())
     }
-    let points: Vec<(i64, i64, i64, i64)> = sqlx::query_as(&format!(
-        "SELECT d, {POINT_SUMS}
-         FROM (SELECT {day_sql} AS d, account, amount FROM ledger_postings
-               WHERE account IN ('issuance', 'adjustment', 'redemption', 'expiry')
-                 AND created_at >= $1 AND created_at < $2 AND ($3 IS NULL OR brand_id = $3)) t
-         GROUP BY d"
-    ))
-    .bind(start)
-    .bind(end)
-    .bind(brand)
-    .fetch_all(pool)
-    .await?;
-    for (d, issued, redeemed, expired) in points {
-        let r = records.entry(d).or_default();
-        r.day = d;
-        r.points_issued = issued;
-        r.points_redeemed = redeemed;
-        r.points_expired = expired;
-    }
-    Ok(records.into_values().collect())
 }
 
 #[cfg(test)]
@@ -542,8 +539,8 @@ mod tests {
     fn local_days_follow_the_offset() {
         // 2026-03-02 00:00 at UTC+8 is 2026-03-01 16:00 UTC.
         let midnight = 1_772_409_600_000 - 8 * 3_600_000;
-        assert_eq!(day_of(midnight, 480), 20_514);
-        assert_eq!(day_of(midnight - 1, 480), 20_513);
-        assert_eq!(day_start_ms(20_514, 480), midnight);
+        assert_eq!(local_day(midnight, 480), 20_514);
+        assert_eq!(local_day(midnight - 1, 480), 20_513);
+        assert_eq!(local_day_start_ms(20_514, 480), midnight);
     }
 }

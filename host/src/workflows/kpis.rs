@@ -41,7 +41,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::foundation::clock::{local_month_start_ms, DAY_MS};
+use crate::foundation::clock::{local_day, local_day_start_ms, local_month_start_ms, DAY_MS};
 use crate::foundation::error::{DomainError, DomainResult};
 use crate::workflows::{kpi_rollups, Services};
 use roaring::RoaringBitmap;
@@ -316,8 +316,8 @@ pub fn range(
     granularity: Option<&str>,
 ) -> DomainResult<KpiRange> {
     let granularity = Granularity::parse(granularity.unwrap_or("day"))?;
-    let offset_ms = services.settings.points.utc_offset_minutes * 60_000;
-    let today = (services.now_ms() + offset_ms).div_euclid(DAY_MS);
+    let offset_minutes = services.settings.points.utc_offset_minutes;
+    let today = local_day(services.now_ms(), offset_minutes);
     let to_day = match to {
         Some(text) => epoch_day(parse_date("to", text)?),
         None => today,
@@ -346,16 +346,16 @@ pub fn range(
     Ok(KpiRange {
         from: date_of_epoch_day(from_day),
         to: date_of_epoch_day(to_day),
-        from_ms: from_day * DAY_MS - offset_ms,
-        to_ms: (to_day + 1) * DAY_MS - offset_ms,
+        from_ms: local_day_start_ms(from_day, offset_minutes),
+        to_ms: local_day_start_ms(to_day + 1, offset_minutes),
         granularity,
     })
 }
 
 /// The buckets' starts (local days since 1970), oldest first, cut to the range.
-fn bucket_days(r: &KpiRange, offset_ms: i64) -> DomainResult<Vec<i64>> {
-    let first = (r.from_ms + offset_ms).div_euclid(DAY_MS);
-    let last = (r.to_ms + offset_ms).div_euclid(DAY_MS) - 1;
+fn bucket_days(r: &KpiRange, offset_minutes: i64) -> DomainResult<Vec<i64>> {
+    let first = local_day(r.from_ms, offset_minutes);
+    let last = local_day(r.to_ms, offset_minutes) - 1;
     let mut starts = vec![first];
     let mut day = first;
     loop {
@@ -394,12 +394,11 @@ struct BucketSums {
 pub async fn kpis(services: &Services, brand: Option<&str>, r: &KpiRange) -> DomainResult<Kpis> {
     let pool = services.store.read();
     let offset_minutes = services.settings.points.utc_offset_minutes;
-    let offset_ms = offset_minutes * 60_000;
-    let starts = bucket_days(r, offset_ms)?;
+    let starts = bucket_days(r, offset_minutes)?;
     let brand = brand.map(str::to_owned);
     let (from, to) = (r.from_ms, r.to_ms);
-    let from_day = kpi_rollups::day_of(from, offset_minutes);
-    let to_day = kpi_rollups::day_of(to, offset_minutes);
+    let from_day = local_day(from, offset_minutes);
+    let to_day = local_day(to, offset_minutes);
     // The active rates look back 90 days from the end, which may start before the range.
     let window_start = from_day.min(to_day - 90);
 
@@ -408,64 +407,46 @@ pub async fn kpis(services: &Services, brand: Option<&str>, r: &KpiRange) -> Dom
     let (mut active_30d, mut active_90d) = (RoaringBitmap::new(), RoaringBitmap::new());
     let mut ever = RoaringBitmap::new();
     let mut spend_to_date = 0i64;
-    let mut unnumbered = kpi_rollups::Unnumbered::new();
-    kpi_rollups::each_day(
-        pool,
-        brand.as_deref(),
-        window_start,
-        to_day,
-        offset_minutes,
-        true,
-        &mut unnumbered,
-        |d| {
-            spend_to_date += d.sales_cents;
-            if d.day >= to_day - 90 {
-                active_90d |= &d.buyers;
-            }
-            if d.day >= to_day - 30 {
-                active_30d |= &d.buyers;
-            }
-            if d.day >= from_day {
-                // Bought twice in the range: twice on one day, or on this day and before.
-                bought_twice |= &d.repeat_buyers;
-                bought_twice |= &bought_once & &d.buyers;
-                bought_once |= &d.buyers;
-                let at = starts.partition_point(|&s| s <= d.day).saturating_sub(1);
-                let b = &mut buckets[at];
-                b.orders += d.orders;
-                b.sales_cents += d.sales_cents;
-                b.points_issued += d.points_issued;
-                b.points_redeemed += d.points_redeemed;
-                b.points_expired += d.points_expired;
-                b.active |= &d.buyers;
-            }
-            if brand.is_some() {
-                ever |= &d.buyers;
-            }
-        },
-    )
+    let mut days = kpi_rollups::DayReader::new(pool, offset_minutes).await?;
+    days.each_day(brand.as_deref(), window_start, to_day, true, |d| {
+        spend_to_date += d.sales_cents;
+        if d.day >= to_day - 90 {
+            active_90d |= &d.buyers;
+        }
+        if d.day >= to_day - 30 {
+            active_30d |= &d.buyers;
+        }
+        if d.day >= from_day {
+            // Bought twice in the range: twice on one day, or on this day and before.
+            bought_twice |= &d.repeat_buyers;
+            bought_twice |= &bought_once & &d.buyers;
+            bought_once |= &d.buyers;
+            let at = starts.partition_point(|&s| s <= d.day).saturating_sub(1);
+            let b = &mut buckets[at];
+            b.orders += d.orders;
+            b.sales_cents += d.sales_cents;
+            b.points_issued += d.points_issued;
+            b.points_redeemed += d.points_redeemed;
+            b.points_expired += d.points_expired;
+            b.active |= &d.buyers;
+        }
+        if brand.is_some() {
+            ever |= &d.buyers;
+        }
+    })
     .await?;
     // Everything before the window: spend to date, and a brand's members (its buyers ever).
-    kpi_rollups::each_day(
-        pool,
-        brand.as_deref(),
-        0,
-        window_start,
-        offset_minutes,
-        brand.is_some(),
-        &mut unnumbered,
-        |d| {
-            spend_to_date += d.sales_cents;
-            ever |= &d.buyers;
-        },
-    )
+    days.each_day(brand.as_deref(), 0, window_start, brand.is_some(), |d| {
+        spend_to_date += d.sales_cents;
+        ever |= &d.buyers;
+    })
     .await?;
     let series: Vec<KpiBucket> = starts
         .iter()
         .zip(&buckets)
         .map(|(&day, b)| KpiBucket {
             period: date_of_epoch_day(day),
-            start_ms: day * DAY_MS - offset_ms,
+            start_ms: local_day_start_ms(day, offset_minutes),
             orders: b.orders,
             sales_cents: b.sales_cents,
             average_order_cents: per(b.sales_cents, b.orders),
@@ -490,18 +471,8 @@ pub async fn kpis(services: &Services, brand: Option<&str>, r: &KpiRange) -> Dom
         None => totals.sales_cents,
         Some(_) => {
             let mut all = 0;
-            let mut none = kpi_rollups::Unnumbered::new();
-            kpi_rollups::each_day(
-                pool,
-                None,
-                from_day,
-                to_day,
-                offset_minutes,
-                false,
-                &mut none,
-                |d| all += d.sales_cents,
-            )
-            .await?;
+            days.each_day(None, from_day, to_day, false, |d| all += d.sales_cents)
+                .await?;
             all
         }
     };
