@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Ceiling on fuel per call: ~25 ms of guest code here; a small JavaScript call needs 2–3M.
+/// Ceiling on fuel per call: 3–7 ms of a tight guest loop here; a small JavaScript call needs
+/// 2–3M.
 pub const MAX_FUEL_PER_CALL: u64 = 50_000_000;
 /// Ceiling on linear memory per call: JS/Python guests start at 9–12.4 MiB; bounds the pool.
 pub const MAX_MEMORY_MIB: u32 = 64;
