@@ -10,7 +10,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::foundation::clock::DAY_MS;
+use crate::foundation::clock::{self, DAY_MS};
 use crate::foundation::error::DomainResult;
 use crate::workflows::Services;
 
@@ -106,10 +106,10 @@ pub async fn overview(
 ) -> DomainResult<Overview> {
     let pool = services.store.read();
     let now = services.now_ms();
-    let offset = services.settings.points.utc_offset_minutes * 60_000;
-    // The start of the local day that holds `at`, Unix ms.
-    let local_day = |at: i64| (at + offset).div_euclid(DAY_MS) * DAY_MS - offset;
-    let from = local_day(now) - (window_days - 1) * DAY_MS;
+    let offset_minutes = services.settings.points.utc_offset_minutes;
+    let today = clock::local_day(now, offset_minutes);
+    let from = clock::local_day_start_ms(today - (window_days - 1), offset_minutes);
+    let offset = offset_minutes * 60_000;
     // `$2 IS NULL OR brand_id = $2` keeps one statement for both scopes.
     let brand = brand.map(str::to_owned);
     let (members,): (i64,) = match &brand {

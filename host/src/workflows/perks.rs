@@ -48,7 +48,7 @@ use utoipa::ToSchema;
 
 use crate::domain::access::{Principal, Role};
 use crate::domain::coupons::IssuedCoupon;
-use crate::foundation::clock::DAY_MS;
+use crate::foundation::clock::{self, DAY_MS};
 use crate::foundation::error::{DomainError, DomainResult};
 use crate::foundation::store::{new_id, Backend};
 use crate::ledger::outbox::{self, EventKind, NewEvent};
@@ -478,14 +478,13 @@ struct PeriodStarts {
 }
 
 fn period_starts(now_ms: i64, utc_offset_minutes: i64) -> DomainResult<PeriodStarts> {
-    let offset_ms = utc_offset_minutes * 60_000;
-    let local_days = (now_ms + offset_ms).div_euclid(DAY_MS);
-    let day = local_days * DAY_MS - offset_ms;
+    let local_days = clock::local_day(now_ms, utc_offset_minutes);
+    let day = clock::local_day_start_ms(local_days, utc_offset_minutes);
     // 1970-01-01 was a Thursday: Monday is 3 days earlier.
     let since_monday = (local_days + 3).rem_euclid(7);
     let week = day - since_monday * DAY_MS;
-    let (year, month) = crate::foundation::clock::local_year_month(now_ms, utc_offset_minutes)?;
-    let month = crate::foundation::clock::local_month_start_ms(
+    let (year, month) = clock::local_year_month(now_ms, utc_offset_minutes)?;
+    let month = clock::local_month_start_ms(
         i64::from(year) * 12 + i64::from(month) - 1,
         utc_offset_minutes,
     )?;
@@ -742,7 +741,7 @@ async fn plugin_offers(
         .into_iter()
         .filter(|p| p.plugin.implements(Hook::ListPerks))
         .collect();
-    let local_day = (now_ms + offset * 60_000).div_euclid(DAY_MS);
+    let local_day = clock::local_day(now_ms, offset);
     let shared = member_fingerprint(&member, local_day);
     // Budgets left, read only when a 0.2.0 plugin serves; a failed read lists without them
     // (redemption enforces them in its own transaction whatever the listing showed).

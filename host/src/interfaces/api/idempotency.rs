@@ -212,6 +212,22 @@ pub async fn begin_write(
     }
 }
 
+/// Records a report under the key, or replays the one already recorded there: the tail of the
+/// job endpoints, whose jobs are idempotent by construction (the key keeps the caller's answer).
+pub async fn record_report(
+    state: &AppState,
+    principal: &Principal,
+    key: &IdempotencyKey,
+    operation: &str,
+    request: &impl Serialize,
+    report: impl Serialize,
+) -> DomainResult<Response> {
+    match begin_write(state, principal, key, operation, request).await? {
+        Begun::Replay(response) => Ok(response),
+        Begun::Fresh(tx) => finish_write(tx, principal, key, StatusCode::OK, report).await,
+    }
+}
+
 /// The stored response if this caller already answered `operation` + `request` under the key;
 /// for a write whose authorization depends on state that may have changed since (a retry must
 /// replay what the caller was answered, not be judged again).

@@ -6,15 +6,13 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::domain::access::Principal;
 use crate::foundation::error::DomainResult;
-use crate::interfaces::api::idempotency::finish_write;
-use crate::interfaces::api::idempotency::{self, Claim, IdempotencyKey};
+use crate::interfaces::api::idempotency::{record_report, IdempotencyKey};
 use crate::interfaces::api::problem::Problem;
 use crate::interfaces::api::AppState;
 use crate::workflows::jobs::{self, ExpiryReport, HoldTimeoutReport};
@@ -28,29 +26,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs_membership_renewals))
         .routes(routes!(jobs_holds))
         .routes(routes!(jobs_kpi_rollups))
-}
-
-async fn record<T: serde::Serialize>(
-    state: &AppState,
-    principal: &Principal,
-    key: &IdempotencyKey,
-    operation: &str,
-    report: T,
-) -> DomainResult<Response> {
-    let hash = idempotency::request_hash(operation, &());
-    let mut tx = state.store.begin().await?;
-    if let Claim::Replay { status, body } = idempotency::claim(
-        &mut tx,
-        &principal.idempotency_scope(),
-        &key.0,
-        &hash,
-        state.now_ms(),
-    )
-    .await?
-    {
-        return Ok(idempotency::replay_response(status, body));
-    }
-    finish_write(tx, principal, key, StatusCode::OK, report).await
 }
 
 /// Expire every lot past due now, and mark unused coupons past their expiry `expired`.
@@ -67,7 +42,7 @@ pub async fn jobs_expiry(
 ) -> DomainResult<Response> {
     principal.require_admin()?;
     let report = jobs::run_expiry(&state.store, state.now_ms()).await?;
-    record(&state, &principal, &key, "jobs.expiry", report).await
+    record_report(&state, &principal, &key, "jobs.expiry", &(), report).await
 }
 
 /// Release every pending earn whose brand's return window has passed (points become
@@ -85,7 +60,7 @@ pub async fn jobs_pending_points(
 ) -> DomainResult<Response> {
     principal.require_admin()?;
     let report = jobs::release_pending(&state).await?;
-    record(&state, &principal, &key, "jobs.pending_points", report).await
+    record_report(&state, &principal, &key, "jobs.pending_points", &(), report).await
 }
 
 /// Record a renewal notice for every paid membership card inside its plan's notice window
@@ -103,7 +78,15 @@ pub async fn jobs_membership_renewals(
 ) -> DomainResult<Response> {
     principal.require_admin()?;
     let report = jobs::membership_renewals(&state).await?;
-    record(&state, &principal, &key, "jobs.membership_renewals", report).await
+    record_report(
+        &state,
+        &principal,
+        &key,
+        "jobs.membership_renewals",
+        &(),
+        report,
+    )
+    .await
 }
 
 /// Release every timed-out hold now.
@@ -120,7 +103,7 @@ pub async fn jobs_holds(
 ) -> DomainResult<Response> {
     principal.require_admin()?;
     let report = jobs::run_hold_timeouts(&state.store, state.now_ms()).await?;
-    record(&state, &principal, &key, "jobs.holds", report).await
+    record_report(&state, &principal, &key, "jobs.holds", &(), report).await
 }
 
 /// Roll up the key figures of every local day that has ended (admins): each day closed once,
@@ -147,5 +130,5 @@ pub async fn jobs_kpi_rollups(
         Some(Instant::now() + budget),
     )
     .await?;
-    record(&state, &principal, &key, "jobs.kpi_rollups", report).await
+    record_report(&state, &principal, &key, "jobs.kpi_rollups", &(), report).await
 }

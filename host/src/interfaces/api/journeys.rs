@@ -14,9 +14,7 @@ use utoipa_axum::routes;
 use crate::domain::access::{Principal, Role};
 use crate::foundation::error::{DomainError, DomainResult};
 use crate::foundation::ids::check_path_id;
-use crate::interfaces::api::idempotency::{
-    self, finish_write, idempotent_write, Claim, IdempotencyKey,
-};
+use crate::interfaces::api::idempotency::{self, idempotent_write, IdempotencyKey};
 use crate::interfaces::api::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use crate::interfaces::api::AppState;
 use crate::workflows::journeys::{self, DryRun, JourneyPatch, JourneyView, NewJourney, RunReport};
@@ -279,18 +277,13 @@ pub async fn jobs_journeys(
         |_, _| {},
     )
     .await?;
-    let hash = idempotency::request_hash("jobs.journeys", &params.journey_id);
-    let mut tx = state.store.begin().await?;
-    if let Claim::Replay { status, body } = idempotency::claim(
-        &mut tx,
-        &principal.idempotency_scope(),
-        &key.0,
-        &hash,
-        state.now_ms(),
+    idempotency::record_report(
+        &state,
+        &principal,
+        &key,
+        "jobs.journeys",
+        &params.journey_id,
+        report,
     )
-    .await?
-    {
-        return Ok(idempotency::replay_response(status, body));
-    }
-    finish_write(tx, &principal, &key, StatusCode::OK, report).await
+    .await
 }

@@ -19,7 +19,7 @@ use crate::domain::access::{Principal, Role};
 use crate::foundation::error::{DomainError, DomainResult};
 use crate::foundation::ids::check_path_id;
 use crate::interfaces::api::idempotency::idempotent_write;
-use crate::interfaces::api::idempotency::{self, finish_write, Claim, IdempotencyKey};
+use crate::interfaces::api::idempotency::{record_report, IdempotencyKey};
 use crate::interfaces::api::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use crate::interfaces::api::AppState;
 use crate::workflows::settlement::export::{self, LinesPage, DEFAULT_LINES_PAGE};
@@ -59,30 +59,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(settlement_netting_list))
         .routes(routes!(settlement_lines_list))
         .routes(routes!(settlement_reconciliation_get))
-}
-
-async fn record<R: Serialize, T: Serialize>(
-    state: &AppState,
-    principal: &Principal,
-    key: &IdempotencyKey,
-    operation: &str,
-    request: &R,
-    result: T,
-) -> DomainResult<Response> {
-    let hash = idempotency::request_hash(operation, request);
-    let mut tx = state.store.begin().await?;
-    if let Claim::Replay { status, body } = idempotency::claim(
-        &mut tx,
-        &principal.idempotency_scope(),
-        &key.0,
-        &hash,
-        state.now_ms(),
-    )
-    .await?
-    {
-        return Ok(idempotency::replay_response(status, body));
-    }
-    finish_write(tx, principal, key, StatusCode::OK, result).await
 }
 
 fn actor(principal: &Principal) -> String {
@@ -135,7 +111,7 @@ pub async fn settlement_run(
 ) -> DomainResult<Response> {
     principal.require_admin()?;
     let report = job::run_until(&state, state.now_ms(), Some(settle_deadline(&state))).await?;
-    record(&state, &principal, &key, "settlement.run", &(), report).await
+    record_report(&state, &principal, &key, "settlement.run", &(), report).await
 }
 
 /// Which events to list.
@@ -436,7 +412,7 @@ pub async fn settlement_periods_close(
     )
     .await?;
     let op = format!("settlement.close:{id}");
-    record(&state, &principal, &key, &op, &body, closed).await
+    record_report(&state, &principal, &key, &op, &body, closed).await
 }
 
 /// Format of an export.

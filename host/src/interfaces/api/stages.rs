@@ -18,7 +18,7 @@ use crate::domain::stages::{
 use crate::foundation::error::{DomainError, DomainResult};
 use crate::foundation::ids::check_path_id;
 use crate::interfaces::api::idempotency::IdempotencyKey;
-use crate::interfaces::api::idempotency::{self, finish_write, idempotent_write, Claim};
+use crate::interfaces::api::idempotency::{self, idempotent_write};
 use crate::interfaces::api::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use crate::interfaces::api::AppState;
 
@@ -175,18 +175,5 @@ pub async fn jobs_member_stages(
     let budget = Duration::from_millis(state.config.limits.request_timeout_ms / 2);
     let report = stages::run(&state.store, state.now_ms(), Some(Instant::now() + budget)).await?;
     // The job is idempotent by construction; the key records its report (as `/jobs/…` do).
-    let hash = idempotency::request_hash("jobs.member_stages", &());
-    let mut tx = state.store.begin().await?;
-    if let Claim::Replay { status, body } = idempotency::claim(
-        &mut tx,
-        &principal.idempotency_scope(),
-        &key.0,
-        &hash,
-        state.now_ms(),
-    )
-    .await?
-    {
-        return Ok(idempotency::replay_response(status, body));
-    }
-    finish_write(tx, &principal, &key, StatusCode::OK, report).await
+    idempotency::record_report(&state, &principal, &key, "jobs.member_stages", &(), report).await
 }

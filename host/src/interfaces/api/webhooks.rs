@@ -361,11 +361,13 @@ pub async fn jobs_webhook_deliveries(
         tx.rollback().await?;
     }
     let report = crate::workflows::webhooks::run_once(&state).await?;
-    match idempotency::begin_write(&state, &principal, &key, "jobs.webhook_deliveries", &()).await?
-    {
-        idempotency::Begun::Replay(response) => Ok(response),
-        idempotency::Begun::Fresh(tx) => {
-            idempotency::finish_write(tx, &principal, &key, StatusCode::OK, report).await
-        }
-    }
+    idempotency::record_report(
+        &state,
+        &principal,
+        &key,
+        "jobs.webhook_deliveries",
+        &(),
+        report,
+    )
+    .await
 }
