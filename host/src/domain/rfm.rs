@@ -35,11 +35,11 @@ pub fn scores_sql(purchase_filter: &str) -> String {
     )
 }
 
-/// The same scores per brand, as a SQL subquery with columns `brand_id, member_id, r, f, m`:
-/// each brand's members ranked among that brand's buyers only.
+/// The same scores per brand, as a SQL subquery with columns `brand_id, member_id, last_at,
+/// orders, spend_cents, r, f, m`: each brand's members ranked among that brand's buyers only.
 fn scores_by_brand_sql(purchase_filter: &str) -> String {
     format!(
-        "SELECT brand_id, member_id,
+        "SELECT brand_id, member_id, last_at, orders, spend_cents,
             CAST(NTILE(5) OVER (PARTITION BY brand_id ORDER BY last_at, member_id) AS BIGINT)
                 AS r,
             CAST(NTILE(5) OVER (PARTITION BY brand_id ORDER BY orders, member_id) AS BIGINT)
@@ -54,43 +54,93 @@ fn scores_by_brand_sql(purchase_filter: &str) -> String {
 }
 
 /// Recomputes the snapshot of the distribution — coalition-wide and per brand — over the
-/// purchases before `as_of_ms`, replacing the previous one. The KPI roll-up job calls it
-/// whenever it closes days, so the distribution page reads at most 125 rows a scope instead
-/// of ranking every buyer.
+/// purchases before `as_of_ms`, replacing the previous one: the members per (R, F, M) cell and
+/// where each quintile starts. The KPI roll-up job calls it whenever it closes days, so the
+/// distribution page reads at most 125 rows a scope, and a page of members only its members'
+/// purchases, instead of ranking every buyer. Each scope is ranked once, into a temporary
+/// table both tables are filled from.
 pub async fn refresh_snapshot(
     conn: &mut sqlx::AnyConnection,
     as_of_ms: i64,
     now_ms: i64,
 ) -> DomainResult<()> {
-    sqlx::query("DELETE FROM rfm_snapshot_cells")
+    for table in [
+        "rfm_snapshot_cells",
+        "rfm_snapshot_bounds",
+        "rfm_snapshot_state",
+    ] {
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&mut *conn)
+            .await?;
+    }
+    for (scope, scores) in [
+        ("'' AS brand_id", scores_sql("WHERE created_at < $1")),
+        ("brand_id", scores_by_brand_sql("WHERE created_at < $1")),
+    ] {
+        // Not kept as prepared statements: the table they name is a new one each time.
+        sqlx::query(&format!(
+            "CREATE TEMPORARY TABLE rfm_scored AS
+             SELECT {scope}, member_id, last_at, orders, spend_cents, r, f, m
+             FROM ({scores}) scored"
+        ))
+        .bind(as_of_ms)
+        .persistent(false)
         .execute(&mut *conn)
         .await?;
-    sqlx::query(&format!(
-        "INSERT INTO rfm_snapshot_cells (brand_id, r, f, m, members)
-         SELECT '', r, f, m, CAST(COUNT(*) AS BIGINT) FROM ({}) s GROUP BY r, f, m",
-        scores_sql("WHERE created_at < $1")
-    ))
-    .bind(as_of_ms)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(&format!(
-        "INSERT INTO rfm_snapshot_cells (brand_id, r, f, m, members)
-         SELECT brand_id, r, f, m, CAST(COUNT(*) AS BIGINT) FROM ({}) s
-         GROUP BY brand_id, r, f, m",
-        scores_by_brand_sql("WHERE created_at < $1")
-    ))
-    .bind(as_of_ms)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("DELETE FROM rfm_snapshot_state")
+        sqlx::query(
+            "INSERT INTO rfm_snapshot_cells (brand_id, r, f, m, members)
+             SELECT brand_id, r, f, m, CAST(COUNT(*) AS BIGINT) FROM rfm_scored
+             GROUP BY brand_id, r, f, m",
+        )
+        .persistent(false)
         .execute(&mut *conn)
         .await?;
+        sqlx::query(&bounds_sql())
+            .persistent(false)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DROP TABLE rfm_scored")
+            .persistent(false)
+            .execute(&mut *conn)
+            .await?;
+    }
     sqlx::query("INSERT INTO rfm_snapshot_state (id, as_of_ms, computed_at) VALUES (1, $1, $2)")
         .bind(as_of_ms)
         .bind(now_ms)
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// Fills `rfm_snapshot_bounds` from the scores in `rfm_scored`: for each brand (or the
+/// coalition's ''), dimension and score above 1, the first member in NTILE's order (value,
+/// then member id) who got it.
+fn bounds_sql() -> String {
+    let starts = [("r", "last_at"), ("f", "orders"), ("m", "spend_cents")]
+        .map(|(score, value)| {
+            format!(
+                "SELECT brand_id, '{score}' AS dimension, {score} AS score, {value} AS value,
+                        member_id,
+                        ROW_NUMBER() OVER (PARTITION BY brand_id, {score}
+                                           ORDER BY {value}, member_id) AS rn
+                 FROM rfm_scored"
+            )
+        })
+        .join(" UNION ALL ");
+    format!(
+        "INSERT INTO rfm_snapshot_bounds (brand_id, dimension, score, value, member_id)
+         SELECT brand_id, dimension, score, value, member_id FROM ({starts}) starts
+         WHERE rn = 1 AND score > 1"
+    )
+}
+
+/// When the RFM snapshot was taken (its purchases are those before it), if there is one.
+pub async fn snapshot_as_of(pool: &AnyPool) -> DomainResult<Option<i64>> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT as_of_ms FROM rfm_snapshot_state WHERE id = 1")
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(at,)| at))
 }
 
 /// A range of RFM scores a campaign targets: each bound 1..=5, omitted = open.
@@ -164,9 +214,9 @@ impl RfmRange {
 pub struct RfmDistribution {
     /// The brand the scores are limited to; absent = the coalition.
     pub brand_id: Option<String>,
-    /// The distribution's purchases are those before this instant (Unix ms): the snapshot the
-    /// KPI roll-up job takes when it closes days. Absent: ranked live over every purchase to
-    /// date (no snapshot yet, or a page of members was asked for).
+    /// The distribution's (and the page's) purchases are those before this instant (Unix ms):
+    /// the snapshot the KPI roll-up job takes when it closes days. Absent: ranked live over
+    /// every purchase to date (no snapshot yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_of_ms: Option<i64>,
     /// Members scored (those who bought).
@@ -227,13 +277,7 @@ pub async fn distribution(
     page: Option<(Option<&str>, i64)>,
 ) -> DomainResult<RfmDistribution> {
     let filter = "WHERE ($1 IS NULL OR brand_id = $1)";
-    let snapshot: Option<(i64,)> = if page.is_none() {
-        sqlx::query_as("SELECT as_of_ms FROM rfm_snapshot_state WHERE id = 1")
-            .fetch_optional(pool)
-            .await?
-    } else {
-        None
-    };
+    let snapshot = snapshot_as_of(pool).await?;
     let cells: Vec<(i64, i64, i64, i64)> = match snapshot {
         Some(_) => {
             sqlx::query_as(
@@ -257,7 +301,7 @@ pub async fn distribution(
     };
     let mut out = RfmDistribution {
         brand_id: brand.map(str::to_owned),
-        as_of_ms: snapshot.map(|(at,)| at),
+        as_of_ms: snapshot,
         ..RfmDistribution::default()
     };
     for (r, f, m, n) in cells {
@@ -283,15 +327,52 @@ pub async fn distribution(
     }
     if let Some((after, limit)) = page {
         let limit = limit.clamp(1, MAX_PAGE);
-        let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(&format!(
-            "SELECT member_id, last_at, orders, spend_cents, r, f, m FROM ({}) s
-             WHERE member_id > $2 ORDER BY member_id LIMIT {limit}",
-            scores_sql(filter)
-        ))
-        .bind(brand.map(str::to_owned))
-        .bind(after.unwrap_or(""))
-        .fetch_all(pool)
-        .await?;
+        let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = match snapshot {
+            // The page's members from their own purchases before the snapshot, scored
+            // against where the snapshot's quintiles start: reads the page, ranks no one.
+            Some(as_of_ms) => {
+                let score = |dimension: &str, value: &str| {
+                    format!(
+                        "CAST(1 + (SELECT COUNT(*) FROM rfm_snapshot_bounds b
+                                   WHERE b.brand_id = $4 AND b.dimension = '{dimension}'
+                                     AND (b.value < p.{value}
+                                          OR (b.value = p.{value}
+                                              AND b.member_id <= p.member_id))) AS BIGINT)"
+                    )
+                };
+                sqlx::query_as(&format!(
+                    "SELECT p.member_id, p.last_at, p.orders, p.spend_cents, {}, {}, {}
+                     FROM (SELECT member_id, CAST(MAX(created_at) AS BIGINT) AS last_at,
+                                  CAST(COUNT(*) AS BIGINT) AS orders,
+                                  CAST(COALESCE(SUM(total_cents), 0) AS BIGINT) AS spend_cents
+                           FROM purchases
+                           WHERE created_at < $1 AND ($2 IS NULL OR brand_id = $2)
+                             AND member_id > $3
+                           GROUP BY member_id ORDER BY member_id LIMIT {limit}) p
+                     ORDER BY p.member_id",
+                    score("r", "last_at"),
+                    score("f", "orders"),
+                    score("m", "spend_cents"),
+                ))
+                .bind(as_of_ms)
+                .bind(brand.map(str::to_owned))
+                .bind(after.unwrap_or(""))
+                .bind(brand.unwrap_or(""))
+                .fetch_all(pool)
+                .await?
+            }
+            None => {
+                sqlx::query_as(&format!(
+                    "SELECT member_id, last_at, orders, spend_cents, r, f, m FROM ({}) s
+                     WHERE member_id > $2 ORDER BY member_id LIMIT {limit}",
+                    scores_sql(filter)
+                ))
+                .bind(brand.map(str::to_owned))
+                .bind(after.unwrap_or(""))
+                .fetch_all(pool)
+                .await?
+            }
+        };
         out.next_after = (i64::try_from(rows.len()).unwrap_or(0) == limit)
             .then(|| rows.last().map(|r| r.0.clone()))
             .flatten();

@@ -25,6 +25,7 @@ use roaring::RoaringBitmap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::domain::rfm;
 use crate::foundation::clock::{local_day, local_day_start_ms, DAY_MS};
 use crate::foundation::error::{DomainError, DomainResult};
 use crate::foundation::store::Store;
@@ -104,8 +105,8 @@ pub async fn closed_before(pool: &sqlx::AnyPool, offset_minutes: i64) -> DomainR
 
 /// One pass of the roll-up job: closes the days that ended more than [`ROLLUP_GRACE_MS`]
 /// before `now_ms`, oldest first, at most [`MAX_DAYS_PER_PASS`] and until `deadline`; then,
-/// if it closed any, retakes the RFM snapshot over the purchases of the closed days
-/// ([`crate::domain::rfm::refresh_snapshot`]). Safe to run on several nodes at once: each
+/// if it closed any (or there is no snapshot), retakes the RFM snapshot over the purchases of
+/// the closed days ([`rfm::refresh_snapshot`]). Safe to run on several nodes at once: each
 /// day's transaction advances the state only from the day it started at.
 pub async fn run(
     store: &Store,
@@ -140,14 +141,11 @@ pub async fn run(
         next += 1;
     }
     report.closed_before_day = Some(next);
-    if report.days_closed > 0 {
+    // Retaken when days closed, or when there is none (a new programme, or one dropped by an
+    // upgrade that changed its shape).
+    if report.days_closed > 0 || rfm::snapshot_as_of(store.read()).await?.is_none() {
         let mut tx = store.begin().await?;
-        crate::domain::rfm::refresh_snapshot(
-            &mut tx,
-            local_day_start_ms(next, offset_minutes),
-            now_ms,
-        )
-        .await?;
+        rfm::refresh_snapshot(&mut tx, local_day_start_ms(next, offset_minutes), now_ms).await?;
         tx.commit().await?;
     }
     Ok(report)
