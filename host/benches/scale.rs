@@ -18,8 +18,9 @@
 //! `BENCH_KEEP_DB=1` run kept, instead of generating new ones).
 //!
 //! The KPI pages (`GET /kpis` for a year by month and by week, 90 days by day, one brand's
-//! year, and `GET /segments/rfm` coalition-wide and for a brand) are measured after the KPI
-//! roll-up job has closed every generated day (timed, reported as setup), sequentially, each
+//! year, and `GET /segments/rfm` coalition-wide and for a brand, with and without a page of
+//! members) are measured after the KPI roll-up job has closed every generated day (timed,
+//! reported as setup), sequentially, each
 //! against its raw baseline: one pass over the range's purchases (`COUNT` and `SUM`), or the
 //! per-member aggregate an RFM ranking starts from.
 //!
@@ -987,6 +988,16 @@ fn kpi_pages(t0: i64, offset_minutes: i64) -> Vec<(&'static str, String, String)
         (
             "RFM quintiles, one brand (mall)",
             "/segments/rfm?brand=mall".to_owned(),
+            per_member(Some("mall")),
+        ),
+        (
+            "RFM quintiles and a page of 100 members, coalition",
+            "/segments/rfm?members=true&limit=100".to_owned(),
+            per_member(None),
+        ),
+        (
+            "RFM quintiles and a page of 100 members, one brand (mall)",
+            "/segments/rfm?brand=mall&members=true&limit=100".to_owned(),
             per_member(Some("mall")),
         ),
     ]
