@@ -87,6 +87,13 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// When a job run inside a request must stop so the request answers in time: half the
+    /// request timeout from now (the run reports what is left, and the next call resumes).
+    pub fn job_deadline(&self) -> std::time::Instant {
+        std::time::Instant::now()
+            + std::time::Duration::from_millis(self.config.limits.request_timeout_ms / 2)
+    }
+
     /// Builds the state around an open store.
     pub fn new(
         store: Store,

@@ -1,8 +1,6 @@
 //! Coupon campaigns: create, issue to a segment under a hard cap, and read the counts (see
 //! [`crate::domain::campaigns`] for the rules).
 
-use std::time::{Duration, Instant};
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -163,13 +161,12 @@ pub async fn campaigns_issue(
         tx.rollback().await?;
     }
     // Half the request timeout: the rest is margin for the last batch and the reply.
-    let budget = Duration::from_millis(state.config.limits.request_timeout_ms / 2);
     let report = campaigns::issue(
         &state.store,
         &id,
         state.settings.points.utc_offset_minutes,
         now_ms,
-        Instant::now() + budget,
+        state.job_deadline(),
     )
     .await?;
     if !report.finished {

@@ -3,8 +3,6 @@
 //! own short transactions, and the idempotency key then records its report: a concurrent retry
 //! with the same key does no harm and gets one of the reports.
 
-use std::time::{Duration, Instant};
-
 use axum::extract::State;
 use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
@@ -122,12 +120,11 @@ pub async fn jobs_kpi_rollups(
     key: IdempotencyKey,
 ) -> DomainResult<Response> {
     principal.require_admin()?;
-    let budget = Duration::from_millis(state.config.limits.request_timeout_ms / 2);
     let report = kpi_rollups::run(
         &state.store,
         state.settings.points.utc_offset_minutes,
         state.now_ms(),
-        Some(Instant::now() + budget),
+        Some(state.job_deadline()),
     )
     .await?;
     record_report(&state, &principal, &key, "jobs.kpi_rollups", &(), report).await

@@ -1,8 +1,6 @@
 //! Journeys: create (an admin, or a brand for a journey funded only by itself), list, read with
 //! counts, change status, dry-run, and run them now (see [`crate::workflows::journeys`]).
 
-use std::time::{Duration, Instant};
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -268,12 +266,11 @@ pub async fn jobs_journeys(
     if let Some(id) = &params.journey_id {
         check_path_id("journey", id)?;
     }
-    let budget = Duration::from_millis(state.config.limits.request_timeout_ms / 2);
     let report = journeys::run(
         &state,
         params.journey_id.as_deref(),
         state.now_ms(),
-        Some(Instant::now() + budget),
+        Some(state.job_deadline()),
         |_, _| {},
     )
     .await?;

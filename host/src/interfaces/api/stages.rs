@@ -1,8 +1,6 @@
 //! Member lifecycle stages: the rules (admins write), the stage job, a member's stage with its
 //! history, counts per stage and the churn-risk list (see [`crate::domain::stages`]).
 
-use std::time::{Duration, Instant};
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -172,8 +170,7 @@ pub async fn jobs_member_stages(
     key: IdempotencyKey,
 ) -> DomainResult<Response> {
     principal.require_admin()?;
-    let budget = Duration::from_millis(state.config.limits.request_timeout_ms / 2);
-    let report = stages::run(&state.store, state.now_ms(), Some(Instant::now() + budget)).await?;
+    let report = stages::run(&state.store, state.now_ms(), Some(state.job_deadline())).await?;
     // The job is idempotent by construction; the key records its report (as `/jobs/…` do).
     idempotency::record_report(&state, &principal, &key, "jobs.member_stages", &(), report).await
 }
