@@ -19,6 +19,15 @@ pub const MAX_PAGE: i64 = 500;
 /// Default page of scores.
 pub const DEFAULT_PAGE: i64 = 100;
 
+/// A member's three figures over a group of their purchases, as SQL select columns: the last
+/// purchase, the purchases and the spend — what recency, frequency and monetary rank.
+const MEMBER_FIGURES: &str = "CAST(MAX(created_at) AS BIGINT) AS last_at,
+    CAST(COUNT(*) AS BIGINT) AS orders,
+    CAST(COALESCE(SUM(total_cents), 0) AS BIGINT) AS spend_cents";
+
+/// Each score and the figure it ranks (by that figure, then member id).
+const DIMENSIONS: [(&str, &str); 3] = [("r", "last_at"), ("f", "orders"), ("m", "spend_cents")];
+
 /// The per-member scores as a SQL subquery with columns `member_id, last_at, orders,
 /// spend_cents, r, f, m`, over the purchases `purchase_filter` selects (a `WHERE` clause or
 /// nothing; it may use bound parameters).
@@ -28,9 +37,7 @@ pub fn scores_sql(purchase_filter: &str) -> String {
             CAST(NTILE(5) OVER (ORDER BY last_at, member_id) AS BIGINT) AS r,
             CAST(NTILE(5) OVER (ORDER BY orders, member_id) AS BIGINT) AS f,
             CAST(NTILE(5) OVER (ORDER BY spend_cents, member_id) AS BIGINT) AS m
-         FROM (SELECT member_id, CAST(MAX(created_at) AS BIGINT) AS last_at,
-                      CAST(COUNT(*) AS BIGINT) AS orders,
-                      CAST(COALESCE(SUM(total_cents), 0) AS BIGINT) AS spend_cents
+         FROM (SELECT member_id, {MEMBER_FIGURES}
                FROM purchases {purchase_filter} GROUP BY member_id) per_member"
     )
 }
@@ -46,9 +53,7 @@ fn scores_by_brand_sql(purchase_filter: &str) -> String {
                 AS f,
             CAST(NTILE(5) OVER (PARTITION BY brand_id ORDER BY spend_cents, member_id)
                 AS BIGINT) AS m
-         FROM (SELECT brand_id, member_id, CAST(MAX(created_at) AS BIGINT) AS last_at,
-                      CAST(COUNT(*) AS BIGINT) AS orders,
-                      CAST(COALESCE(SUM(total_cents), 0) AS BIGINT) AS spend_cents
+         FROM (SELECT brand_id, member_id, {MEMBER_FIGURES}
                FROM purchases {purchase_filter} GROUP BY brand_id, member_id) per_member"
     )
 }
@@ -116,7 +121,7 @@ pub async fn refresh_snapshot(
 /// coalition's ''), dimension and score above 1, the first member in NTILE's order (value,
 /// then member id) who got it.
 fn bounds_sql() -> String {
-    let starts = [("r", "last_at"), ("f", "orders"), ("m", "spend_cents")]
+    let starts = DIMENSIONS
         .map(|(score, value)| {
             format!(
                 "SELECT brand_id, '{score}' AS dimension, {score} AS score, {value} AS value,
@@ -341,18 +346,16 @@ pub async fn distribution(
                     )
                 };
                 sqlx::query_as(&format!(
-                    "SELECT p.member_id, p.last_at, p.orders, p.spend_cents, {}, {}, {}
-                     FROM (SELECT member_id, CAST(MAX(created_at) AS BIGINT) AS last_at,
-                                  CAST(COUNT(*) AS BIGINT) AS orders,
-                                  CAST(COALESCE(SUM(total_cents), 0) AS BIGINT) AS spend_cents
+                    "SELECT p.member_id, p.last_at, p.orders, p.spend_cents, {}
+                     FROM (SELECT member_id, {MEMBER_FIGURES}
                            FROM purchases
                            WHERE created_at < $1 AND ($2 IS NULL OR brand_id = $2)
                              AND member_id > $3
                            GROUP BY member_id ORDER BY member_id LIMIT {limit}) p
                      ORDER BY p.member_id",
-                    score("r", "last_at"),
-                    score("f", "orders"),
-                    score("m", "spend_cents"),
+                    DIMENSIONS
+                        .map(|(dimension, value)| score(dimension, value))
+                        .join(", "),
                 ))
                 .bind(as_of_ms)
                 .bind(brand.map(str::to_owned))
